@@ -1,0 +1,1 @@
+//! End-to-end tests across the project's crates (network namespaces, real daemons, QEMU guests). The tests live in `tests/tests/`; this library will hold their shared harness (namespace and process guards).

@@ -1,0 +1,794 @@
+//! DAG addresses with fallback.
+//!
+//! An XIA address is a directed acyclic graph of XIDs. A virtual *entry* (source) node points
+//! into the graph; the *intent* is the single sink, the thing the packet is for. Each node has up
+//! to four out-edges tried in order: edge 0 is the primary path, edges 1..3 are fallbacks used
+//! when a router cannot make progress on the earlier ones.
+//!
+//! Wire layout (shared with the prototype and Wireshark): nodes in topological order, intent
+//! last; the entry node is not stored, its out-edges live in the edge slots of the intent (which
+//! has no out-edges of its own). [`Dag`] keeps exactly that layout, so encoding is a copy.
+//!
+//! Text forms of the prototype:
+//! - `RE AD:.. HID:.. SID:..`, a path from the entry, with optional fallback groups
+//!   `RE ( IP:1.2.3.4 ) AD:.. HID:..` placed before the node they lead to;
+//! - `DAG 2 0 - AD:.. 2 1 - HID:.. 2 - CID:..`, the entry's edge list, then each node followed by
+//!   its edge list, `-` separated (any DAG can be written this way).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::xid::{Xid, XidError};
+
+/// Most nodes a DAG may have (the prototype's `CLICK_XIA_ADDR_MAX_NODES`).
+pub const MAX_NODES: usize = 20;
+/// Out-edges per node.
+pub const MAX_EDGES: usize = 4;
+/// Edge byte of an unused slot.
+pub const EDGE_EMPTY: u8 = 0x7F;
+/// Bit a router sets on the edge it took to a node that was local to it.
+pub const EDGE_VISITED: u8 = 0x80;
+/// Mask of the node index in an edge byte.
+pub const EDGE_INDEX: u8 = 0x7F;
+
+/// Why a DAG is not a valid XIA address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DagError {
+    /// No nodes at all.
+    #[error("DAG has no nodes")]
+    Empty,
+    /// More than [`MAX_NODES`] nodes.
+    #[error("DAG has {0} nodes, at most {MAX_NODES} allowed")]
+    TooManyNodes(usize),
+    /// More than [`MAX_EDGES`] out-edges on one node (builder only).
+    #[error("node {0} has more than {MAX_EDGES} out-edges")]
+    TooManyEdges(usize),
+    /// An edge names a node that does not exist.
+    #[error("edge of node {node:?} (None: the entry) points to node {target}, beyond the last node")]
+    EdgeOutOfRange {
+        /// Index of the node holding the edge (`None`: the entry node).
+        node: Option<usize>,
+        /// Index the edge points to.
+        target: usize,
+    },
+    /// An edge points to itself or to an earlier node: nodes are not in topological order.
+    #[error("edge of node {node} points back to node {target}")]
+    EdgeBackward {
+        /// Index of the node holding the edge.
+        node: usize,
+        /// Index the edge points to.
+        target: usize,
+    },
+    /// A used edge slot follows an unused one.
+    #[error("node {0} has an edge after an empty edge slot")]
+    EdgeAfterEmpty(usize),
+    /// The entry node has no out-edge.
+    #[error("the entry node has no out-edge")]
+    NoEntryEdge,
+    /// A node other than the intent has no out-edge.
+    #[error("node {0} is not the intent but has no out-edge")]
+    DeadEnd(usize),
+    /// A node cannot be reached from the entry node.
+    #[error("node {0} cannot be reached from the entry node")]
+    Unreachable(usize),
+    /// The graph has a cycle (builder only).
+    #[error("the graph has a cycle")]
+    Cycle,
+    /// The graph has no sink or more than one (builder only).
+    #[error("the graph must have exactly one intent (sink), found {0}")]
+    Sinks(usize),
+    /// Paths given to [`Dag::from_paths`] do not end at the same intent, or one is empty.
+    #[error("paths must be non-empty and end at the same intent")]
+    PathIntent,
+    /// The text is not a DAG string.
+    #[error("DAG text: {0}")]
+    Syntax(String),
+    /// An XID in the text is malformed.
+    #[error("DAG text: {0}")]
+    Xid(#[from] XidError),
+}
+
+/// One node: an XID and its four edge bytes as on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Node {
+    /// The node's XID.
+    pub xid: Xid,
+    /// Edge bytes: index in bits 0..6, [`EDGE_VISITED`] in bit 7, [`EDGE_EMPTY`] when unused.
+    pub edges: [u8; MAX_EDGES],
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {:02x?}", self.xid, self.edges)
+    }
+}
+
+/// Indices of the used edges in an edge array, in priority order.
+pub fn edge_targets(edges: &[u8; MAX_EDGES]) -> impl Iterator<Item = usize> + '_ {
+    edges.iter().take_while(|&&e| e & EDGE_INDEX != EDGE_EMPTY).map(|&e| usize::from(e & EDGE_INDEX))
+}
+
+/// Checks the edge bytes of the nodes of a DAG of `n` nodes, as read from a packet.
+///
+/// `edges(i)` gives node `i`'s edge bytes. Used by [`Dag::from_nodes`] and by wire views, so that
+/// a DAG is checked the same way whether it was built or received.
+pub fn validate_edges(n: usize, edges: impl Fn(usize) -> [u8; MAX_EDGES]) -> Result<(), DagError> {
+    if n == 0 {
+        return Err(DagError::Empty);
+    }
+    if n > MAX_NODES {
+        return Err(DagError::TooManyNodes(n));
+    }
+    let sink = n - 1;
+    for i in 0..n {
+        let e = edges(i);
+        let mut used = 0;
+        let mut seen_empty = false;
+        for &b in &e {
+            if b & EDGE_INDEX == EDGE_EMPTY {
+                seen_empty = true;
+                continue;
+            }
+            if seen_empty {
+                return Err(DagError::EdgeAfterEmpty(i));
+            }
+            let t = usize::from(b & EDGE_INDEX);
+            let holder = (i != sink).then_some(i);
+            if t >= n {
+                return Err(DagError::EdgeOutOfRange { node: holder, target: t });
+            }
+            if i != sink && t <= i {
+                return Err(DagError::EdgeBackward { node: i, target: t });
+            }
+            used += 1;
+        }
+        if used == 0 {
+            return Err(if i == sink { DagError::NoEntryEdge } else { DagError::DeadEnd(i) });
+        }
+    }
+    // Reachability from the entry: edges point forward, so one pass in index order settles it.
+    let mut live: u32 = 0;
+    for t in edge_targets(&edges(sink)) {
+        live |= 1 << t;
+    }
+    for i in 0..sink {
+        if live & (1 << i) == 0 {
+            return Err(DagError::Unreachable(i));
+        }
+        for t in edge_targets(&edges(i)) {
+            live |= 1 << t;
+        }
+    }
+    if live & (1 << sink) == 0 {
+        return Err(DagError::Unreachable(sink));
+    }
+    Ok(())
+}
+
+/// A validated DAG address, stored in wire order (no heap allocation).
+#[derive(Clone)]
+pub struct Dag {
+    len: u8,
+    nodes: [Node; MAX_NODES],
+}
+
+const EMPTY_NODE: Node =
+    Node { xid: Xid::new(crate::xid::Principal::Unknown(0), [0; 20]), edges: [EDGE_EMPTY; MAX_EDGES] };
+
+impl PartialEq for Dag {
+    fn eq(&self, other: &Self) -> bool {
+        self.nodes() == other.nodes()
+    }
+}
+impl Eq for Dag {}
+
+impl std::hash::Hash for Dag {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.nodes().hash(state)
+    }
+}
+
+impl fmt::Debug for Dag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Dag({self})")
+    }
+}
+
+impl Dag {
+    /// A DAG from nodes in wire layout (entry edges in the intent's slots), validated.
+    pub fn from_nodes(nodes: &[Node]) -> Result<Dag, DagError> {
+        validate_edges(nodes.len(), |i| nodes[i].edges)?;
+        let mut d = Dag { len: nodes.len() as u8, nodes: [EMPTY_NODE; MAX_NODES] };
+        d.nodes[..nodes.len()].copy_from_slice(nodes);
+        Ok(d)
+    }
+
+    /// A linear path from the entry: `RE a b c`.
+    pub fn linear(path: &[Xid]) -> Result<Dag, DagError> {
+        Dag::from_paths(&[path])
+    }
+
+    /// A DAG that merges several paths from the entry to one intent.
+    ///
+    /// The first path is the primary (edge 0 wherever it goes); each later path adds fallback
+    /// edges, in the order given, wherever it leaves the earlier ones. Nodes are identified by
+    /// XID. This is the prototype's `Graph + Graph`.
+    pub fn from_paths(paths: &[&[Xid]]) -> Result<Dag, DagError> {
+        let intent = paths.first().and_then(|p| p.last()).ok_or(DagError::PathIntent)?;
+        let mut b = DagBuilder::default();
+        for path in paths {
+            if path.last() != Some(intent) {
+                return Err(DagError::PathIntent);
+            }
+            let mut from = None;
+            for x in path.iter() {
+                let to = b.node(*x)?;
+                b.edge(from, to)?;
+                from = Some(to);
+            }
+        }
+        b.build()
+    }
+
+    /// `RE AD HID`: a host.
+    pub fn host(ad: Xid, hid: Xid) -> Dag {
+        Dag::linear(&[ad, hid]).expect("two distinct-position nodes form a valid path")
+    }
+
+    /// `RE AD HID SID`: a service on a host.
+    pub fn service(ad: Xid, hid: Xid, sid: Xid) -> Dag {
+        Dag::linear(&[ad, hid, sid]).expect("three-node path is valid")
+    }
+
+    /// A content DAG: intent `cid`, tried first at every step, with the publisher's AD and HID as
+    /// the fallback path (`DAG 2 0 - AD 2 1 - HID 2 - CID`). Any router or host on the way that
+    /// knows the CID (a cache) can serve it; the others route towards the publisher.
+    pub fn content(cid: Xid, ad: Xid, hid: Xid) -> Dag {
+        Dag::from_paths(&[&[cid], &[ad, cid], &[ad, hid, cid]]).expect("content DAG shape is valid")
+    }
+
+    /// `path` with `fallback` as the alternative to its first hop: `RE ( fallback.. ) path..`,
+    /// e.g. `RE ( IP:1.2.3.4 ) AD HID` to cross an IPv4 island when the AD is unknown.
+    pub fn with_fallback(fallback: &[Xid], path: &[Xid]) -> Result<Dag, DagError> {
+        let mut alt = fallback.to_vec();
+        alt.extend_from_slice(path);
+        Dag::from_paths(&[path, &alt])
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Always false: a valid DAG has at least one node.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The nodes in wire order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes[..self.len()]
+    }
+
+    /// The intent (sink) XID.
+    pub fn intent(&self) -> &Xid {
+        &self.nodes[self.len() - 1].xid
+    }
+
+    /// Index of the intent node.
+    pub fn intent_index(&self) -> usize {
+        self.len() - 1
+    }
+
+    /// Out-edge targets of the entry node, in priority order.
+    pub fn entry_edges(&self) -> impl Iterator<Item = usize> + '_ {
+        edge_targets(&self.nodes[self.len() - 1].edges)
+    }
+
+    /// Out-edge targets of node `i` (none for the intent), in priority order.
+    pub fn out_edges(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        let edges = if i + 1 < self.len() { &self.nodes[i].edges } else { &[EDGE_EMPTY; MAX_EDGES] };
+        edge_targets(edges)
+    }
+
+    /// Index of the first node whose XID is `xid`.
+    pub fn position(&self, xid: &Xid) -> Option<usize> {
+        self.nodes().iter().position(|n| n.xid == *xid)
+    }
+
+    /// Sets the visited bit of edge `slot` of node `i` (what a node does when it satisfies the
+    /// edge's target locally); unused slots and out-of-range indices are left alone.
+    pub fn mark_visited(&mut self, i: usize, slot: usize) {
+        if i < self.len() && slot < MAX_EDGES && self.nodes[i].edges[slot] & EDGE_INDEX != EDGE_EMPTY {
+            self.nodes[i].edges[slot] |= EDGE_VISITED;
+        }
+    }
+
+    /// Clears every visited bit (a DAG read from a forwarded packet, reused as an address).
+    pub fn clear_visited(&mut self) {
+        let n = self.len();
+        for node in &mut self.nodes[..n] {
+            for e in &mut node.edges {
+                if *e != EDGE_EMPTY {
+                    *e &= EDGE_INDEX;
+                }
+            }
+        }
+    }
+
+    /// The same DAG with every node named `old` renamed `new` (e.g. a VM's AD after it moved).
+    pub fn replace_xid(&self, old: &Xid, new: Xid) -> Dag {
+        let mut d = self.clone();
+        let n = d.len();
+        for node in &mut d.nodes[..n] {
+            if node.xid == *old {
+                node.xid = new;
+            }
+        }
+        d
+    }
+
+    /// Writes the DAG in the prototype's `DAG` text form (always possible).
+    pub fn to_dag_string(&self) -> String {
+        let n = self.len();
+        let mut s = String::from("DAG");
+        let push_edges = |s: &mut String, edges: &[u8; MAX_EDGES]| {
+            for t in edge_targets(edges) {
+                s.push_str(&format!(" {t}"));
+            }
+            s.push_str(" - \n");
+        };
+        push_edges(&mut s, &self.nodes[n - 1].edges);
+        for node in &self.nodes[..n - 1] {
+            s.push_str(&node.xid.to_string());
+            push_edges(&mut s, &node.edges);
+        }
+        s.push_str(&self.nodes[n - 1].xid.to_string());
+        s
+    }
+
+    /// Writes the DAG in the `RE` text form, if it has that shape: a primary path with at most
+    /// one fallback group per hop, each group a simple chain rejoining at the next node.
+    pub fn to_re_string(&self) -> Option<String> {
+        let n = self.len();
+        let sink = n - 1;
+        let edges_of = |from: Option<usize>| -> Vec<usize> {
+            match from {
+                None => self.entry_edges().collect(),
+                Some(i) => self.out_edges(i).collect(),
+            }
+        };
+        let mut s = String::from("RE");
+        let mut cur: Option<usize> = None;
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            if steps > n {
+                return None;
+            }
+            let e = edges_of(cur);
+            let next = *e.first()?;
+            match e.len() {
+                1 => {}
+                2 => {
+                    s.push_str(" (");
+                    let mut c = e[1];
+                    let mut chain = 0;
+                    while c != next {
+                        chain += 1;
+                        if chain > n {
+                            return None;
+                        }
+                        s.push(' ');
+                        s.push_str(&self.nodes[c].xid.to_string());
+                        let ce = edges_of(Some(c));
+                        if ce.len() != 1 {
+                            return None;
+                        }
+                        c = ce[0];
+                    }
+                    if chain == 0 {
+                        return None;
+                    }
+                    s.push_str(" )");
+                }
+                _ => return None,
+            }
+            s.push(' ');
+            s.push_str(&self.nodes[next].xid.to_string());
+            if next == sink {
+                break;
+            }
+            cur = Some(next);
+        }
+        // The shape checks above are necessary but not sufficient (a chain node could be shared);
+        // the text is only right if it reads back to this very DAG.
+        (s.parse::<Dag>().ok()? == *self).then_some(s)
+    }
+}
+
+impl fmt::Display for Dag {
+    /// The `RE` form when the DAG has that shape, the `DAG` form otherwise.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_re_string() {
+            Some(s) => f.write_str(&s),
+            None => f.write_str(&self.to_dag_string()),
+        }
+    }
+}
+
+impl FromStr for Dag {
+    type Err = DagError;
+
+    /// Reads either text form; whitespace (spaces, newlines) separates tokens.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut toks = s.split_whitespace();
+        match toks.next() {
+            Some("RE") => parse_re(toks),
+            Some("DAG") => parse_dag(toks),
+            _ => Err(DagError::Syntax("must start with `RE` or `DAG`".into())),
+        }
+    }
+}
+
+fn parse_re<'a>(toks: impl Iterator<Item = &'a str>) -> Result<Dag, DagError> {
+    // Follows the prototype: the main path is the primary; `( f1 .. fk ) x` adds the fallback
+    // chain prev -> f1 -> .. -> fk -> x after prev's edge to x.
+    let mut b = DagBuilder::default();
+    let mut last_main: Option<usize> = None;
+    let mut group: Option<Vec<usize>> = None;
+    let mut pending: Option<Vec<usize>> = None;
+    for t in toks {
+        match t {
+            "(" => {
+                if group.is_some() || pending.is_some() {
+                    return Err(DagError::Syntax("a fallback group must be followed by a node".into()));
+                }
+                group = Some(Vec::new());
+            }
+            ")" => match group.take() {
+                Some(g) if !g.is_empty() => pending = Some(g),
+                Some(_) => return Err(DagError::Syntax("empty fallback group".into())),
+                None => return Err(DagError::Syntax("`)` without `(`".into())),
+            },
+            x => {
+                let xid: Xid = x.parse()?;
+                let idx = b.node(xid)?;
+                if let Some(g) = group.as_mut() {
+                    if let Some(&prev) = g.last() {
+                        b.edge(Some(prev), idx)?;
+                    }
+                    g.push(idx);
+                    continue;
+                }
+                b.edge(last_main, idx)?;
+                if let Some(g) = pending.take() {
+                    b.edge(last_main, g[0])?;
+                    b.edge(Some(g[g.len() - 1]), idx)?;
+                }
+                last_main = Some(idx);
+            }
+        }
+    }
+    if group.is_some() || pending.is_some() {
+        return Err(DagError::Syntax("a fallback group must be followed by a node".into()));
+    }
+    if last_main.is_none() {
+        return Err(DagError::Empty);
+    }
+    b.build()
+}
+
+fn parse_dag<'a>(toks: impl Iterator<Item = &'a str>) -> Result<Dag, DagError> {
+    // Entry edges, then `XID edges.. -` per node; the intent comes last with no edges.
+    let mut entry: Vec<usize> = Vec::new();
+    let mut nodes: Vec<(Xid, Vec<usize>)> = Vec::new();
+    let mut closed = false;
+    for t in toks {
+        if t == "-" {
+            if closed {
+                return Err(DagError::Syntax("`-` without a node".into()));
+            }
+            closed = true;
+        } else if t.bytes().all(|c| c.is_ascii_digit()) {
+            if closed {
+                return Err(DagError::Syntax(format!("edge `{t}` after `-`")));
+            }
+            let v: usize = t.parse().map_err(|_| DagError::Syntax(format!("bad edge `{t}`")))?;
+            let list = nodes.last_mut().map_or(&mut entry, |n| &mut n.1);
+            if list.len() == MAX_EDGES {
+                return Err(DagError::TooManyEdges(nodes.len()));
+            }
+            list.push(v);
+        } else {
+            if !closed {
+                return Err(DagError::Syntax("missing `-` before a node".into()));
+            }
+            if nodes.len() == MAX_NODES {
+                return Err(DagError::TooManyNodes(MAX_NODES + 1));
+            }
+            nodes.push((t.parse()?, Vec::new()));
+            closed = false;
+        }
+    }
+    let n = nodes.len();
+    if n == 0 {
+        return Err(DagError::Empty);
+    }
+    let (_, intent_edges) = &nodes[n - 1];
+    if closed || !intent_edges.is_empty() {
+        return Err(DagError::Syntax("the intent (last node) has no edges".into()));
+    }
+    let to_edges = |list: &[usize]| -> Result<[u8; MAX_EDGES], DagError> {
+        let mut e = [EDGE_EMPTY; MAX_EDGES];
+        for (slot, &t) in e.iter_mut().zip(list) {
+            *slot = u8::try_from(t)
+                .ok()
+                .filter(|&t| usize::from(t) < n)
+                .ok_or(DagError::EdgeOutOfRange { node: None, target: t })?;
+        }
+        Ok(e)
+    };
+    let mut wire = Vec::with_capacity(n);
+    for (i, (xid, list)) in nodes.iter().enumerate() {
+        let edges = if i + 1 == n { to_edges(&entry)? } else { to_edges(list)? };
+        wire.push(Node { xid: *xid, edges });
+    }
+    Dag::from_nodes(&wire)
+}
+
+/// Builds a DAG from nodes and prioritized edges in any order; [`DagBuilder::build`] puts the
+/// nodes in topological order (ties kept in insertion order) with the intent last.
+#[derive(Debug, Default, Clone)]
+pub struct DagBuilder {
+    xids: Vec<Xid>,
+    /// Out-edges per node, in priority order.
+    out: Vec<Vec<usize>>,
+    entry: Vec<usize>,
+}
+
+impl DagBuilder {
+    /// Adds a node (or returns the index of the node with that XID).
+    pub fn node(&mut self, xid: Xid) -> Result<usize, DagError> {
+        if let Some(i) = self.xids.iter().position(|x| *x == xid) {
+            return Ok(i);
+        }
+        if self.xids.len() == MAX_NODES {
+            return Err(DagError::TooManyNodes(MAX_NODES + 1));
+        }
+        self.xids.push(xid);
+        self.out.push(Vec::new());
+        Ok(self.xids.len() - 1)
+    }
+
+    /// Adds an edge from `from` (`None`: the entry node) to `to`, after the existing ones;
+    /// an edge already present keeps its priority.
+    pub fn edge(&mut self, from: Option<usize>, to: usize) -> Result<(), DagError> {
+        let n = self.xids.len();
+        if to >= n || from.is_some_and(|f| f >= n) {
+            return Err(DagError::EdgeOutOfRange { node: from, target: to });
+        }
+        let list = match from {
+            None => &mut self.entry,
+            Some(f) => &mut self.out[f],
+        };
+        if !list.contains(&to) {
+            if list.len() == MAX_EDGES {
+                return Err(DagError::TooManyEdges(from.unwrap_or(usize::MAX)));
+            }
+            list.push(to);
+        }
+        Ok(())
+    }
+
+    /// Orders, checks and encodes the DAG.
+    pub fn build(&self) -> Result<Dag, DagError> {
+        let n = self.xids.len();
+        if n == 0 {
+            return Err(DagError::Empty);
+        }
+        if self.entry.is_empty() {
+            return Err(DagError::NoEntryEdge);
+        }
+        let sinks = self.out.iter().filter(|o| o.is_empty()).count();
+        if sinks != 1 {
+            return Err(DagError::Sinks(sinks));
+        }
+        // Kahn's algorithm, smallest insertion index first.
+        let mut indeg = vec![0usize; n];
+        for o in &self.out {
+            for &t in o {
+                indeg[t] += 1;
+            }
+        }
+        let mut order = Vec::with_capacity(n);
+        let mut placed = vec![false; n];
+        while order.len() < n {
+            let next = (0..n).find(|&i| !placed[i] && indeg[i] == 0).ok_or(DagError::Cycle)?;
+            placed[next] = true;
+            order.push(next);
+            for &t in &self.out[next] {
+                indeg[t] -= 1;
+            }
+        }
+        // With one sink and no cycle every node leads to the sink, so it comes out last.
+        let mut pos = vec![0usize; n];
+        for (p, &i) in order.iter().enumerate() {
+            pos[i] = p;
+        }
+        let encode = |list: &[usize]| {
+            let mut e = [EDGE_EMPTY; MAX_EDGES];
+            for (slot, &t) in e.iter_mut().zip(list) {
+                *slot = pos[t] as u8;
+            }
+            e
+        };
+        let nodes: Vec<Node> = order
+            .iter()
+            .map(|&i| Node {
+                xid: self.xids[i],
+                edges: if self.out[i].is_empty() { encode(&self.entry) } else { encode(&self.out[i]) },
+            })
+            .collect();
+        Dag::from_nodes(&nodes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xid::Principal;
+
+    fn x(p: Principal, b: u8) -> Xid {
+        Xid::new(p, [b; 20])
+    }
+    fn ad() -> Xid {
+        x(Principal::Ad, 0xaa)
+    }
+    fn hid() -> Xid {
+        x(Principal::Hid, 0xbb)
+    }
+    fn sid() -> Xid {
+        x(Principal::Sid, 0xcc)
+    }
+    fn cid() -> Xid {
+        x(Principal::Cid, 0xdd)
+    }
+
+    #[test]
+    fn linear_service_dag_layout() {
+        let d = Dag::service(ad(), hid(), sid());
+        let e = EDGE_EMPTY;
+        assert_eq!(d.nodes()[0].edges, [1, e, e, e]);
+        assert_eq!(d.nodes()[1].edges, [2, e, e, e]);
+        // The intent holds the entry's edges.
+        assert_eq!(d.nodes()[2].edges, [0, e, e, e]);
+        assert_eq!(d.intent(), &sid());
+        let re = format!("RE {} {} {}", ad(), hid(), sid());
+        assert_eq!(d.to_string(), re);
+        assert_eq!(re.parse::<Dag>().unwrap(), d);
+    }
+
+    #[test]
+    fn fallback_dag_layout_and_text() {
+        let ip: Xid = "IP:10.0.0.1".parse().unwrap();
+        let d = Dag::with_fallback(&[ip], &[ad(), hid()]).unwrap();
+        let e = EDGE_EMPTY;
+        // Prototype order: the fallback node comes first in the text, so first on the wire.
+        assert_eq!(d.nodes()[0].xid, ip);
+        assert_eq!(d.nodes()[0].edges, [1, e, e, e]);
+        assert_eq!(d.nodes()[1].edges, [2, e, e, e]);
+        assert_eq!(d.nodes()[2].edges, [1, 0, e, e], "entry: AD first, IP fallback");
+        let re = format!("RE ( {ip} ) {} {}", ad(), hid());
+        assert_eq!(d.to_string(), re);
+        assert_eq!(re.parse::<Dag>().unwrap(), d);
+    }
+
+    #[test]
+    fn content_dag_matches_prototype_example() {
+        // The prototype's documentation: `DAG 2 0 - AD 2 1 - HID 2 - CID`.
+        let d = Dag::content(cid(), ad(), hid());
+        let want = format!("DAG 2 0 - \n{} 2 1 - \n{} 2 - \n{}", ad(), hid(), cid());
+        assert_eq!(d.to_dag_string(), want);
+        assert_eq!(want.parse::<Dag>().unwrap(), d);
+        // Not expressible in RE form, so Display falls back to the DAG form.
+        assert_eq!(d.to_re_string(), None);
+        assert_eq!(d.to_string(), want);
+    }
+
+    #[test]
+    fn dag_text_is_whitespace_tolerant() {
+        let s = format!("DAG 0 -   {} 1 -\n{}", ad(), hid());
+        let d: Dag = s.parse().unwrap();
+        assert_eq!(d, Dag::host(ad(), hid()));
+    }
+
+    #[test]
+    fn text_errors_are_typed() {
+        assert!(matches!("".parse::<Dag>(), Err(DagError::Syntax(_))));
+        assert!(matches!("RE".parse::<Dag>(), Err(DagError::Empty)));
+        assert!(matches!("RE ( )".parse::<Dag>(), Err(DagError::Syntax(_))));
+        assert!(matches!(format!("RE ( {} )", ad()).parse::<Dag>(), Err(DagError::Syntax(_))));
+        assert!(matches!(format!("RE {} )", ad()).parse::<Dag>(), Err(DagError::Syntax(_))));
+        assert!(matches!("RE AD:12".parse::<Dag>(), Err(DagError::Xid(_))));
+        // A node twice on a path is a cycle.
+        assert!(matches!(format!("RE {} {}", ad(), ad()).parse::<Dag>(), Err(DagError::Sinks(0))));
+        assert!(matches!(format!("DAG 5 - {}", ad()).parse::<Dag>(), Err(DagError::EdgeOutOfRange { .. })));
+        assert!(matches!(
+            format!("DAG 0 - {} 0 - {}", ad(), hid()).parse::<Dag>(),
+            Err(DagError::EdgeBackward { .. })
+        ));
+        assert!(matches!(
+            format!("DAG 0 - {} 1 - {} 0", ad(), hid()).parse::<Dag>(),
+            Err(DagError::Syntax(_))
+        ));
+        assert!(matches!(format!("DAG 0 1 2 3 4 - {}", ad()).parse::<Dag>(), Err(DagError::TooManyEdges(_))));
+        let many: String = (0..21u8).map(|i| format!(" {}", x(Principal::Hid, i))).collect();
+        assert!(matches!(format!("RE{many}").parse::<Dag>(), Err(DagError::TooManyNodes(_))));
+    }
+
+    #[test]
+    fn validation_rejects_bad_wire_dags() {
+        let e = EDGE_EMPTY;
+        let node = |xid, edges| Node { xid, edges };
+        // Edge after an empty slot.
+        assert_eq!(
+            Dag::from_nodes(&[node(ad(), [1, e, e, e]), node(hid(), [e, 0, e, e])]),
+            Err(DagError::EdgeAfterEmpty(1))
+        );
+        // Dead end.
+        assert_eq!(
+            Dag::from_nodes(&[node(ad(), [e; 4]), node(hid(), [0, 1, e, e])]),
+            Err(DagError::DeadEnd(0))
+        );
+        // Backward edge.
+        assert_eq!(
+            Dag::from_nodes(&[node(ad(), [0, e, e, e]), node(hid(), [0, e, e, e])]),
+            Err(DagError::EdgeBackward { node: 0, target: 0 })
+        );
+        // Node 0 not reachable: entry goes straight to the intent.
+        assert_eq!(
+            Dag::from_nodes(&[node(ad(), [1, e, e, e]), node(hid(), [1, e, e, e])]),
+            Err(DagError::Unreachable(0))
+        );
+        // Out of range.
+        assert_eq!(
+            Dag::from_nodes(&[node(ad(), [2, e, e, e]), node(hid(), [0, e, e, e])]),
+            Err(DagError::EdgeOutOfRange { node: Some(0), target: 2 })
+        );
+        assert_eq!(Dag::from_nodes(&[node(ad(), [e; 4])]), Err(DagError::NoEntryEdge));
+        assert_eq!(Dag::from_nodes(&[]), Err(DagError::Empty));
+        // Visited bits are legal in packets.
+        let d = Dag::from_nodes(&[node(ad(), [0x81, e, e, e]), node(hid(), [0x80, e, e, e])]).unwrap();
+        let mut c = d.clone();
+        c.clear_visited();
+        assert_eq!(c, Dag::host(ad(), hid()));
+    }
+
+    #[test]
+    fn builder_detects_cycles_and_sinks() {
+        let mut b = DagBuilder::default();
+        let a = b.node(ad()).unwrap();
+        let h = b.node(hid()).unwrap();
+        let s = b.node(sid()).unwrap();
+        b.edge(None, a).unwrap();
+        b.edge(Some(a), h).unwrap();
+        b.edge(Some(h), a).unwrap();
+        b.edge(Some(h), s).unwrap();
+        assert_eq!(b.build(), Err(DagError::Cycle));
+        let mut b = DagBuilder::default();
+        let a = b.node(ad()).unwrap();
+        b.node(hid()).unwrap();
+        b.edge(None, a).unwrap();
+        assert_eq!(b.build(), Err(DagError::Sinks(2)));
+        assert!(Dag::from_paths(&[&[ad(), hid()], &[ad(), sid()]]).is_err());
+    }
+
+    #[test]
+    fn replace_xid_moves_a_host_to_a_new_ad() {
+        let d = Dag::service(ad(), hid(), sid());
+        let ad2 = x(Principal::Ad, 0x22);
+        let moved = d.replace_xid(&ad(), ad2);
+        assert_eq!(moved, Dag::service(ad2, hid(), sid()));
+    }
+}

@@ -1,0 +1,20 @@
+//! The XIA protocol as a library.
+//!
+//! - [`xid`]: principals and XIDs (self-certifying identifiers), fast XID-keyed maps;
+//! - [`keys`]: Ed25519 keys behind HIDs, SIDs and ADs; signing and verification;
+//! - [`dag`]: DAG addresses with fallback, their text forms and validation;
+//! - [`select`]: the next-hop selection over a DAG that routers and hosts share;
+//! - [`wire`]: every header on the wire (Ethernet, XIP, XCMP, DGRAM, STREAM, CHUNK, control);
+//! - [`pcap`]: a capture writer for any link.
+
+pub mod dag;
+pub mod keys;
+pub mod pcap;
+pub mod select;
+pub mod wire;
+pub mod xid;
+
+pub use dag::{Dag, DagError};
+pub use keys::{Keypair, PublicKey, Signature};
+pub use select::{select, Lookup, Selection};
+pub use xid::{Principal, Xid};
