@@ -5,11 +5,13 @@
 //! - [`dag`]: DAG addresses with fallback, their text forms and validation;
 //! - [`select`]: the next-hop selection over a DAG that routers and hosts share;
 //! - [`wire`]: every header on the wire (Ethernet, XIP, XCMP, DGRAM, STREAM, CHUNK, control);
-//! - [`pcap`]: a capture writer for any link.
+//! - [`pcap`]: a capture writer for any link;
+//! - [`samples`]: example frames of every kind (captures, dissector checks, fuzz seeds).
 
 pub mod dag;
 pub mod keys;
 pub mod pcap;
+pub mod samples;
 pub mod select;
 pub mod wire;
 pub mod xid;

@@ -1,0 +1,62 @@
+//! Writes the sample frames of `xia_core::samples`: as a pcap (`--pcap FILE`) and as fuzz seeds,
+//! one directory per fuzz target (`--seeds DIR`).
+//!
+//! `cargo run -p xia-core --example samples -- --pcap samples.pcap`
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use xia_core::pcap::PcapWriter;
+use xia_core::samples::samples;
+use xia_core::wire::ethernet::HEADER_LEN;
+use xia_core::wire::xip::NextHeader;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (mut pcap, mut seeds): (Option<PathBuf>, Option<PathBuf>) = (None, None);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--pcap" => pcap = args.next().map(PathBuf::from),
+            "--seeds" => seeds = args.next().map(PathBuf::from),
+            _ => return Err(format!("usage: samples [--pcap FILE] [--seeds DIR] (got `{a}`)").into()),
+        }
+    }
+    let all = samples();
+    if let Some(path) = pcap {
+        let mut w = PcapWriter::new(fs::File::create(&path)?)?;
+        for s in &all {
+            w.write_frame(&s.frame)?;
+        }
+        w.into_inner()?;
+        eprintln!("wrote {} frames to {}", all.len(), path.display());
+    }
+    if let Some(dir) = seeds {
+        let put = |target: &str, name: &str, bytes: &[u8]| -> std::io::Result<()> {
+            let d = dir.join(target);
+            fs::create_dir_all(&d)?;
+            fs::write(Path::new(&d).join(name), bytes)
+        };
+        for s in &all {
+            let xip = &s.frame[HEADER_LEN..];
+            let transport = &xip[s.xip.header_len()..];
+            put("frame", s.name, &s.frame)?;
+            put("xip", s.name, xip)?;
+            let target = match s.xip.next_header {
+                NextHeader::Xcmp => "xcmp",
+                NextHeader::Dgram => "dgram",
+                NextHeader::Stream => "stream",
+                NextHeader::Chunk => "chunk",
+                _ => continue,
+            };
+            put(target, s.name, transport)?;
+            if s.name.starts_with("control") {
+                put("control", s.name, &transport[4..])?;
+            }
+            put("dag_text", &format!("{}-re", s.name), s.xip.dst.to_string().as_bytes())?;
+            put("dag_text", &format!("{}-dag", s.name), s.xip.dst.to_dag_string().as_bytes())?;
+        }
+        put("key_file", "key", xia_core::Keypair::from_seed([7; 32]).to_file_text().as_bytes())?;
+        eprintln!("wrote fuzz seeds under {}", dir.display());
+    }
+    Ok(())
+}

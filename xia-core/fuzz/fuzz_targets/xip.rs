@@ -1,0 +1,21 @@
+//! XIP header: parse, and what parses must re-emit to the same bytes.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use xia_core::select::{select, Lookup};
+use xia_core::wire::xip;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(p) = xip::Packet::new_checked(data) else { return };
+    let Ok(repr) = xip::XipRepr::parse(&p) else { return };
+    let out = repr.to_bytes(p.payload()).expect("a parsed header re-emits");
+    assert_eq!(out, data);
+    // Selection on a valid DAG never reports a malformed DAG.
+    let mut dst = repr.dst.clone();
+    let mut last = repr.last_node;
+    let r = select(&mut dst, &mut last, |x| match x.id()[0] % 3 {
+        0 => Lookup::Local,
+        1 => Lookup::NextHop(()),
+        _ => Lookup::Miss,
+    });
+    assert!(r.is_ok(), "{r:?}");
+});
