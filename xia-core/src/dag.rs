@@ -197,9 +197,19 @@ impl fmt::Debug for Dag {
 impl Dag {
     /// A DAG from nodes in wire layout (entry edges in the intent's slots), validated.
     pub fn from_nodes(nodes: &[Node]) -> Result<Dag, DagError> {
-        validate_edges(nodes.len(), |i| nodes[i].edges)?;
-        let mut d = Dag { len: nodes.len() as u8, nodes: [EMPTY_NODE; MAX_NODES] };
-        d.nodes[..nodes.len()].copy_from_slice(nodes);
+        Dag::from_node_fn(nodes.len(), |i| nodes[i])
+    }
+
+    /// A DAG of `n` nodes, node `i` given by `node(i)` (e.g. read off a packet), validated.
+    pub fn from_node_fn(n: usize, node: impl Fn(usize) -> Node) -> Result<Dag, DagError> {
+        if n > MAX_NODES {
+            return Err(DagError::TooManyNodes(n));
+        }
+        let mut d = Dag { len: n as u8, nodes: [EMPTY_NODE; MAX_NODES] };
+        for (i, slot) in d.nodes[..n].iter_mut().enumerate() {
+            *slot = node(i);
+        }
+        validate_edges(n, |i| d.nodes[i].edges)?;
         Ok(d)
     }
 

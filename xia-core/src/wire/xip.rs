@@ -12,7 +12,7 @@
 //! All fields big-endian. Payload length counts the bytes after the header. `last` is the index
 //! of the last destination node already satisfied, 0x7E at the entry.
 
-use crate::dag::{validate_edges, Dag, Node, EDGE_EMPTY, EDGE_INDEX, EDGE_VISITED, MAX_EDGES, MAX_NODES};
+use crate::dag::{Dag, Node, EDGE_EMPTY, EDGE_INDEX, EDGE_VISITED, MAX_EDGES, MAX_NODES};
 use crate::select::{DagNodes, LAST_NODE_ENTRY};
 use crate::xid::{Principal, Xid, XID_LEN};
 
@@ -211,16 +211,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The destination DAG, validated.
     pub fn dst_dag(&self) -> Result<Dag> {
-        let nodes: [Node; MAX_NODES] =
-            core::array::from_fn(|i| if i < self.num_dst() { self.dst_node(i) } else { NODE_PAD });
-        Ok(Dag::from_nodes(&nodes[..self.num_dst()])?)
+        Ok(Dag::from_node_fn(self.num_dst(), |i| self.dst_node(i))?)
     }
 
     /// The source DAG, validated.
     pub fn src_dag(&self) -> Result<Dag> {
-        let nodes: [Node; MAX_NODES] =
-            core::array::from_fn(|i| if i < self.num_src() { self.src_node(i) } else { NODE_PAD });
-        Ok(Dag::from_nodes(&nodes[..self.num_src()])?)
+        Ok(Dag::from_node_fn(self.num_src(), |i| self.src_node(i))?)
     }
 
     /// The bytes after the header.
@@ -228,9 +224,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         &self.buffer.as_ref()[self.header_len()..]
     }
 }
-
-const NODE_PAD: Node =
-    Node { xid: Xid::new(Principal::Unknown(0), [0; XID_LEN]), edges: [EDGE_EMPTY; MAX_EDGES] };
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the version.
@@ -344,9 +337,6 @@ impl XipRepr {
         if last != LAST_NODE_ENTRY && usize::from(last) >= p.num_dst() {
             return Err(WireError::LastNode(last));
         }
-        // Validate edges straight off the bytes before copying anything.
-        validate_edges(p.num_dst(), |i| p.dst_node(i).edges)?;
-        validate_edges(p.num_src(), |i| p.src_node(i).edges)?;
         Ok(XipRepr {
             next_header: p.next_header(),
             hop_limit: p.hop_limit(),
