@@ -76,7 +76,7 @@ fn xid(p: Principal, tag: &str, i: u32) -> Xid {
 }
 
 fn packet(dst: Dag) -> Vec<u8> {
-    let src = Dag::host(xid(Principal::Ad, "ad", 7), xid(Principal::Hid, "hid", 7));
+    let src = Dag::host(xid(Principal::Ad, "ad", 7), xid(Principal::Hid, "hid", 7)).unwrap();
     XipRepr::new(NextHeader::Data, dst, src, 0).to_bytes(&[0u8; 64]).unwrap()
 }
 
@@ -91,7 +91,7 @@ fn main() {
     // The entry router's view: the first usable edge is the primary (0 fallbacks tried), the
     // second (1) or the fourth (3); every miss before it costs one table lookup.
     let cases: Vec<(&str, Dag)> = vec![
-        ("0 fallbacks (RE AD HID SID)", Dag::service(known_ad, hid, sid)),
+        ("0 fallbacks (RE AD HID SID)", Dag::service(known_ad, hid, sid).unwrap()),
         ("1 fallback (RE ( IP ) AD HID)", Dag::with_fallback(&[ip], &[unknown(1), hid]).unwrap()),
         (
             "3 fallbacks (entry: 3 unknown ADs, then IP)",

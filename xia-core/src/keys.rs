@@ -101,14 +101,11 @@ impl Keypair {
     pub fn from_file_text(text: &str) -> Option<Keypair> {
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
         let line = lines.next()?;
-        if lines.next().is_some() || line.len() != 64 || !line.is_ascii() {
+        if lines.next().is_some() {
             return None;
         }
         let mut seed = [0u8; 32];
-        for (i, b) in seed.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&line[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(Keypair::from_seed(seed))
+        crate::xid::decode_hex(line, &mut seed).then(|| Keypair::from_seed(seed))
     }
 
     /// The text of a key file for this key; it names the XIDs the key owns, for people.
@@ -267,6 +264,7 @@ mod tests {
         assert!(Keypair::from_file_text(&"0".repeat(63)).is_none());
         assert!(Keypair::from_file_text(&format!("{}\n{}\n", "0".repeat(64), "0".repeat(64))).is_none());
         assert!(Keypair::from_file_text(&"g".repeat(64)).is_none());
+        assert!(Keypair::from_file_text(&"+0".repeat(32)).is_none());
         assert!(Keypair::from_file_text(&"0".repeat(64)).is_some());
     }
 

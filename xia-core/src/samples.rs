@@ -7,7 +7,7 @@ use crate::dag::Dag;
 use crate::keys::Keypair;
 use crate::select::{select, Lookup};
 use crate::wire::chunk::{ChunkRepr, NackReason};
-use crate::wire::control::{Beacon, ControlBody, RoutePatch};
+use crate::wire::control::{Beacon, ControlBody, HostRegistered, RoutePatch, Stamp};
 use crate::wire::dgram::DgramRepr;
 use crate::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
 use crate::wire::stream::{Flags, SackBlocks, StreamRepr};
@@ -31,6 +31,8 @@ pub struct Sample {
 pub struct Cast {
     /// Key of AD 1.
     pub ad1_key: Keypair,
+    /// Key of AD 2.
+    pub ad2_key: Keypair,
     /// Key of host A (in AD 1).
     pub host_a_key: Keypair,
     /// AD 1.
@@ -54,6 +56,7 @@ impl Default for Cast {
         let k = |b: u8| Keypair::from_seed([b; 32]);
         Cast {
             ad1_key: k(1),
+            ad2_key: k(2),
             host_a_key: k(3),
             ad1: k(1).xid(Principal::Ad),
             ad2: k(2).xid(Principal::Ad),
@@ -97,14 +100,14 @@ fn bytes(emit: impl FnOnce(&mut [u8]) -> crate::wire::Result<()>, len: usize) ->
 /// Every sample frame.
 pub fn samples() -> Vec<Sample> {
     let c = Cast::default();
-    let svc = Dag::service(c.ad2, c.host_b, c.service);
-    let host_a = Dag::host(c.ad1, c.host_a);
-    let host_b = Dag::host(c.ad2, c.host_b);
+    let svc = Dag::service(c.ad2, c.host_b, c.service).expect("distinct XIDs");
+    let host_a = Dag::host(c.ad1, c.host_a).expect("distinct XIDs");
+    let host_b = Dag::host(c.ad2, c.host_b).expect("distinct XIDs");
     let b_via_ip = Dag::with_fallback(&[Xid::from_ipv4(Ipv4Addr::new(192, 0, 2, 7))], &[c.ad2, c.host_b])
         .expect("fallback DAG");
     let content = b"a chunk of content".repeat(16);
     let cid = Xid::cid_of(&content);
-    let cid_dag = Dag::content(cid, c.ad2, c.host_b);
+    let cid_dag = Dag::content(cid, c.ad2, c.host_b).expect("distinct XIDs");
     let mut out = Vec::new();
 
     out.push(sample("data", NextHeader::Data, svc.clone(), host_a.clone(), b"hello, XIA".to_vec()));
@@ -120,7 +123,7 @@ pub fn samples() -> Vec<Sample> {
     let original = XcmpRepr::quote(&quoted);
     let unreach = XcmpRepr::DstUnreachable { reason: Unreachable::Net, original };
     let unreach_bytes = bytes(|b| unreach.emit(b), unreach.buffer_len());
-    let r1 = Dag::host(c.ad1, c.router1);
+    let r1 = Dag::host(c.ad1, c.router1).expect("distinct XIDs");
     out.push(sample("xcmp-unreachable", NextHeader::Xcmp, host_a.clone(), r1.clone(), unreach_bytes));
     let exceeded = XcmpRepr::TimeExceeded { code: 0, original };
     let exceeded_bytes = bytes(|b| exceeded.emit(b), exceeded.buffer_len());
@@ -166,28 +169,27 @@ pub fn samples() -> Vec<Sample> {
     let nack_bytes = bytes(|b| nack.emit(b), nack.buffer_len());
     out.push(sample("chunk-nack", NextHeader::Chunk, host_a.clone(), cid_dag.clone(), nack_bytes));
 
-    let ns = Dag::service(c.ad1, c.host_a, crate::xid::SID_NS);
+    let ns = Dag::service(c.ad1, c.host_a, crate::xid::SID_NS).expect("distinct XIDs");
+    let stamp = |millis| Stamp { seq: 1, timestamp_ms: 1_800_000_000_000, millis };
     let beacon = ControlBody::Beacon(Box::new(Beacon {
         ad: c.ad1,
         router_hid: c.router1,
-        seq: 1,
-        interval_ms: 100,
+        stamp: stamp(100),
         name_server: Some(ns),
     }));
-    let beacon_msg = beacon.to_signed_bytes(&c.ad1_key).expect("AD key signs its beacon");
+    let beacon_msg = beacon.seal(&c.ad1_key).expect("AD key signs its beacon");
     let beacon_dgram = DgramRepr { payload: &beacon_msg };
     let beacon_bytes = bytes(|b| beacon_dgram.emit(b), beacon_dgram.buffer_len());
     let bcast = Dag::linear(&[HID_BROADCAST, SID_XHCP]).expect("broadcast DAG");
     out.push(sample("control-beacon", NextHeader::Dgram, bcast, r1.clone(), beacon_bytes));
 
-    let patch = ControlBody::RoutePatch(RoutePatch {
-        hid: c.host_a,
-        new_ad: c.ad2,
-        via: c.router2,
-        seq: 1,
-        lifetime_ms: 30_000,
-    });
-    let patch_msg = patch.to_signed_bytes(&c.host_a_key).expect("host key signs its patch");
+    // Host A moved to AD 2, registered there, and got AD 2's receipt.
+    let receipt = HostRegistered { hid: c.host_a, ad: c.ad2, router: c.router2, stamp: stamp(30_000) };
+    let sealed_receipt =
+        ControlBody::HostRegistered(receipt).seal(&c.ad2_key).expect("AD key signs receipts");
+    let patch =
+        ControlBody::RoutePatch(Box::new(RoutePatch { stamp: stamp(30_000), receipt, sealed_receipt }));
+    let patch_msg = patch.seal(&c.host_a_key).expect("host key signs its patch");
     let patch_dgram = DgramRepr { payload: &patch_msg };
     let patch_bytes = bytes(|b| patch_dgram.emit(b), patch_dgram.buffer_len());
     let xroute = Dag::linear(&[c.ad1, c.router1, crate::xid::SID_XROUTE]).expect("router DAG");
@@ -195,7 +197,7 @@ pub fn samples() -> Vec<Sample> {
         "control-route-patch",
         NextHeader::Dgram,
         xroute,
-        Dag::host(c.ad2, c.host_a),
+        Dag::host(c.ad2, c.host_a).expect("distinct XIDs"),
         patch_bytes,
     ));
 

@@ -10,7 +10,7 @@
 //! No usable edge: unreachable. The function works on anything that exposes the DAG's nodes
 //! ([`DagNodes`]), so a router runs it in place on the packet buffer and a host on a [`Dag`].
 
-use crate::dag::{Dag, EDGE_EMPTY, EDGE_INDEX, MAX_EDGES};
+use crate::dag::{Dag, EDGE_EMPTY, EDGE_INDEX, MAX_EDGES, MAX_NODES};
 use crate::xid::Xid;
 
 /// `last node` value meaning "nothing satisfied yet; start at the entry node".
@@ -69,6 +69,9 @@ pub enum SelectError {
     /// The DAG has no nodes.
     #[error("empty DAG")]
     Empty,
+    /// More nodes than a DAG may have.
+    #[error("{0} nodes, more than a DAG may have")]
+    TooManyNodes(usize),
     /// An edge points outside the DAG or backwards.
     #[error("edge of node {node:?} points to {target}, which is not a later node")]
     BadEdge {
@@ -82,7 +85,9 @@ pub enum SelectError {
 /// Runs the selection on `dag` from `*last`, updating `*last` and visited bits as nodes are
 /// satisfied locally. `lookup` is called once per edge tried.
 ///
-/// Checks every index it follows, so it is safe on unvalidated packet bytes.
+/// Checks every index it follows, so it is safe on unvalidated packet bytes. The updates made
+/// before an outcome stay: a packet found unreachable after some local nodes carries the
+/// advanced `last` (an XCMP error quoting it shows how far it got, as in the prototype).
 #[inline]
 pub fn select<D, H, F>(dag: &mut D, last: &mut u8, mut lookup: F) -> Result<Selection<H>, SelectError>
 where
@@ -92,6 +97,9 @@ where
     let n = dag.node_count();
     if n == 0 {
         return Err(SelectError::Empty);
+    }
+    if n > MAX_NODES {
+        return Err(SelectError::TooManyNodes(n));
     }
     let sink = n - 1;
     let mut cur: Option<usize> = match *last {
@@ -107,7 +115,7 @@ where
         let holder = cur.unwrap_or(sink);
         let edges = dag.node_edges(holder);
         for (slot, &e) in edges.iter().enumerate() {
-            if e & EDGE_INDEX == EDGE_EMPTY {
+            if e == EDGE_EMPTY {
                 break;
             }
             let t = usize::from(e & EDGE_INDEX);
@@ -117,7 +125,7 @@ where
             match lookup(&dag.node_xid(t)) {
                 Lookup::Local => {
                     dag.mark_visited(holder, slot);
-                    // t < n <= MAX_NODES, so it fits.
+                    // t < n <= MAX_NODES < LAST_NODE_ENTRY, so it fits and means a node.
                     *last = t as u8;
                     cur = Some(t);
                     continue 'node;
@@ -164,7 +172,7 @@ mod tests {
     #[test]
     fn router_forwards_on_the_intent_path() {
         let (ad, hid, sid) = (x(Principal::Ad, 1), x(Principal::Hid, 2), x(Principal::Sid, 3));
-        let mut d = Dag::service(ad, hid, sid);
+        let mut d = Dag::service(ad, hid, sid).unwrap();
         let mut last = LAST_NODE_ENTRY;
         let r = select(&mut d, &mut last, table(&[(ad, Lookup::NextHop(7))])).unwrap();
         assert_eq!(r, Selection::Forward { hop: 7, target: 0 });
@@ -174,7 +182,7 @@ mod tests {
     #[test]
     fn local_nodes_advance_last_and_mark_visited() {
         let (ad, hid, sid) = (x(Principal::Ad, 1), x(Principal::Hid, 2), x(Principal::Sid, 3));
-        let mut d = Dag::service(ad, hid, sid);
+        let mut d = Dag::service(ad, hid, sid).unwrap();
         let mut last = LAST_NODE_ENTRY;
         // The destination AD's router: AD local, HID next hop.
         let r = select(&mut d, &mut last, table(&[(ad, Lookup::Local), (hid, Lookup::NextHop(3))])).unwrap();
@@ -212,7 +220,7 @@ mod tests {
     #[test]
     fn unreachable_reports_where_it_stopped() {
         let (ad, hid) = (x(Principal::Ad, 1), x(Principal::Hid, 2));
-        let mut d = Dag::host(ad, hid);
+        let mut d = Dag::host(ad, hid).unwrap();
         let mut last = LAST_NODE_ENTRY;
         assert_eq!(select(&mut d, &mut last, table(&[])).unwrap(), Selection::Unreachable { at: None });
         let mut last = LAST_NODE_ENTRY;
@@ -224,7 +232,7 @@ mod tests {
     #[test]
     fn content_dag_served_by_a_cache_or_the_publisher() {
         let (cid, ad, hid) = (x(Principal::Cid, 9), x(Principal::Ad, 1), x(Principal::Hid, 2));
-        let d = Dag::content(cid, ad, hid);
+        let d = Dag::content(cid, ad, hid).unwrap();
         // A router that knows the CID sends straight there.
         let mut last = LAST_NODE_ENTRY;
         let r =
@@ -244,7 +252,7 @@ mod tests {
     #[test]
     fn bad_last_node_and_edges_are_errors() {
         let (ad, hid) = (x(Principal::Ad, 1), x(Principal::Hid, 2));
-        let mut d = Dag::host(ad, hid);
+        let mut d = Dag::host(ad, hid).unwrap();
         let mut last = 5;
         assert_eq!(select(&mut d, &mut last, table(&[])), Err(SelectError::BadLastNode(5)));
         // Unvalidated nodes, as a hostile packet could carry: an edge pointing backwards.
@@ -278,7 +286,7 @@ mod tests {
     #[test]
     fn last_at_the_intent_delivers() {
         let (ad, hid) = (x(Principal::Ad, 1), x(Principal::Hid, 2));
-        let mut d = Dag::host(ad, hid);
+        let mut d = Dag::host(ad, hid).unwrap();
         let mut last = 1;
         assert_eq!(select(&mut d, &mut last, table(&[])).unwrap(), Selection::Deliver);
     }

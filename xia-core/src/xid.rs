@@ -122,6 +122,9 @@ impl FromStr for Principal {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            if hex.is_empty() || hex.len() > 8 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(XidError::UnknownPrincipal(s.into()));
+            }
             return u32::from_str_radix(hex, 16)
                 .map(Principal::from_code)
                 .map_err(|_| XidError::UnknownPrincipal(s.into()));
@@ -210,6 +213,23 @@ impl Xid {
     }
 }
 
+/// Decodes `text`, exactly `2 * out.len()` hex digits, into `out`. (`from_str_radix` alone
+/// would let a `+` sign through.)
+pub(crate) fn decode_hex(text: &str, out: &mut [u8]) -> bool {
+    if text.len() != 2 * out.len() || !text.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return false;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => c - b'A' + 10,
+    };
+    for (o, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        *o = digit(pair[0]) << 4 | digit(pair[1]);
+    }
+    true
+}
+
 /// SHA-1 of `data` (the `sha1` crate uses SHA-NI when the CPU has it).
 pub fn sha1_of(data: &[u8]) -> XidId {
     Sha1::digest(data).into()
@@ -266,13 +286,9 @@ impl FromStr for Xid {
                 return Ok(Xid::from_ipv4(addr));
             }
         }
-        let bad = || XidError::BadIdentifier(id.into());
-        if id.len() != 2 * XID_LEN || !id.is_ascii() {
-            return Err(bad());
-        }
         let mut out = [0u8; XID_LEN];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&id[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        if !decode_hex(id, &mut out) {
+            return Err(XidError::BadIdentifier(id.into()));
         }
         Ok(Xid::new(principal, out))
     }
@@ -283,9 +299,10 @@ pub type XidMap<V> = std::collections::HashMap<XidId, V, XidHashBuilder>;
 
 /// Builds [`XidHasher`]s keyed with per-process random values.
 ///
-/// XIDs are hashes already, so a full SipHash round is wasted work on the forwarding path; a keyed
-/// multiply-mix of the identifier keeps lookups at a few nanoseconds while an attacker who
-/// chooses XIDs in packets still cannot predict bucket collisions.
+/// XIDs are hashes already, so a full SipHash round is wasted work on the forwarding path; a
+/// multiply-mix of the whole identifier, seeded per process, keeps lookups at a few nanoseconds.
+/// This is not a keyed PRF: it relies on table keys being hashes (SHA-1 of keys or content)
+/// that nobody can aim at a bucket, which holds for the tables of this stack.
 #[derive(Debug, Clone, Copy)]
 pub struct XidHashBuilder {
     k0: u64,
@@ -403,8 +420,10 @@ mod tests {
             "HID:zz23456789abcdef0123456789abcdef01234567".parse::<Xid>(),
             Err(XidError::BadIdentifier(_))
         ));
-        // Multi-byte characters must not split a hex pair.
+        // Multi-byte characters must not split a hex pair, and no sign may sneak in.
         assert!("HID:é123456789abcdef0123456789abcdef0123456".parse::<Xid>().is_err());
+        assert!(format!("HID:{}", "+f".repeat(20)).parse::<Xid>().is_err());
+        assert!("0x+10:0000000000000000000000000000000000000001".parse::<Xid>().is_err());
         assert!(matches!("FOO:00".parse::<Xid>(), Err(XidError::UnknownPrincipal(_))));
     }
 

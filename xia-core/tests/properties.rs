@@ -255,7 +255,8 @@ proptest! {
         let _ = dgram::DgramRepr::parse(&dgram::Packet::new_unchecked(&bytes[..]));
         let _ = StreamRepr::parse(&stream::Packet::new_unchecked(&bytes[..]));
         let _ = ChunkRepr::parse(&chunk::Packet::new_unchecked(&bytes[..]));
-        let _ = xia_core::wire::control::Control::parse(&bytes);
+        let _ = xia_core::wire::control::open(&bytes);
+        let _ = xia_core::wire::control::inspect(&bytes);
         let _ = String::from_utf8_lossy(&bytes).parse::<Dag>();
     }
 }

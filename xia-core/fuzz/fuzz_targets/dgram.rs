@@ -8,6 +8,5 @@ fuzz_target!(|data: &[u8]| {
     let Ok(repr) = dgram::DgramRepr::parse(&p) else { return };
     let mut out = vec![0u8; repr.buffer_len()];
     repr.emit(&mut out).unwrap();
-    let again = dgram::DgramRepr::parse(&dgram::Packet::new_checked(&out[..]).unwrap()).unwrap();
-    assert_eq!(again, repr);
+    assert_eq!(out, data, "what parses re-emits to the same bytes");
 });

@@ -141,7 +141,8 @@ pub enum ChunkRepr<'a> {
         /// Bytes wanted; 0 means "to the end".
         length: u32,
     },
-    /// A piece of the chunk named by the source intent.
+    /// A piece of the chunk named by the source intent. `total_len` comes from the network:
+    /// receivers bound what they allocate by what they asked for, never by this field.
     Response {
         /// The request this answers.
         request_id: u32,
@@ -166,7 +167,16 @@ impl<'a> ChunkRepr<'a> {
     pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &Packet<&'a T>) -> Result<ChunkRepr<'a>> {
         p.check_len()?;
         let b: &'a [u8] = p.buffer.as_ref();
-        let data = &b[p.header_len()..];
+        if p.header_len() != HEADER_LEN {
+            return Err(WireError::HeaderLength(p.header_len()));
+        }
+        if b[0] != 0 {
+            return Err(WireError::Field("CHUNK next header"));
+        }
+        let data = &b[HEADER_LEN..];
+        if p.msg_type() != kind::NACK && p.code() != 0 {
+            return Err(WireError::Field("CHUNK code"));
+        }
         match p.msg_type() {
             kind::REQUEST => {
                 if !data.is_empty() {
@@ -185,6 +195,9 @@ impl<'a> ChunkRepr<'a> {
                     total_len: p.length(),
                     data,
                 })
+            }
+            kind::NACK if p.offset() != 0 || p.length() != 0 || !data.is_empty() => {
+                Err(WireError::Field("CHUNK negative reply fields"))
             }
             kind::NACK => Ok(ChunkRepr::Nack { request_id: p.request_id(), reason: p.code().into() }),
             t => Err(WireError::UnknownType(t)),
@@ -284,6 +297,12 @@ mod tests {
         let mut v = RESPONSE;
         v[1] = 2;
         assert_eq!(Packet::new_checked(&v[..]).unwrap_err(), WireError::HeaderLength(8));
+        let mut v = RESPONSE;
+        v[3] = 1;
+        assert_eq!(
+            ChunkRepr::parse(&Packet::new_unchecked(&v[..])).unwrap_err(),
+            WireError::Field("CHUNK code")
+        );
         assert!(matches!(Packet::new_checked(&RESPONSE[..15]), Err(WireError::Truncated { .. })));
         let bad = ChunkRepr::Response { request_id: 0, offset: 2, total_len: 3, data: &[1, 2] };
         assert!(bad.emit(&mut [0u8; 18]).is_err());

@@ -1,10 +1,19 @@
 //! Signed control messages between hosts and routers, carried as DGRAM payloads to well-known
 //! SIDs (beacons to [`crate::xid::SID_XHCP`], routing to [`crate::xid::SID_XROUTE`]).
 //!
-//! Every message that changes state is signed by the key behind the XID it concerns: a beacon by
-//! the AD's key, a host registration and a route patch by the host's HID key. Receivers check
-//! that the carried public key hashes to that XID and that the signature verifies, so nobody can
-//! claim an AD or redirect a host it does not own; sequence numbers let them refuse replays.
+//! Every message that changes state is signed by the key behind the XID it concerns, and nothing
+//! is handed out before the signatures check: [`open`] returns a body only then. What each
+//! message proves:
+//! - a **beacon** (AD key): this AD, served by this router, said so at this time;
+//! - a **host registration** (HID key): this host attaches to this router of this AD, now;
+//! - a **registration receipt** (AD key): this AD has this host attached via this router;
+//! - a **route patch** (HID key) carries a receipt from the host's *new* AD: the host says
+//!   "send my traffic there", and the new AD confirms the host is really attached there. A host
+//!   cannot point its traffic at a network that did not accept it (no reflection attacks).
+//!
+//! Every message carries the sender's wall-clock time and a sequence number; receivers refuse
+//! messages older than their freshness window and sequence numbers not above the last one seen,
+//! so a captured message cannot be replayed later, nor after a receiver forgot its state.
 //!
 //! ```text
 //! +---------+------+-------------+------------------+----------------+----------------+
@@ -12,14 +21,17 @@
 //! +---------+------+-------------+------------------+----------------+----------------+
 //! ```
 //! The signature covers a context string, then everything before it (header, body, key).
-//! XIDs in bodies take 24 bytes (type u32, 20-byte XID); DAGs are node lists as in XIP.
+//! XIDs in bodies take 24 bytes (type u32, 20-byte XID); DAGs are node lists as in XIP;
+//! reserved bytes are zero.
 
-use crate::dag::{Dag, Node, MAX_EDGES, MAX_NODES};
+use crate::dag::{Dag, MAX_NODES};
 use crate::keys::{KeyError, Keypair, PublicKey, Signature, PUBLIC_KEY_LEN, SIGNATURE_LEN};
-use crate::xid::{Principal, Xid, XID_LEN};
+use crate::xid::{Principal, Xid};
 
-use super::xip::NODE_LEN;
-use super::{be16, be32, be64, need, put16, put32, put64, room, Result, WireError};
+use super::xip::{read_node, write_node, NODE_LEN};
+use super::{
+    be16, be32, be64, need, put16, put32, put64, read_xid, room, write_xid, Result, WireError, XID_WIRE_LEN,
+};
 
 /// Control protocol version.
 pub const VERSION: u8 = 1;
@@ -27,8 +39,6 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 4;
 /// Public key and signature after the body.
 pub const TRAILER_LEN: usize = PUBLIC_KEY_LEN + SIGNATURE_LEN;
-/// Bytes of an XID in a body.
-pub const XID_WIRE_LEN: usize = 4 + XID_LEN;
 /// Signatures are over this string followed by the message, so they cannot be replayed as
 /// signatures of anything else the same key signs.
 const CONTEXT: &[u8] = b"XIA control v1\0";
@@ -36,55 +46,114 @@ const CONTEXT: &[u8] = b"XIA control v1\0";
 mod kind {
     pub const BEACON: u8 = 1;
     pub const HOST_REGISTER: u8 = 2;
-    pub const ROUTE_PATCH: u8 = 3;
+    pub const HOST_REGISTERED: u8 = 3;
+    pub const ROUTE_PATCH: u8 = 4;
 }
 
-const BEACON_FIXED: usize = 2 * XID_WIRE_LEN + 8 + 4 + 4;
-const REGISTER_LEN: usize = 2 * XID_WIRE_LEN + 8 + 4 + 4;
-const PATCH_LEN: usize = 3 * XID_WIRE_LEN + 8 + 4 + 4;
+/// seq (8), timestamp (8), lifetime or interval (4), reserved (4).
+const STAMP_LEN: usize = 24;
+const BEACON_FIXED: usize = 2 * XID_WIRE_LEN + STAMP_LEN + 4;
+const REGISTER_LEN: usize = 3 * XID_WIRE_LEN + STAMP_LEN;
+const PATCH_FIXED: usize = STAMP_LEN;
 
-/// A gateway router's periodic announcement of its AD.
+/// Sequence number, sender time and a duration, common to every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Increases with every message of this kind from this sender.
+    pub seq: u64,
+    /// Sender's wall clock, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Beacon: interval to the next one; others: how long the state they create lives.
+    pub millis: u32,
+}
+
+impl Stamp {
+    fn read(b: &[u8], at: usize) -> Result<Stamp> {
+        if be32(b, at + 20) != 0 {
+            return Err(WireError::Field("reserved"));
+        }
+        Ok(Stamp { seq: be64(b, at), timestamp_ms: be64(b, at + 8), millis: be32(b, at + 16) })
+    }
+
+    fn write(&self, b: &mut [u8], at: usize) {
+        put64(b, at, self.seq);
+        put64(b, at + 8, self.timestamp_ms);
+        put32(b, at + 16, self.millis);
+        put32(b, at + 20, 0);
+    }
+
+    /// True when the message was sent within `window_ms` of `now_ms` (either way: clocks differ).
+    pub fn is_fresh(&self, now_ms: u64, window_ms: u64) -> bool {
+        now_ms.abs_diff(self.timestamp_ms) <= window_ms
+    }
+}
+
+/// A gateway router's periodic announcement of its AD (signed by the AD key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Beacon {
     /// The AD the router serves (the signer).
     pub ad: Xid,
     /// The router's HID: the hosts' gateway.
     pub router_hid: Xid,
-    /// Increases with every beacon (refuses replays, detects losses).
-    pub seq: u64,
-    /// Interval between beacons, so hosts know when one is overdue.
-    pub interval_ms: u32,
+    /// Sequence, time, and the interval to the next beacon (`millis`).
+    pub stamp: Stamp,
     /// Where the AD's name server is.
     pub name_server: Option<Dag>,
 }
 
-/// A host announces its HID to its gateway (lifetime 0 withdraws it).
+/// A host attaches to a router (signed by the host's HID key); lifetime 0 detaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostRegister {
     /// The host (the signer).
     pub hid: Xid,
-    /// The AD the host registers in (a registration for another AD is refused).
+    /// The AD it registers in.
     pub ad: Xid,
-    /// Increases with every registration of this HID.
-    pub seq: u64,
-    /// How long the router keeps the entry without a refresh.
-    pub lifetime_ms: u32,
+    /// The router it registers with (its gateway, from the beacon).
+    pub router: Xid,
+    /// Sequence, time, lifetime (`millis`).
+    pub stamp: Stamp,
 }
 
-/// "HID X is now reachable through AD Y, via router Z": the paper's traffic redirection, sent
-/// by a host (or VM) that moved, to routers on the path to its old location.
+/// A router's receipt for a registration (signed by the AD key): proof that the host is
+/// attached to this AD through this router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoutePatch {
-    /// The host that moved (the signer).
+pub struct HostRegistered {
+    /// The host.
     pub hid: Xid,
+    /// The AD (the signer).
+    pub ad: Xid,
+    /// The router the host is attached to.
+    pub router: Xid,
+    /// The registration's sequence number, the router's time, the lifetime granted.
+    pub stamp: Stamp,
+}
+
+/// "Send traffic for my HID to my new location": the paper's traffic redirection, sent by a host
+/// (or VM) that moved, to routers on the path to its old location. Signed by the host's HID
+/// key, and carrying its new AD's receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePatch {
+    /// Sequence (per HID), time, and lifetime of the patched routes (`millis`).
+    pub stamp: Stamp,
+    /// The new AD's receipt for the host's registration there.
+    pub receipt: HostRegistered,
+    /// The receipt as the AD signed it.
+    pub sealed_receipt: Vec<u8>,
+}
+
+impl RoutePatch {
+    /// The host that moved.
+    pub fn hid(&self) -> Xid {
+        self.receipt.hid
+    }
     /// The AD it is in now.
-    pub new_ad: Xid,
-    /// The HID of its new gateway router.
-    pub via: Xid,
-    /// Increases with every patch for this HID; routers refuse anything not newer.
-    pub seq: u64,
-    /// How long the patched entry lives without a refresh.
-    pub lifetime_ms: u32,
+    pub fn new_ad(&self) -> Xid {
+        self.receipt.ad
+    }
+    /// Its new gateway router.
+    pub fn via(&self) -> Xid {
+        self.receipt.router
+    }
 }
 
 /// The body of a control message.
@@ -94,19 +163,21 @@ pub enum ControlBody {
     Beacon(Box<Beacon>),
     /// Host registration.
     HostRegister(HostRegister),
+    /// Registration receipt.
+    HostRegistered(HostRegistered),
     /// HID route patch.
-    RoutePatch(RoutePatch),
+    RoutePatch(Box<RoutePatch>),
 }
 
-fn read_xid(b: &[u8], at: usize) -> Xid {
-    let mut id = [0u8; XID_LEN];
-    id.copy_from_slice(&b[at + 4..at + 4 + XID_LEN]);
-    Xid::new(Principal::from_code(be32(b, at)), id)
-}
-
-fn write_xid(b: &mut [u8], at: usize, x: &Xid) {
-    put32(b, at, x.principal().code());
-    b[at + 4..at + 4 + XID_LEN].copy_from_slice(x.id());
+/// Why a control message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Malformed.
+    #[error("malformed control message: {0}")]
+    Wire(#[from] WireError),
+    /// A signature or key does not check.
+    #[error("control message not authentic: {0}")]
+    Key(#[from] KeyError),
 }
 
 fn expect_principal(x: &Xid, p: Principal, field: &'static str) -> Result<()> {
@@ -117,13 +188,40 @@ fn expect_principal(x: &Xid, p: Principal, field: &'static str) -> Result<()> {
     }
 }
 
+fn read_register(b: &[u8]) -> Result<(Xid, Xid, Xid, Stamp)> {
+    let (hid, ad, router) = (read_xid(b, 0), read_xid(b, XID_WIRE_LEN), read_xid(b, 2 * XID_WIRE_LEN));
+    expect_principal(&hid, Principal::Hid, "registration HID")?;
+    expect_principal(&ad, Principal::Ad, "registration AD")?;
+    expect_principal(&router, Principal::Hid, "registration router")?;
+    Ok((hid, ad, router, Stamp::read(b, 3 * XID_WIRE_LEN)?))
+}
+
+fn exact(b: &[u8], len: usize) -> Result<()> {
+    if b.len() == len {
+        Ok(())
+    } else {
+        Err(WireError::Length { declared: b.len(), present: len })
+    }
+}
+
 impl ControlBody {
-    /// The XID whose key must sign this message.
+    /// The XID whose key signs this message.
     pub fn signer(&self) -> Xid {
         match self {
             ControlBody::Beacon(b) => b.ad,
             ControlBody::HostRegister(r) => r.hid,
-            ControlBody::RoutePatch(p) => p.hid,
+            ControlBody::HostRegistered(r) => r.ad,
+            ControlBody::RoutePatch(p) => p.hid(),
+        }
+    }
+
+    /// Sequence number, time and duration.
+    pub fn stamp(&self) -> Stamp {
+        match self {
+            ControlBody::Beacon(b) => b.stamp,
+            ControlBody::HostRegister(r) => r.stamp,
+            ControlBody::HostRegistered(r) => r.stamp,
+            ControlBody::RoutePatch(p) => p.stamp,
         }
     }
 
@@ -131,6 +229,7 @@ impl ControlBody {
         match self {
             ControlBody::Beacon(_) => kind::BEACON,
             ControlBody::HostRegister(_) => kind::HOST_REGISTER,
+            ControlBody::HostRegistered(_) => kind::HOST_REGISTERED,
             ControlBody::RoutePatch(_) => kind::ROUTE_PATCH,
         }
     }
@@ -139,8 +238,8 @@ impl ControlBody {
     pub fn body_len(&self) -> usize {
         match self {
             ControlBody::Beacon(b) => BEACON_FIXED + NODE_LEN * b.name_server.as_ref().map_or(0, Dag::len),
-            ControlBody::HostRegister(_) => REGISTER_LEN,
-            ControlBody::RoutePatch(_) => PATCH_LEN,
+            ControlBody::HostRegister(_) | ControlBody::HostRegistered(_) => REGISTER_LEN,
+            ControlBody::RoutePatch(p) => PATCH_FIXED + p.sealed_receipt.len(),
         }
     }
 
@@ -149,71 +248,60 @@ impl ControlBody {
         HEADER_LEN + self.body_len() + TRAILER_LEN
     }
 
-    fn parse_body(t: u8, b: &[u8]) -> Result<ControlBody> {
-        let exact = |len: usize| {
-            if b.len() == len {
-                Ok(())
-            } else {
-                Err(WireError::Length { declared: b.len(), present: len })
-            }
-        };
+    /// Parses a body; a route patch's receipt is opened (its signature checked) here.
+    fn parse_body(t: u8, b: &[u8]) -> core::result::Result<ControlBody, ControlError> {
         match t {
             kind::BEACON => {
                 need(b, BEACON_FIXED)?;
-                let n = usize::from(b[2 * XID_WIRE_LEN + 12]);
+                let n = usize::from(b[BEACON_FIXED - 4]);
                 if n > MAX_NODES {
-                    return Err(WireError::Dag(crate::dag::DagError::TooManyNodes(n)));
+                    return Err(WireError::Dag(crate::dag::DagError::TooManyNodes(n)).into());
                 }
-                exact(BEACON_FIXED + NODE_LEN * n)?;
-                let name_server = if n == 0 {
-                    None
-                } else {
-                    let nodes: [Node; MAX_NODES] = core::array::from_fn(|i| {
-                        let at = BEACON_FIXED + NODE_LEN * i.min(n - 1);
-                        let mut edges = [0u8; MAX_EDGES];
-                        edges.copy_from_slice(&b[at + XID_WIRE_LEN..at + NODE_LEN]);
-                        Node { xid: read_xid(b, at), edges }
-                    });
-                    Some(Dag::from_nodes(&nodes[..n])?)
+                if b[BEACON_FIXED - 3..BEACON_FIXED] != [0; 3] {
+                    return Err(WireError::Field("reserved").into());
+                }
+                exact(b, BEACON_FIXED + NODE_LEN * n)?;
+                let name_server = match n {
+                    0 => None,
+                    _ => Some(
+                        Dag::from_node_fn(n, |i| read_node(b, BEACON_FIXED + NODE_LEN * i))
+                            .map_err(WireError::Dag)?,
+                    ),
                 };
                 let beacon = Beacon {
                     ad: read_xid(b, 0),
                     router_hid: read_xid(b, XID_WIRE_LEN),
-                    seq: be64(b, 2 * XID_WIRE_LEN),
-                    interval_ms: be32(b, 2 * XID_WIRE_LEN + 8),
+                    stamp: Stamp::read(b, 2 * XID_WIRE_LEN)?,
                     name_server,
                 };
                 expect_principal(&beacon.ad, Principal::Ad, "beacon AD")?;
                 expect_principal(&beacon.router_hid, Principal::Hid, "beacon router HID")?;
                 Ok(ControlBody::Beacon(Box::new(beacon)))
             }
-            kind::HOST_REGISTER => {
-                exact(REGISTER_LEN)?;
-                let r = HostRegister {
-                    hid: read_xid(b, 0),
-                    ad: read_xid(b, XID_WIRE_LEN),
-                    seq: be64(b, 2 * XID_WIRE_LEN),
-                    lifetime_ms: be32(b, 2 * XID_WIRE_LEN + 8),
-                };
-                expect_principal(&r.hid, Principal::Hid, "registration HID")?;
-                expect_principal(&r.ad, Principal::Ad, "registration AD")?;
-                Ok(ControlBody::HostRegister(r))
+            kind::HOST_REGISTER | kind::HOST_REGISTERED => {
+                exact(b, REGISTER_LEN)?;
+                let (hid, ad, router, stamp) = read_register(b)?;
+                Ok(if t == kind::HOST_REGISTER {
+                    ControlBody::HostRegister(HostRegister { hid, ad, router, stamp })
+                } else {
+                    ControlBody::HostRegistered(HostRegistered { hid, ad, router, stamp })
+                })
             }
             kind::ROUTE_PATCH => {
-                exact(PATCH_LEN)?;
-                let p = RoutePatch {
-                    hid: read_xid(b, 0),
-                    new_ad: read_xid(b, XID_WIRE_LEN),
-                    via: read_xid(b, 2 * XID_WIRE_LEN),
-                    seq: be64(b, 3 * XID_WIRE_LEN),
-                    lifetime_ms: be32(b, 3 * XID_WIRE_LEN + 8),
+                need(b, PATCH_FIXED)?;
+                let stamp = Stamp::read(b, 0)?;
+                let sealed = &b[PATCH_FIXED..];
+                let receipt = match open(sealed)? {
+                    ControlBody::HostRegistered(r) => r,
+                    _ => return Err(WireError::Field("route patch receipt").into()),
                 };
-                expect_principal(&p.hid, Principal::Hid, "patch HID")?;
-                expect_principal(&p.new_ad, Principal::Ad, "patch AD")?;
-                expect_principal(&p.via, Principal::Hid, "patch gateway")?;
-                Ok(ControlBody::RoutePatch(p))
+                Ok(ControlBody::RoutePatch(Box::new(RoutePatch {
+                    stamp,
+                    receipt,
+                    sealed_receipt: sealed.to_vec(),
+                })))
             }
-            other => Err(WireError::UnknownType(other)),
+            other => Err(WireError::UnknownType(other).into()),
         }
     }
 
@@ -222,37 +310,30 @@ impl ControlBody {
             ControlBody::Beacon(be) => {
                 write_xid(b, 0, &be.ad);
                 write_xid(b, XID_WIRE_LEN, &be.router_hid);
-                put64(b, 2 * XID_WIRE_LEN, be.seq);
-                put32(b, 2 * XID_WIRE_LEN + 8, be.interval_ms);
+                be.stamp.write(b, 2 * XID_WIRE_LEN);
                 let nodes = be.name_server.as_ref().map_or(&[][..], Dag::nodes);
-                b[2 * XID_WIRE_LEN + 12..BEACON_FIXED].copy_from_slice(&[nodes.len() as u8, 0, 0, 0]);
+                b[BEACON_FIXED - 4..BEACON_FIXED].copy_from_slice(&[nodes.len() as u8, 0, 0, 0]);
                 for (i, n) in nodes.iter().enumerate() {
-                    let at = BEACON_FIXED + NODE_LEN * i;
-                    write_xid(b, at, &n.xid);
-                    b[at + XID_WIRE_LEN..at + NODE_LEN].copy_from_slice(&n.edges);
+                    write_node(b, BEACON_FIXED + NODE_LEN * i, n);
                 }
             }
-            ControlBody::HostRegister(r) => {
-                write_xid(b, 0, &r.hid);
-                write_xid(b, XID_WIRE_LEN, &r.ad);
-                put64(b, 2 * XID_WIRE_LEN, r.seq);
-                put32(b, 2 * XID_WIRE_LEN + 8, r.lifetime_ms);
-                put32(b, 2 * XID_WIRE_LEN + 12, 0);
+            ControlBody::HostRegister(HostRegister { hid, ad, router, stamp })
+            | ControlBody::HostRegistered(HostRegistered { hid, ad, router, stamp }) => {
+                write_xid(b, 0, hid);
+                write_xid(b, XID_WIRE_LEN, ad);
+                write_xid(b, 2 * XID_WIRE_LEN, router);
+                stamp.write(b, 3 * XID_WIRE_LEN);
             }
             ControlBody::RoutePatch(p) => {
-                write_xid(b, 0, &p.hid);
-                write_xid(b, XID_WIRE_LEN, &p.new_ad);
-                write_xid(b, 2 * XID_WIRE_LEN, &p.via);
-                put64(b, 3 * XID_WIRE_LEN, p.seq);
-                put32(b, 3 * XID_WIRE_LEN + 8, p.lifetime_ms);
-                put32(b, 3 * XID_WIRE_LEN + 12, 0);
+                p.stamp.write(b, 0);
+                b[PATCH_FIXED..].copy_from_slice(&p.sealed_receipt);
             }
         }
     }
 
     /// Writes the message signed by `key` into `buf[..buffer_len()]`. The key must own
     /// [`ControlBody::signer`].
-    pub fn emit_signed(&self, key: &Keypair, buf: &mut [u8]) -> Result<usize> {
+    pub fn seal_into(&self, key: &Keypair, buf: &mut [u8]) -> Result<usize> {
         let signer = self.signer();
         if key.xid(signer.principal()) != signer {
             return Err(WireError::Field("signing key does not own the signer XID"));
@@ -272,9 +353,9 @@ impl ControlBody {
     }
 
     /// The signed message in a new vector.
-    pub fn to_signed_bytes(&self, key: &Keypair) -> Result<Vec<u8>> {
+    pub fn seal(&self, key: &Keypair) -> Result<Vec<u8>> {
         let mut v = vec![0u8; self.buffer_len()];
-        self.emit_signed(key, &mut v)?;
+        self.seal_into(key, &mut v)?;
         Ok(v)
     }
 }
@@ -286,47 +367,62 @@ fn signed_message(bytes: &[u8]) -> Vec<u8> {
     m
 }
 
-/// A parsed control message; [`Control::verify`] must pass before acting on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Control<'a> {
-    /// What it says.
-    pub body: ControlBody,
-    /// The key that signed it.
-    pub public_key: PublicKey,
-    /// The signature.
-    pub signature: Signature,
+/// A message cut into its parts.
+struct Parts<'a> {
+    kind: u8,
+    body: &'a [u8],
+    key: PublicKey,
+    sig: Signature,
+    /// Everything the signature covers (after the context string).
     signed: &'a [u8],
 }
 
-impl<'a> Control<'a> {
-    /// Reads a message (without checking the signature).
-    pub fn parse(b: &'a [u8]) -> Result<Control<'a>> {
-        need(b, HEADER_LEN)?;
-        if b[0] != VERSION {
-            return Err(WireError::Version(b[0]));
-        }
-        let body_len = usize::from(be16(b, 2));
-        let total = HEADER_LEN + body_len + TRAILER_LEN;
-        if b.len() != total {
-            return Err(WireError::Length { declared: total, present: b.len() });
-        }
-        let body = ControlBody::parse_body(b[1], &b[HEADER_LEN..HEADER_LEN + body_len])?;
-        let key_at = HEADER_LEN + body_len;
-        let mut pk = [0u8; PUBLIC_KEY_LEN];
-        pk.copy_from_slice(&b[key_at..key_at + PUBLIC_KEY_LEN]);
-        let mut sig = [0u8; SIGNATURE_LEN];
-        sig.copy_from_slice(&b[key_at + PUBLIC_KEY_LEN..]);
-        Ok(Control {
-            body,
-            public_key: PublicKey(pk),
-            signature: Signature(sig),
-            signed: &b[..key_at + PUBLIC_KEY_LEN],
-        })
+/// Cuts a message into its parts.
+fn split(b: &[u8]) -> Result<Parts<'_>> {
+    need(b, HEADER_LEN)?;
+    if b[0] != VERSION {
+        return Err(WireError::Version(b[0]));
     }
+    let body_len = usize::from(be16(b, 2));
+    let total = HEADER_LEN + body_len + TRAILER_LEN;
+    if b.len() != total {
+        return Err(WireError::Length { declared: total, present: b.len() });
+    }
+    let key_at = HEADER_LEN + body_len;
+    let mut pk = [0u8; PUBLIC_KEY_LEN];
+    pk.copy_from_slice(&b[key_at..key_at + PUBLIC_KEY_LEN]);
+    let mut sig = [0u8; SIGNATURE_LEN];
+    sig.copy_from_slice(&b[key_at + PUBLIC_KEY_LEN..]);
+    Ok(Parts {
+        kind: b[1],
+        body: &b[HEADER_LEN..key_at],
+        key: PublicKey(pk),
+        sig: Signature(sig),
+        signed: &b[..key_at + PUBLIC_KEY_LEN],
+    })
+}
 
-    /// Checks that the carried key owns the signer XID and that the signature is its own.
-    pub fn verify(&self) -> core::result::Result<(), KeyError> {
-        self.public_key.verify_for(&self.body.signer(), &signed_message(self.signed), &self.signature)
+/// Reads a message and checks its signatures (and, for a route patch, its receipt's): the body
+/// comes out only if the key owns the signer XID and the signature is that key's.
+///
+/// Freshness and sequence numbers are the receiver's policy: check [`ControlBody::stamp`]
+/// against the clock ([`Stamp::is_fresh`]) and against the last sequence number seen.
+pub fn open(bytes: &[u8]) -> core::result::Result<ControlBody, ControlError> {
+    let p = split(bytes)?;
+    let body = ControlBody::parse_body(p.kind, p.body)?;
+    p.key.verify_for(&body.signer(), &signed_message(p.signed), &p.sig)?;
+    Ok(body)
+}
+
+/// Reads a message without checking anything cryptographic: for captures and diagnostics only,
+/// never to act upon.
+pub fn inspect(bytes: &[u8]) -> Result<(ControlBody, PublicKey)> {
+    let p = split(bytes)?;
+    match ControlBody::parse_body(p.kind, p.body) {
+        Ok(b) => Ok((b, p.key)),
+        Err(ControlError::Wire(e)) => Err(e),
+        // A route patch whose receipt does not verify still has a shape.
+        Err(ControlError::Key(_)) => Err(WireError::Field("route patch receipt not authentic")),
     }
 }
 
@@ -337,98 +433,153 @@ mod tests {
     fn ad_key() -> Keypair {
         Keypair::from_seed([1; 32])
     }
+    fn ad2_key() -> Keypair {
+        Keypair::from_seed([4; 32])
+    }
     fn host_key() -> Keypair {
         Keypair::from_seed([2; 32])
+    }
+    fn router2() -> Xid {
+        Keypair::from_seed([5; 32]).xid(Principal::Hid)
+    }
+    fn stamp(seq: u64) -> Stamp {
+        Stamp { seq, timestamp_ms: 1_800_000_000_000, millis: 30_000 }
     }
 
     fn beacon() -> ControlBody {
         let ns =
-            Dag::service(ad_key().xid(Principal::Ad), host_key().xid(Principal::Hid), crate::xid::SID_NS);
+            Dag::service(ad_key().xid(Principal::Ad), host_key().xid(Principal::Hid), crate::xid::SID_NS)
+                .unwrap();
         ControlBody::Beacon(Box::new(Beacon {
             ad: ad_key().xid(Principal::Ad),
             router_hid: Keypair::from_seed([3; 32]).xid(Principal::Hid),
-            seq: 42,
-            interval_ms: 100,
+            stamp: Stamp { millis: 100, ..stamp(42) },
             name_server: Some(ns),
         }))
     }
 
-    fn patch() -> ControlBody {
-        ControlBody::RoutePatch(RoutePatch {
+    fn receipt() -> HostRegistered {
+        HostRegistered {
             hid: host_key().xid(Principal::Hid),
-            new_ad: Keypair::from_seed([4; 32]).xid(Principal::Ad),
-            via: Keypair::from_seed([5; 32]).xid(Principal::Hid),
-            seq: 7,
-            lifetime_ms: 30_000,
-        })
+            ad: ad2_key().xid(Principal::Ad),
+            router: router2(),
+            stamp: stamp(3),
+        }
+    }
+
+    fn patch() -> ControlBody {
+        let sealed = ControlBody::HostRegistered(receipt()).seal(&ad2_key()).unwrap();
+        ControlBody::RoutePatch(Box::new(RoutePatch {
+            stamp: stamp(7),
+            receipt: receipt(),
+            sealed_receipt: sealed,
+        }))
     }
 
     #[test]
-    fn signed_round_trips() {
+    fn sealed_messages_open() {
         let reg = ControlBody::HostRegister(HostRegister {
             hid: host_key().xid(Principal::Hid),
             ad: ad_key().xid(Principal::Ad),
-            seq: 1,
-            lifetime_ms: 10_000,
+            router: router2(),
+            stamp: stamp(1),
         });
-        for (body, key) in [(beacon(), ad_key()), (reg, host_key()), (patch(), host_key())] {
-            let bytes = body.to_signed_bytes(&key).unwrap();
+        for (body, key) in [
+            (beacon(), ad_key()),
+            (reg, host_key()),
+            (ControlBody::HostRegistered(receipt()), ad2_key()),
+            (patch(), host_key()),
+        ] {
+            let bytes = body.seal(&key).unwrap();
             assert_eq!(bytes.len(), body.buffer_len());
-            let c = Control::parse(&bytes).unwrap();
-            assert_eq!(c.body, body);
-            c.verify().unwrap();
+            assert_eq!(open(&bytes).unwrap(), body);
+            assert_eq!(inspect(&bytes).unwrap().0, body);
         }
     }
 
     #[test]
-    fn layout_of_a_route_patch() {
-        let bytes = patch().to_signed_bytes(&host_key()).unwrap();
-        assert_eq!(&bytes[..4], &[1, 3, 0, 88]);
-        assert_eq!(&bytes[4..8], &0x11u32.to_be_bytes());
-        assert_eq!(&bytes[4 + 24..4 + 28], &0x10u32.to_be_bytes());
-        assert_eq!(&bytes[4 + 72..4 + 80], &7u64.to_be_bytes());
-        assert_eq!(bytes.len(), 4 + 88 + 96);
+    fn route_patch_names_the_new_location_from_the_receipt() {
+        let ControlBody::RoutePatch(p) = open(&patch().seal(&host_key()).unwrap()).unwrap() else { panic!() };
+        assert_eq!(p.hid(), host_key().xid(Principal::Hid));
+        assert_eq!(p.new_ad(), ad2_key().xid(Principal::Ad));
+        assert_eq!(p.via(), router2());
     }
 
     #[test]
-    fn forged_and_tampered_messages_fail_verification() {
-        // A patch for someone else's HID, signed with our own key: refused at emit...
-        assert!(patch().to_signed_bytes(&ad_key()).is_err());
-        // ...and, if forged by hand, at verification.
-        let mut bytes = patch().to_signed_bytes(&host_key()).unwrap();
+    fn a_patch_without_the_new_ads_receipt_is_refused() {
+        // The host signs the receipt itself instead of its new AD: the receipt's signer (the
+        // AD) is not the key, so nothing opens.
+        let forged = ControlBody::HostRegistered(receipt());
+        assert!(forged.seal(&host_key()).is_err(), "a host cannot seal for an AD");
+        let mut sealed = forged.seal(&ad2_key()).unwrap();
+        let other = Keypair::from_seed([9; 32]);
+        let key_at = sealed.len() - TRAILER_LEN;
+        sealed[key_at..key_at + 32].copy_from_slice(&other.public().0);
+        let sig = other.sign(&signed_message(&sealed[..key_at + 32]));
+        sealed[key_at + 32..].copy_from_slice(&sig.0);
+        let p = ControlBody::RoutePatch(Box::new(RoutePatch {
+            stamp: stamp(1),
+            receipt: receipt(),
+            sealed_receipt: sealed,
+        }));
+        let bytes = p.seal(&host_key()).unwrap();
+        assert!(matches!(open(&bytes), Err(ControlError::Key(KeyError::XidMismatch(_)))));
+    }
+
+    #[test]
+    fn forged_and_tampered_messages_are_refused() {
+        assert!(patch().seal(&ad_key()).is_err(), "only the HID's key seals its patch");
+        let mut bytes = patch().seal(&host_key()).unwrap();
         let other = Keypair::from_seed([9; 32]);
         let key_at = bytes.len() - TRAILER_LEN;
         bytes[key_at..key_at + 32].copy_from_slice(&other.public().0);
         let sig = other.sign(&signed_message(&bytes[..key_at + 32]));
         bytes[key_at + 32..].copy_from_slice(&sig.0);
-        assert!(matches!(Control::parse(&bytes).unwrap().verify(), Err(KeyError::XidMismatch(_))));
-        // One flipped bit in the body.
-        let mut bytes = patch().to_signed_bytes(&host_key()).unwrap();
-        bytes[4 + 80] ^= 1;
-        assert!(matches!(Control::parse(&bytes).unwrap().verify(), Err(KeyError::BadSignature)));
+        assert!(matches!(open(&bytes), Err(ControlError::Key(KeyError::XidMismatch(_)))));
+        // One flipped bit in the stamp.
+        let mut bytes = patch().seal(&host_key()).unwrap();
+        bytes[HEADER_LEN + 3] ^= 1;
+        assert!(matches!(open(&bytes), Err(ControlError::Key(KeyError::BadSignature))));
+    }
+
+    #[test]
+    fn freshness() {
+        let s = stamp(1);
+        assert!(s.is_fresh(s.timestamp_ms + 10_000, 30_000));
+        assert!(s.is_fresh(s.timestamp_ms - 10_000, 30_000));
+        assert!(!s.is_fresh(s.timestamp_ms + 31_000, 30_000));
     }
 
     #[test]
     fn malformed_messages_are_typed_errors() {
-        let good = beacon().to_signed_bytes(&ad_key()).unwrap();
-        assert!(matches!(Control::parse(&good[..3]), Err(WireError::Truncated { .. })));
-        assert!(matches!(Control::parse(&good[..good.len() - 1]), Err(WireError::Length { .. })));
+        let good = beacon().seal(&ad_key()).unwrap();
+        let wire = |r: core::result::Result<ControlBody, ControlError>| match r {
+            Err(ControlError::Wire(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(wire(open(&good[..3])), WireError::Truncated { .. }));
+        assert_eq!(
+            wire(open(&good[..good.len() - 1])),
+            WireError::Length { declared: good.len(), present: good.len() - 1 }
+        );
         let mut v = good.clone();
         v[0] = 9;
-        assert_eq!(Control::parse(&v).unwrap_err(), WireError::Version(9));
+        assert_eq!(wire(open(&v)), WireError::Version(9));
         let mut v = good.clone();
         v[1] = 77;
-        assert_eq!(Control::parse(&v).unwrap_err(), WireError::UnknownType(77));
-        // Name-server node count lying.
+        assert_eq!(wire(open(&v)), WireError::UnknownType(77));
+        let count_at = HEADER_LEN + BEACON_FIXED - 4;
         let mut v = good.clone();
-        v[4 + 2 * XID_WIRE_LEN + 12] = 2;
-        assert!(matches!(Control::parse(&v), Err(WireError::Length { .. })));
+        v[count_at] = 2;
+        assert!(matches!(wire(open(&v)), WireError::Length { .. }));
         let mut v = good.clone();
-        v[4 + 2 * XID_WIRE_LEN + 12] = 200;
-        assert!(matches!(Control::parse(&v), Err(WireError::Dag(_))));
-        // Wrong principal type for the AD.
+        v[count_at] = 200;
+        assert!(matches!(wire(open(&v)), WireError::Dag(_)));
+        let mut v = good.clone();
+        v[count_at + 1] = 1;
+        assert_eq!(wire(open(&v)), WireError::Field("reserved"));
         let mut v = good;
-        v[4..8].copy_from_slice(&0x11u32.to_be_bytes());
-        assert_eq!(Control::parse(&v).unwrap_err(), WireError::Field("beacon AD"));
+        v[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&0x11u32.to_be_bytes());
+        assert_eq!(wire(open(&v)), WireError::Field("beacon AD"));
     }
 }

@@ -74,10 +74,17 @@ pub struct DgramRepr<'a> {
 }
 
 impl<'a> DgramRepr<'a> {
-    /// Reads a packet (header options beyond the 4 fixed bytes are skipped).
+    /// Reads a packet. Header extensions and next headers other than data are not defined for
+    /// DGRAM, so they are refused rather than skipped.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &Packet<&'a T>) -> Result<DgramRepr<'a>> {
         p.check_len()?;
         let b: &'a [u8] = p.buffer.as_ref();
+        if p.header_len() != HEADER_LEN {
+            return Err(WireError::HeaderLength(p.header_len()));
+        }
+        if p.next_header() != 0 || b[2..4] != [0, 0] {
+            return Err(WireError::Field("DGRAM next header or padding"));
+        }
         Ok(DgramRepr { payload: &b[p.header_len()..] })
     }
 
@@ -123,8 +130,13 @@ mod tests {
     }
 
     #[test]
-    fn longer_headers_are_skipped() {
+    fn undefined_header_fields_are_refused() {
         let p = [0u8, 2, 0, 0, 9, 9, 9, 9, b'x'];
-        assert_eq!(DgramRepr::parse(&Packet::new_checked(&p[..]).unwrap()).unwrap().payload, b"x");
+        assert_eq!(
+            DgramRepr::parse(&Packet::new_checked(&p[..]).unwrap()).unwrap_err(),
+            WireError::HeaderLength(8)
+        );
+        let p = [1u8, 1, 0, 0, b'x'];
+        assert!(matches!(DgramRepr::parse(&Packet::new_checked(&p[..]).unwrap()), Err(WireError::Field(_))));
     }
 }

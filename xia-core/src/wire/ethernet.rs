@@ -56,8 +56,10 @@ impl FromStr for EthernetAddress {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
         for b in &mut out {
-            let p = parts.next().filter(|p| p.len() == 2).ok_or_else(|| BadMac(s.into()))?;
-            *b = u8::from_str_radix(p, 16).map_err(|_| BadMac(s.into()))?;
+            let p = parts.next().ok_or_else(|| BadMac(s.into()))?;
+            if !crate::xid::decode_hex(p, std::slice::from_mut(b)) {
+                return Err(BadMac(s.into()));
+            }
         }
         if parts.next().is_some() {
             return Err(BadMac(s.into()));
@@ -272,6 +274,7 @@ mod tests {
         assert!("52:54:00:77:00".parse::<EthernetAddress>().is_err());
         assert!("52:54:00:77:00:02:03".parse::<EthernetAddress>().is_err());
         assert!("5:54:00:77:00:02".parse::<EthernetAddress>().is_err());
+        assert!("+f:54:00:77:00:02".parse::<EthernetAddress>().is_err());
         assert_eq!(EtherType::from(0x1234), EtherType::Unknown(0x1234));
         assert_eq!(u16::from(EtherType::Rarp), 0x8035);
     }

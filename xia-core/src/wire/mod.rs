@@ -16,6 +16,25 @@ pub mod xcmp;
 pub mod xip;
 
 use crate::dag::DagError;
+use crate::xid::{Principal, Xid, XID_LEN};
+
+/// Bytes of an XID on the wire: type (u32) and identifier.
+pub const XID_WIRE_LEN: usize = 4 + XID_LEN;
+
+/// Reads an XID at `at` (bounds checked by the caller).
+#[inline]
+pub(crate) fn read_xid(b: &[u8], at: usize) -> Xid {
+    let mut id = [0u8; XID_LEN];
+    id.copy_from_slice(&b[at + 4..at + XID_WIRE_LEN]);
+    Xid::new(Principal::from_code(be32(b, at)), id)
+}
+
+/// Writes an XID at `at`.
+#[inline]
+pub(crate) fn write_xid(b: &mut [u8], at: usize, x: &Xid) {
+    put32(b, at, x.principal().code());
+    b[at + 4..at + XID_WIRE_LEN].copy_from_slice(x.id());
+}
 
 /// Why bytes are not a valid packet of some format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -252,6 +252,9 @@ impl<'a> StreamRepr<'a> {
     pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &Packet<&'a T>) -> Result<StreamRepr<'a>> {
         p.check_len()?;
         let b: &'a [u8] = p.buffer.as_ref();
+        if p.next_header() != 0 {
+            return Err(WireError::Field("STREAM next header"));
+        }
         let mut r = StreamRepr {
             flags: p.flags(),
             seq: p.seq(),

@@ -235,6 +235,17 @@ impl<'a> XcmpRepr<'a> {
         }
         let b: &'a [u8] = p.buffer.as_ref();
         let data = &b[HEADER_LEN..];
+        // Fields this implementation always writes as zero must read as zero, so that what
+        // parses re-emits to the same bytes.
+        match p.msg_type() {
+            Message::EchoRequest | Message::EchoReply if p.msg_code() != 0 => {
+                return Err(WireError::Field("XCMP echo code"));
+            }
+            Message::DstUnreachable | Message::TimeExceeded | Message::Redirect if b[4..8] != [0; 4] => {
+                return Err(WireError::Field("XCMP unused bytes"));
+            }
+            _ => {}
+        }
         Ok(match p.msg_type() {
             Message::EchoRequest => XcmpRepr::EchoRequest { ident: p.echo_ident(), seq: p.echo_seq(), data },
             Message::EchoReply => XcmpRepr::EchoReply { ident: p.echo_ident(), seq: p.echo_seq(), data },
@@ -352,6 +363,23 @@ mod tests {
             XcmpRepr::EchoReply { ident: 1, seq: 2, data: &[] }.emit(&mut small),
             Err(WireError::BufferTooSmall { .. })
         ));
+    }
+
+    #[test]
+    fn nonzero_reserved_fields_are_refused() {
+        let mut v = ECHO;
+        v[1] = 7;
+        Packet::new_unchecked(&mut v[..]).fill_checksum();
+        assert_eq!(
+            XcmpRepr::parse(&Packet::new_unchecked(&v[..])).unwrap_err(),
+            WireError::Field("XCMP echo code")
+        );
+        let mut v = [3u8, 1, 0, 0, 0, 0, 0, 1, 9];
+        Packet::new_unchecked(&mut v[..]).fill_checksum();
+        assert_eq!(
+            XcmpRepr::parse(&Packet::new_unchecked(&v[..])).unwrap_err(),
+            WireError::Field("XCMP unused bytes")
+        );
     }
 
     #[test]

@@ -12,11 +12,11 @@
 //! All fields big-endian. Payload length counts the bytes after the header. `last` is the index
 //! of the last destination node already satisfied, 0x7E at the entry.
 
-use crate::dag::{Dag, Node, EDGE_EMPTY, EDGE_INDEX, EDGE_VISITED, MAX_EDGES, MAX_NODES};
+use crate::dag::{Dag, Node, EDGE_EMPTY, EDGE_VISITED, MAX_EDGES, MAX_NODES};
 use crate::select::{DagNodes, LAST_NODE_ENTRY};
-use crate::xid::{Principal, Xid, XID_LEN};
+use crate::xid::Xid;
 
-use super::{be16, be32, need, put16, put32, room, Result, WireError};
+use super::{be16, need, put16, read_xid, room, write_xid, Result, WireError, XID_WIRE_LEN};
 
 /// The only XIP version.
 pub const VERSION: u8 = 1;
@@ -88,19 +88,17 @@ mod field {
 
 /// Reads a node at `at` (the caller checked the bounds).
 #[inline]
-fn read_node(b: &[u8], at: usize) -> Node {
-    let mut id = [0u8; XID_LEN];
-    id.copy_from_slice(&b[at + 4..at + 4 + XID_LEN]);
+pub(crate) fn read_node(b: &[u8], at: usize) -> Node {
     let mut edges = [0u8; MAX_EDGES];
-    edges.copy_from_slice(&b[at + 24..at + 28]);
-    Node { xid: Xid::new(Principal::from_code(be32(b, at)), id), edges }
+    edges.copy_from_slice(&b[at + XID_WIRE_LEN..at + NODE_LEN]);
+    Node { xid: read_xid(b, at), edges }
 }
 
+/// Writes a node at `at`.
 #[inline]
-fn write_node(b: &mut [u8], at: usize, n: &Node) {
-    put32(b, at, n.xid.principal().code());
-    b[at + 4..at + 24].copy_from_slice(n.xid.id());
-    b[at + 24..at + 28].copy_from_slice(&n.edges);
+pub(crate) fn write_node(b: &mut [u8], at: usize, n: &Node) {
+    write_xid(b, at, &n.xid);
+    b[at + XID_WIRE_LEN..at + NODE_LEN].copy_from_slice(&n.edges);
 }
 
 /// A view of an XIP packet (header and payload).
@@ -291,7 +289,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> DagNodes for NodesView<T> {
     #[inline]
     fn mark_visited(&mut self, i: usize, slot: usize) {
         let e = &mut self.bytes.as_mut()[NODE_LEN * i + 24 + slot];
-        if *e & EDGE_INDEX != EDGE_EMPTY {
+        if *e != EDGE_EMPTY {
             *e |= EDGE_VISITED;
         }
     }
@@ -361,6 +359,9 @@ impl XipRepr {
     /// the result to pass `check_len`); the payload is the caller's.
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
         room(buf, self.header_len())?;
+        if self.last_node != LAST_NODE_ENTRY && usize::from(self.last_node) >= self.dst.len() {
+            return Err(WireError::LastNode(self.last_node));
+        }
         let plen = u16::try_from(self.payload_len).map_err(|_| WireError::Field("payload length"))?;
         buf[field::VERSION] = VERSION;
         buf[field::NEXT] = self.next_header.into();
@@ -393,6 +394,7 @@ mod tests {
     use super::*;
     use crate::dag::DagError;
     use crate::select::{select, Lookup, Selection};
+    use crate::xid::Principal;
 
     fn xid(p: Principal, b: u8) -> Xid {
         Xid::new(p, [b; 20])
@@ -422,8 +424,9 @@ mod tests {
     fn repr() -> XipRepr {
         XipRepr::new(
             NextHeader::Dgram,
-            Dag::service(xid(Principal::Ad, 0xa1), xid(Principal::Hid, 0xb1), xid(Principal::Sid, 0xc1)),
-            Dag::host(xid(Principal::Ad, 0xa2), xid(Principal::Hid, 0xb2)),
+            Dag::service(xid(Principal::Ad, 0xa1), xid(Principal::Hid, 0xb1), xid(Principal::Sid, 0xc1))
+                .unwrap(),
+            Dag::host(xid(Principal::Ad, 0xa2), xid(Principal::Hid, 0xb2)).unwrap(),
             4,
         )
     }
