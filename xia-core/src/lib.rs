@@ -10,9 +10,11 @@
 
 pub mod dag;
 pub mod keys;
+pub mod link;
 pub mod pcap;
 pub mod samples;
 pub mod select;
+pub mod transport;
 pub mod wire;
 pub mod xid;
 

@@ -1,0 +1,310 @@
+//! Transports over the simulated link: whole transfers under loss, reordering and duplication,
+//! in simulated time (milliseconds of CPU per simulated second).
+
+use std::time::{Duration, Instant};
+
+use super::stream::{Event, Stream, StreamConfig, StreamError};
+use crate::link::sim::{Rng, SimConfig, SimLink};
+use crate::wire::stream::{Packet, StreamRepr};
+
+/// Largest STREAM packet in these tests: a 9000-byte MTU minus a typical XIP header.
+const PACKET: usize = 9000 - 8 - 5 * 28;
+
+fn config() -> StreamConfig {
+    StreamConfig { mss: (PACKET - 16 - 12) as u16, ..StreamConfig::default() }
+}
+
+/// Two STREAM endpoints joined by two simulated links, driven in simulated time.
+struct Pair {
+    t0: Instant,
+    now: Instant,
+    a: Stream,
+    b: Option<Stream>,
+    b_cfg: StreamConfig,
+    ab: SimLink,
+    ba: SimLink,
+    buf: Vec<u8>,
+}
+
+impl Pair {
+    fn new(link: SimConfig, seed: u64, a_cfg: StreamConfig, b_cfg: StreamConfig) -> Pair {
+        let now = Instant::now();
+        Pair {
+            t0: now,
+            now,
+            a: Stream::connect(a_cfg, now, 0xfff0_0000 ^ seed as u32),
+            b: None,
+            b_cfg,
+            ab: SimLink::new(link.clone(), seed),
+            ba: SimLink::new(link, seed.wrapping_mul(31).wrapping_add(7)),
+            buf: vec![0u8; PACKET],
+        }
+    }
+
+    /// Moves segments both ways at `now`; true if anything moved.
+    fn exchange(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(n) = self.a.poll_transmit(self.now, &mut self.buf) {
+            self.ab.send(self.now, self.buf[..n].to_vec());
+            moved = true;
+        }
+        if let Some(b) = self.b.as_mut() {
+            while let Some(n) = b.poll_transmit(self.now, &mut self.buf) {
+                self.ba.send(self.now, self.buf[..n].to_vec());
+                moved = true;
+            }
+        }
+        while let Some(f) = self.ab.poll_deliver(self.now) {
+            let repr = StreamRepr::parse(&Packet::new_checked(&f[..]).unwrap()).unwrap();
+            match self.b.as_mut() {
+                Some(b) => b.handle_segment(self.now, &repr),
+                None => {
+                    assert!(repr.flags.contains(crate::wire::stream::Flags::SYN), "first segment is a SYN");
+                    self.b = Some(Stream::accept(self.b_cfg.clone(), self.now, 0x1234_5678, &repr));
+                }
+            }
+            moved = true;
+        }
+        while let Some(f) = self.ba.poll_deliver(self.now) {
+            let repr = StreamRepr::parse(&Packet::new_checked(&f[..]).unwrap()).unwrap();
+            self.a.handle_segment(self.now, &repr);
+            moved = true;
+        }
+        moved
+    }
+
+    /// Advances simulated time to the next timer or delivery; false when nothing is pending.
+    fn advance(&mut self) -> bool {
+        self.advance_until(None)
+    }
+
+    /// Like [`Pair::advance`], but no further than `limit` (an application's own deadline).
+    fn advance_until(&mut self, limit: Option<Instant>) -> bool {
+        let next = [
+            limit,
+            self.a.poll_timeout(),
+            self.b.as_ref().and_then(Stream::poll_timeout),
+            self.ab.next_delivery(),
+            self.ba.next_delivery(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else { return false };
+        self.now = self.now.max(next);
+        self.a.handle_timeout(self.now);
+        if let Some(b) = self.b.as_mut() {
+            b.handle_timeout(self.now);
+        }
+        true
+    }
+
+    fn elapsed(&self, since: Instant) -> Duration {
+        self.now.duration_since(since)
+    }
+}
+
+/// Sends `data` from a to b, closes both ways, and returns what b read, with the pair and the
+/// simulated time at which b had read everything.
+fn transfer(link: SimConfig, seed: u64, data: &[u8]) -> (Vec<u8>, Pair, Duration) {
+    let mut p = Pair::new(link, seed, config(), config());
+    let t0 = p.now;
+    let mut sent = 0;
+    let mut got = Vec::with_capacity(data.len());
+    let mut tmp = vec![0u8; 256 << 10];
+    let mut b_closed = false;
+    let mut all_read = None;
+    loop {
+        if sent < data.len() {
+            sent += p.a.write(&data[sent..]).unwrap();
+            if sent == data.len() {
+                p.a.close();
+            }
+        }
+        if let Some(b) = p.b.as_mut() {
+            loop {
+                let n = b.read(&mut tmp);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&tmp[..n]);
+            }
+            if got.len() == data.len() && all_read.is_none() {
+                all_read = Some(p.now.duration_since(t0));
+            }
+            if b.is_read_closed() && !b_closed {
+                b.close();
+                b_closed = true;
+            }
+        }
+        let moved = p.exchange();
+        let done = p.a.is_drained() && p.b.as_ref().is_some_and(Stream::is_drained);
+        if done {
+            break;
+        }
+        if !moved && !p.advance() {
+            break;
+        }
+        assert!(p.elapsed(t0) < Duration::from_secs(600), "transfer stuck in simulated time");
+    }
+    let took = all_read.unwrap_or_else(|| p.elapsed(t0));
+    (got, p, took)
+}
+
+fn random_data(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    Rng::new(seed).fill(&mut v);
+    v
+}
+
+fn check_transfer(link: SimConfig, seed: u64, len: usize) -> Pair {
+    let data = random_data(len, seed);
+    let (got, mut p, _) = transfer(link, seed, &data);
+    assert_eq!(got.len(), data.len(), "byte count");
+    assert!(got == data, "bytes differ");
+    let mut a_events = Vec::new();
+    while let Some(e) = p.a.poll_event() {
+        a_events.push(e);
+    }
+    assert!(a_events.contains(&Event::Connected));
+    assert_eq!(a_events.last(), Some(&Event::Closed(None)));
+    assert_eq!(p.a.closed(), Some(None));
+    assert_eq!(p.b.as_ref().unwrap().closed(), Some(None));
+    p
+}
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn stream_64mib_clean_link() {
+    let p = check_transfer(SimConfig::default(), 1, 64 * MIB);
+    let s = p.a.stats();
+    assert_eq!(s.segments_retransmitted, 0, "{s:?}");
+    assert_eq!(s.rto_events, 0, "{s:?}");
+}
+
+#[test]
+fn stream_64mib_1pct_loss_reorder_duplicate() {
+    let p = check_transfer(SimConfig::impaired(0.01, 0.05, 0.01), 2, 64 * MIB);
+    let s = p.a.stats();
+    assert!(s.segments_retransmitted > 0, "{s:?}");
+    assert!(p.b.as_ref().unwrap().stats().out_of_order_segments > 0);
+}
+
+#[test]
+fn stream_64mib_10pct_loss_reorder_duplicate() {
+    let p = check_transfer(SimConfig::impaired(0.10, 0.05, 0.01), 3, 64 * MIB);
+    assert!(p.a.stats().segments_retransmitted > 0);
+}
+
+#[test]
+fn small_transfers_and_many_seeds() {
+    for seed in 10..40 {
+        let link = SimConfig::impaired(0.05, 0.1, 0.05);
+        let len = (Rng::new(seed).below(200_000)) as usize;
+        check_transfer(link, seed, len);
+    }
+}
+
+#[test]
+fn throughput_on_a_clean_10g_link_is_near_line_rate() {
+    let data = random_data(64 * MIB, 5);
+    let (got, p, took) = transfer(SimConfig::default(), 5, &data);
+    assert_eq!(got.len(), data.len());
+    // 64 MiB at 10 Gbit/s is ~54 ms on the wire; allow header overhead and slow start.
+    let gbps = (data.len() as f64 * 8.0) / took.as_secs_f64() / 1e9;
+    assert!(gbps > 9.0, "{gbps:.2} Gbit/s, {:?}", p.a.stats());
+}
+
+#[test]
+fn connecting_to_nobody_times_out() {
+    let mut cfg = config();
+    cfg.user_timeout = Duration::from_secs(3);
+    let mut p = Pair::new(SimConfig { loss: 1.0, ..SimConfig::default() }, 9, cfg, config());
+    let t0 = p.now;
+    while p.a.closed().is_none() {
+        p.exchange();
+        assert!(p.advance());
+    }
+    assert_eq!(p.a.closed(), Some(Some(StreamError::TimedOut)));
+    let took = p.elapsed(t0);
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(6), "{took:?}");
+}
+
+#[test]
+fn reset_reaches_the_peer_as_a_typed_error() {
+    let mut p = Pair::new(SimConfig::default(), 11, config(), config());
+    while !p.a.is_established() || p.b.as_ref().is_none_or(|b| !b.is_established()) {
+        p.exchange();
+        p.advance();
+    }
+    p.a.write(b"hello").unwrap();
+    p.exchange();
+    p.advance();
+    p.exchange();
+    p.b.as_mut().unwrap().abort();
+    for _ in 0..10 {
+        p.exchange();
+        p.advance();
+    }
+    assert_eq!(p.a.closed(), Some(Some(StreamError::Reset)));
+    assert!(matches!(p.a.write(b"more"), Err(StreamError::Reset)));
+}
+
+#[test]
+fn keepalive_detects_a_dead_peer() {
+    let mut cfg = config();
+    cfg.keepalive = Some(Duration::from_secs(2));
+    cfg.keepalive_interval = Duration::from_millis(500);
+    cfg.keepalive_probes = 3;
+    let mut p = Pair::new(SimConfig::default(), 12, cfg, config());
+    while !p.a.is_established() || p.b.as_ref().is_none_or(|b| !b.is_established()) {
+        p.exchange();
+        p.advance();
+    }
+    // The peer vanishes: nothing it sends arrives any more.
+    p.ba = SimLink::new(SimConfig { loss: 1.0, ..SimConfig::default() }, 1);
+    let t0 = p.now;
+    while p.a.closed().is_none() {
+        p.exchange();
+        assert!(p.advance());
+    }
+    assert_eq!(p.a.closed(), Some(Some(StreamError::TimedOut)));
+    let took = p.elapsed(t0);
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn a_slow_reader_closes_the_window_without_losing_bytes() {
+    let mut small = config();
+    small.recv_buffer = 64 << 10;
+    let mut p = Pair::new(SimConfig::default(), 13, config(), small);
+    let data = random_data(4 * MIB, 13);
+    let mut sent = 0;
+    let mut got = Vec::new();
+    // The reader takes 16 KiB per simulated millisecond (16 MB/s), far below the link's rate.
+    let mut tmp = vec![0u8; 16 << 10];
+    let mut next_read = p.now;
+    while got.len() < data.len() {
+        if sent < data.len() {
+            sent += p.a.write(&data[sent..]).unwrap();
+        }
+        if p.now >= next_read {
+            if let Some(b) = p.b.as_mut() {
+                let n = b.read(&mut tmp);
+                got.extend_from_slice(&tmp[..n]);
+            }
+            next_read += Duration::from_millis(1);
+        }
+        if !p.exchange() {
+            p.advance_until(Some(next_read));
+        }
+        assert!(p.elapsed(p.t0) < Duration::from_secs(600));
+    }
+    // 4 MiB at 16 MB/s: the sender followed the reader, without timeouts.
+    let took = p.elapsed(p.t0);
+    assert!(took < Duration::from_millis(400), "{took:?}");
+    assert_eq!(p.a.stats().rto_events, 0, "{:?}", p.a.stats());
+    assert!(got == data);
+    assert_eq!(p.a.closed(), None, "a closed window is not a failure");
+}
