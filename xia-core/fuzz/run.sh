@@ -21,8 +21,11 @@ mkdir -p "$here/logs" "$here/artifacts"
 for t in "${targets[@]}"; do
   mkdir -p "$here/corpus/$t"
   log="$here/logs/$t.log"
-  if "$bin/$t" -max_total_time="$secs" -print_final_stats=1 -artifact_prefix="$here/artifacts/" \
-      "$here/corpus/$t" >"$log" 2>&1; then status=ok; else status="CRASH (see $log)"; fi
+  mkdir -p "$here/artifacts/$t"
+  if "$bin/$t" -max_total_time="$secs" -print_final_stats=1 -artifact_prefix="$here/artifacts/$t/" \
+      "$here/corpus/$t" >"$log" 2>&1; then status=ok
+  elif grep -q "run interrupted" "$log"; then status="interrupted (see $log)"
+  else status="CRASH (see $log and $here/artifacts/$t/)"; fi
   runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}')
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}')
   echo "$t: $status, ${runs:-?} executions in ${secs}s, coverage ${cov:-?} edges"

@@ -1,6 +1,7 @@
 //! Transports as sans-IO state machines: no sockets, no clock; the caller passes time in and
 //! moves the bytes (quinn-proto's model). Unit-tested over a simulated lossy link.
 
+pub mod chunk;
 pub mod ranges;
 pub mod ring;
 pub mod rtt;

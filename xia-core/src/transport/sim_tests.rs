@@ -308,3 +308,237 @@ fn a_slow_reader_closes_the_window_without_losing_bytes() {
     assert!(got == data);
     assert_eq!(p.a.closed(), None, "a closed window is not a failure");
 }
+
+// ---------------------------------------------------------------------------------- CHUNK
+
+mod chunk_sim {
+    use super::*;
+    use crate::dag::Dag;
+    use crate::transport::chunk::{ChunkError, ContentStore, FetchConfig, Fetcher, ServeJob};
+    use crate::wire::chunk::{ChunkRepr, NackReason, Packet as ChunkPacket};
+    use crate::xid::{Principal, Xid, XID_LEN};
+    use std::sync::Arc;
+
+    /// How the publisher misbehaves.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Publisher {
+        Honest,
+        /// Flips a byte in the first `n` answers of every chunk... for the first `n` passes.
+        CorruptFirst(u32),
+        /// Always flips a byte.
+        AlwaysCorrupt,
+        /// Claims every chunk is 1 GiB.
+        Liar,
+    }
+
+    /// Sim frames carry the CID (in the XIP DAGs in real life) before the CHUNK packet.
+    fn frame(cid: &Xid, repr: &ChunkRepr<'_>) -> Vec<u8> {
+        let mut v = vec![0u8; XID_LEN + repr.buffer_len()];
+        v[..XID_LEN].copy_from_slice(cid.id());
+        repr.emit(&mut v[XID_LEN..]).unwrap();
+        v
+    }
+
+    fn unframe(f: &[u8]) -> (Xid, ChunkRepr<'_>) {
+        let mut id = [0u8; XID_LEN];
+        id.copy_from_slice(&f[..XID_LEN]);
+        let repr = ChunkRepr::parse(&ChunkPacket::new_checked(&f[XID_LEN..]).unwrap()).unwrap();
+        (Xid::new(Principal::Cid, id), repr)
+    }
+
+    struct Outcome {
+        got: Vec<(u64, Result<Vec<u8>, ChunkError>)>,
+        fetcher: Fetcher,
+        took: Duration,
+    }
+
+    fn fetch_all(
+        link: SimConfig,
+        seed: u64,
+        chunks: &[Vec<u8>],
+        publisher: Publisher,
+        cfg: FetchConfig,
+    ) -> Outcome {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut store = ContentStore::new(1 << 30, 16 << 20);
+        let mut cids = Vec::new();
+        for c in chunks {
+            cids.push(store.put(Arc::from(&c[..])).unwrap());
+        }
+        let ad = Xid::new(Principal::Ad, [1; 20]);
+        let hid = Xid::new(Principal::Hid, [2; 20]);
+        let mut fetcher = Fetcher::new(cfg, seed as u32);
+        for (i, cid) in cids.iter().enumerate() {
+            fetcher.fetch(now, *cid, Dag::content(*cid, ad, hid).unwrap(), None, i as u64);
+        }
+        let mut up = SimLink::new(link.clone(), seed);
+        let mut down = SimLink::new(link, seed ^ 0xdead);
+        let mut got = Vec::new();
+        let mut answers = 0u32;
+        let piece = PACKET - crate::wire::chunk::HEADER_LEN;
+        while got.len() < chunks.len() {
+            let mut moved = false;
+            while let Some(req) = fetcher.poll_transmit(now) {
+                let cid = *req.dag.intent();
+                up.send(now, frame(&cid, &req.repr));
+                moved = true;
+            }
+            while let Some(f) = up.poll_deliver(now) {
+                moved = true;
+                let (cid, req) = unframe(&f);
+                let ChunkRepr::Request { request_id, .. } = req else { panic!("not a request") };
+                let Some(data) = store.get(&cid) else {
+                    down.send(
+                        now,
+                        frame(&cid, &ChunkRepr::Nack { request_id, reason: NackReason::NotFound }),
+                    );
+                    continue;
+                };
+                let mut job = ServeJob::new(data, &req).unwrap();
+                answers += 1;
+                while let Some(mut resp) = job.next_piece(piece) {
+                    let mut copy;
+                    if let ChunkRepr::Response { data, ref mut total_len, .. } = resp {
+                        match publisher {
+                            Publisher::Honest => {}
+                            Publisher::Liar => *total_len = 1 << 30,
+                            Publisher::AlwaysCorrupt | Publisher::CorruptFirst(_) => {
+                                let corrupt = match publisher {
+                                    Publisher::CorruptFirst(n) => answers <= n,
+                                    _ => true,
+                                };
+                                if corrupt && !data.is_empty() {
+                                    copy = data.to_vec();
+                                    copy[0] ^= 0xff;
+                                    if let ChunkRepr::Response { ref mut data, .. } = resp {
+                                        *data = &copy;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    down.send(now, frame(&cid, &resp));
+                }
+            }
+            while let Some(f) = down.poll_deliver(now) {
+                moved = true;
+                let (cid, resp) = unframe(&f);
+                fetcher.handle_response(now, &cid, &resp);
+            }
+            while let Some(c) = fetcher.poll_complete() {
+                got.push((c.tag, c.result));
+            }
+            if !moved {
+                let next = [fetcher.poll_timeout(), up.next_delivery(), down.next_delivery()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let Some(next) = next else { break };
+                now = now.max(next);
+                fetcher.handle_timeout(now);
+                while let Some(c) = fetcher.poll_complete() {
+                    got.push((c.tag, c.result));
+                }
+            }
+            assert!(now.duration_since(t0) < Duration::from_secs(600), "fetch stuck");
+        }
+        got.sort_by_key(|g| g.0);
+        Outcome { got, fetcher, took: now.duration_since(t0) }
+    }
+
+    fn chunks(n: usize, size: usize, seed: u64) -> Vec<Vec<u8>> {
+        (0..n).map(|i| random_data(size, seed * 1000 + i as u64)).collect()
+    }
+
+    fn check(link: SimConfig, seed: u64) -> Outcome {
+        let data = chunks(64, MIB, seed);
+        let out = fetch_all(link, seed, &data, Publisher::Honest, FetchConfig::default());
+        assert_eq!(out.got.len(), 64);
+        for (i, (tag, r)) in out.got.iter().enumerate() {
+            assert_eq!(*tag, i as u64);
+            assert!(r.as_ref().unwrap() == &data[i], "chunk {i} differs");
+        }
+        out
+    }
+
+    #[test]
+    fn chunk_64mib_clean_link() {
+        let out = check(SimConfig::default(), 21);
+        let s = out.fetcher.stats();
+        assert_eq!(s.requests_repeated, 0, "{s:?}");
+        assert_eq!(s.bytes_completed, 64 * MIB as u64);
+        // 64 MiB at 10 Gbit/s: ~54 ms on the wire.
+        let gbps = (64 * MIB) as f64 * 8.0 / out.took.as_secs_f64() / 1e9;
+        assert!(gbps > 8.0, "{gbps:.2} Gbit/s {s:?}");
+    }
+
+    #[test]
+    fn chunk_64mib_1pct_loss_reorder_duplicate() {
+        let out = check(SimConfig::impaired(0.01, 0.05, 0.01), 22);
+        assert!(out.fetcher.stats().requests_repeated > 0);
+    }
+
+    #[test]
+    fn chunk_64mib_10pct_loss_reorder_duplicate() {
+        let out = check(SimConfig::impaired(0.10, 0.05, 0.01), 23);
+        assert!(out.fetcher.stats().requests_repeated > 0);
+    }
+
+    #[test]
+    fn corrupt_chunks_are_fetched_again_and_never_delivered() {
+        let data = chunks(4, 200_000, 24);
+        let out =
+            fetch_all(SimConfig::default(), 24, &data, Publisher::CorruptFirst(2), FetchConfig::default());
+        for (i, (_, r)) in out.got.iter().enumerate() {
+            assert!(r.as_ref().unwrap() == &data[i]);
+        }
+        assert!(out.fetcher.stats().corrupt_chunks > 0);
+
+        let out =
+            fetch_all(SimConfig::default(), 25, &data, Publisher::AlwaysCorrupt, FetchConfig::default());
+        for (_, r) in &out.got {
+            assert_eq!(r.as_ref().unwrap_err(), &ChunkError::Corrupt);
+        }
+    }
+
+    #[test]
+    fn a_lying_length_is_refused_without_allocating_it() {
+        let data = chunks(2, 10_000, 26);
+        let out = fetch_all(SimConfig::default(), 26, &data, Publisher::Liar, FetchConfig::default());
+        for (_, r) in &out.got {
+            assert_eq!(r.as_ref().unwrap_err(), &ChunkError::TooLarge);
+        }
+    }
+
+    #[test]
+    fn unknown_content_and_empty_chunks() {
+        let t0 = Instant::now();
+        // NotFound comes back from a publisher without the chunk.
+        let data = chunks(1, 1000, 27);
+        let mut out = fetch_all(SimConfig::default(), 27, &data, Publisher::Honest, FetchConfig::default());
+        assert!(out.got[0].1.is_ok());
+        let missing = Xid::cid_of(b"nobody has this");
+        let f = &mut out.fetcher;
+        f.fetch(t0, missing, Dag::linear(&[missing]).unwrap(), None, 99);
+        let req = f.poll_transmit(t0).unwrap();
+        let ChunkRepr::Request { request_id, .. } = req.repr else { panic!() };
+        f.handle_response(t0, &missing, &ChunkRepr::Nack { request_id, reason: NackReason::NotFound });
+        let c = f.poll_complete().unwrap();
+        assert_eq!((c.tag, c.result.unwrap_err()), (99, ChunkError::NotFound));
+        // The empty chunk is a chunk too.
+        let empty = vec![Vec::new()];
+        let out = fetch_all(SimConfig::default(), 28, &empty, Publisher::Honest, FetchConfig::default());
+        assert_eq!(out.got[0].1.as_ref().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_silent_publisher_times_out() {
+        let data = chunks(1, 1000, 29);
+        let cfg = FetchConfig { stall_timeout: Duration::from_secs(2), ..FetchConfig::default() };
+        let out =
+            fetch_all(SimConfig { loss: 1.0, ..SimConfig::default() }, 29, &data, Publisher::Honest, cfg);
+        assert_eq!(out.got[0].1.as_ref().unwrap_err(), &ChunkError::TimedOut);
+        assert!(out.took >= Duration::from_secs(2) && out.took < Duration::from_secs(4), "{:?}", out.took);
+    }
+}

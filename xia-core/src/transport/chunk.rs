@@ -1,0 +1,748 @@
+//! CHUNK: content named by its SHA-1, fetched by the receiver.
+//!
+//! - [`ContentStore`]: a publisher's (or cache's) bounded store, least recently used out first.
+//! - [`ServeJob`]: the responses to one request, a chunk cut into pieces that fit a frame.
+//! - [`Fetcher`]: the receiver, a sans-IO state machine. It asks for byte ranges of chunks with a
+//!   window of outstanding requests that grows and shrinks AIMD-style (like NDN's catchunks),
+//!   takes RTT samples per request, detects lost pieces by time (a request sent well before one
+//!   that completed is incomplete: re-ask for what is missing) and by timeout, checks every
+//!   chunk's SHA-1 against its CID and fetches it again on a mismatch: a chunk that does not
+//!   match its name never reaches the application.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use super::ranges::RangeSet;
+use super::rtt::RttEstimator;
+use crate::dag::Dag;
+use crate::wire::chunk::{ChunkRepr, NackReason};
+use crate::xid::{Xid, XidId};
+
+/// Largest chunk this implementation handles by default.
+pub const DEFAULT_MAX_CHUNK: usize = 16 << 20;
+
+/// Why content could not be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Bigger than the store's chunk limit.
+    #[error("chunk of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+}
+
+/// A bounded store of chunks by CID, least recently used evicted first.
+#[derive(Debug)]
+pub struct ContentStore {
+    map: LruCache<XidId, Arc<[u8]>>,
+    bytes: usize,
+    capacity: usize,
+    max_chunk: usize,
+}
+
+impl ContentStore {
+    /// A store of at most `capacity` bytes holding chunks of at most `max_chunk` bytes.
+    pub fn new(capacity: usize, max_chunk: usize) -> ContentStore {
+        ContentStore { map: LruCache::unbounded(), bytes: 0, capacity, max_chunk }
+    }
+
+    /// Stores `data` under its CID (evicting the least recently used chunks to make room) and
+    /// returns the CID.
+    pub fn put(&mut self, data: Arc<[u8]>) -> Result<Xid, StoreError> {
+        if data.len() > self.max_chunk || data.len() > self.capacity {
+            return Err(StoreError::TooLarge(data.len()));
+        }
+        let cid = Xid::cid_of(&data);
+        self.insert_verified(cid, data);
+        Ok(cid)
+    }
+
+    /// Stores `data` known to hash to `cid` (a cache filling itself from verified traffic).
+    pub fn insert_verified(&mut self, cid: Xid, data: Arc<[u8]>) {
+        if data.len() > self.max_chunk || data.len() > self.capacity {
+            return;
+        }
+        if let Some(old) = self.map.pop(cid.id()) {
+            self.bytes -= old.len();
+        }
+        self.bytes += data.len();
+        self.map.put(*cid.id(), data);
+        while self.bytes > self.capacity {
+            match self.map.pop_lru() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The chunk named `cid` (marks it recently used).
+    pub fn get(&mut self, cid: &Xid) -> Option<Arc<[u8]>> {
+        self.map.get(cid.id()).cloned()
+    }
+
+    /// True when the store holds `cid` (without touching its recency).
+    pub fn contains(&self, cid: &Xid) -> bool {
+        self.map.contains(cid.id())
+    }
+
+    /// Removes a chunk.
+    pub fn remove(&mut self, cid: &Xid) -> bool {
+        match self.map.pop(cid.id()) {
+            Some(old) => {
+                self.bytes -= old.len();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Chunks held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// The responses to one request: consecutive pieces of a chunk.
+#[derive(Debug, Clone)]
+pub struct ServeJob {
+    data: Arc<[u8]>,
+    request_id: u32,
+    next: usize,
+    end: usize,
+}
+
+impl ServeJob {
+    /// Answers `request` for `data`, or says why not.
+    pub fn new(data: Arc<[u8]>, request: &ChunkRepr<'_>) -> Result<ServeJob, NackReason> {
+        let ChunkRepr::Request { request_id, offset, length } = *request else {
+            return Err(NackReason::BadRange);
+        };
+        let start = offset as usize;
+        let end =
+            if length == 0 { data.len() } else { start.saturating_add(length as usize).min(data.len()) };
+        if start > data.len() || (start == data.len() && !data.is_empty()) {
+            return Err(NackReason::BadRange);
+        }
+        Ok(ServeJob { data, request_id, next: start, end })
+    }
+
+    /// The next response, with at most `max_data` bytes of the chunk; `None` when done.
+    pub fn next_piece(&mut self, max_data: usize) -> Option<ChunkRepr<'_>> {
+        if self.next >= self.end && !(self.next == 0 && self.end == 0 && self.data.is_empty()) {
+            return None;
+        }
+        let start = self.next;
+        let stop = (start + max_data.max(1)).min(self.end);
+        // An empty chunk is answered once, with no data.
+        self.next = if self.data.is_empty() { 1 } else { stop };
+        Some(ChunkRepr::Response {
+            request_id: self.request_id,
+            offset: start as u32,
+            total_len: self.data.len() as u32,
+            data: &self.data[start..stop],
+        })
+    }
+
+    /// True when every piece was handed out.
+    pub fn is_done(&self) -> bool {
+        self.next >= self.end && !(self.data.is_empty() && self.next == 0)
+    }
+}
+
+/// Tunables of a [`Fetcher`].
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Bytes asked for per request (a burst of pieces from the responder).
+    pub request_size: u32,
+    /// Largest chunk accepted; a responder claiming more fails the fetch.
+    pub max_chunk: usize,
+    /// Initial window of outstanding requested bytes.
+    pub initial_window: u64,
+    /// Largest window.
+    pub max_window: u64,
+    /// Chunks fetched at the same time.
+    pub max_active: usize,
+    /// RTO before any sample.
+    pub initial_rto: Duration,
+    /// RTO floor.
+    pub min_rto: Duration,
+    /// RTO ceiling.
+    pub max_rto: Duration,
+    /// A chunk that makes no progress for this long fails.
+    pub stall_timeout: Duration,
+    /// Fetches of a chunk whose bytes do not match its CID before giving up.
+    pub max_corrupt: u32,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            request_size: 64 << 10,
+            max_chunk: DEFAULT_MAX_CHUNK,
+            initial_window: 256 << 10,
+            max_window: 32 << 20,
+            max_active: 8,
+            initial_rto: Duration::from_millis(200),
+            min_rto: Duration::from_millis(5),
+            max_rto: Duration::from_secs(2),
+            stall_timeout: Duration::from_secs(10),
+            max_corrupt: 3,
+        }
+    }
+}
+
+/// Why a chunk could not be fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    /// The node asked says it does not have the chunk.
+    #[error("chunk not found")]
+    NotFound,
+    /// The chunk is larger than allowed.
+    #[error("chunk larger than the limit")]
+    TooLarge,
+    /// No progress for the stall timeout.
+    #[error("chunk fetch timed out")]
+    TimedOut,
+    /// Fetched several times, never matching its CID.
+    #[error("chunk content does not match its CID")]
+    Corrupt,
+}
+
+/// A finished fetch.
+#[derive(Debug)]
+pub struct Completed {
+    /// The caller's tag for the fetch.
+    pub tag: u64,
+    /// The CID fetched.
+    pub cid: Xid,
+    /// The verified bytes, or why not.
+    pub result: Result<Vec<u8>, ChunkError>,
+}
+
+/// A request to send, from [`Fetcher::poll_transmit`].
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// Where to send it (a DAG whose intent is the CID).
+    pub dag: &'a Dag,
+    /// The CHUNK header.
+    pub repr: ChunkRepr<'static>,
+}
+
+/// Counters of a fetcher.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// Requests sent, first tries and repeats.
+    pub requests_sent: u64,
+    /// Requests for ranges asked before (after a loss or a timeout).
+    pub requests_repeated: u64,
+    /// Request timeouts.
+    pub timeouts: u64,
+    /// Response pieces received.
+    pub pieces_received: u64,
+    /// Pieces carrying only bytes already held.
+    pub duplicate_pieces: u64,
+    /// Pieces refused (unknown chunk, inconsistent length, beyond the limit).
+    pub pieces_refused: u64,
+    /// Chunks whose bytes did not match their CID (fetched again).
+    pub corrupt_chunks: u64,
+    /// Chunks delivered.
+    pub chunks_completed: u64,
+    /// Chunk bytes delivered.
+    pub bytes_completed: u64,
+}
+
+#[derive(Debug)]
+struct Job {
+    tag: u64,
+    cid: Xid,
+    dag: Dag,
+    len: Option<usize>,
+    buf: Vec<u8>,
+    have: RangeSet,
+    /// Bytes asked for by outstanding requests.
+    asked: RangeSet,
+    /// A request is outstanding for this chunk while its length is unknown.
+    probing: bool,
+    /// Every byte range ever asked (a repeat gives no RTT sample: Karn).
+    ever_asked: RangeSet,
+    /// A request was sent (stall timeouts count from then).
+    started: bool,
+    /// Tags of further fetches of the same CID.
+    also: Vec<u64>,
+    corrupt: u32,
+    last_progress: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outstanding {
+    job: u64,
+    offset: u64,
+    end: u64,
+    sent_at: Instant,
+    repeat: bool,
+}
+
+/// The receiving side of CHUNK: fetches chunks by CID over a window of requests.
+#[derive(Debug)]
+pub struct Fetcher {
+    cfg: FetchConfig,
+    jobs: HashMap<u64, Job>,
+    /// Jobs in the order they were added (their ids).
+    order: VecDeque<u64>,
+    by_cid: HashMap<XidId, u64>,
+    next_job: u64,
+    outstanding: HashMap<u32, Outstanding>,
+    next_request: u32,
+    in_flight: u64,
+    window: f64,
+    ssthresh: f64,
+    recovery_until: Option<Instant>,
+    rtt: RttEstimator,
+    backoff: u32,
+    completed: VecDeque<Completed>,
+    stats: FetchStats,
+}
+
+impl Fetcher {
+    /// A fetcher with nothing to do yet. `first_request_id` should be random (answers to
+    /// another fetcher's requests are then ignored).
+    pub fn new(cfg: FetchConfig, first_request_id: u32) -> Fetcher {
+        let rtt = RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto);
+        Fetcher {
+            window: cfg.initial_window as f64,
+            ssthresh: f64::INFINITY,
+            cfg,
+            jobs: HashMap::new(),
+            order: VecDeque::new(),
+            by_cid: HashMap::new(),
+            next_job: 0,
+            outstanding: HashMap::new(),
+            next_request: first_request_id,
+            in_flight: 0,
+            recovery_until: None,
+            rtt,
+            backoff: 0,
+            completed: VecDeque::new(),
+            stats: FetchStats::default(),
+        }
+    }
+
+    /// Queues a fetch of `cid` from `dag` (whose intent should be `cid`); `len` if known. A CID
+    /// already being fetched is fetched once, and every caller gets its own completion.
+    pub fn fetch(&mut self, now: Instant, cid: Xid, dag: Dag, len: Option<usize>, tag: u64) {
+        if let Some(&existing) = self.by_cid.get(cid.id()) {
+            self.jobs.get_mut(&existing).expect("indexed job exists").also.push(tag);
+            return;
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        let mut job = Job {
+            tag,
+            cid,
+            dag,
+            len: None,
+            buf: Vec::new(),
+            have: RangeSet::new(1024),
+            asked: RangeSet::new(1024),
+            probing: false,
+            ever_asked: RangeSet::new(1024),
+            started: false,
+            also: Vec::new(),
+            corrupt: 0,
+            last_progress: now,
+        };
+        if let Some(l) = len {
+            if l > self.cfg.max_chunk {
+                self.completed.push_back(Completed { tag, cid, result: Err(ChunkError::TooLarge) });
+                return;
+            }
+            job.len = Some(l);
+            job.buf = vec![0u8; l];
+        }
+        self.jobs.insert(id, job);
+        self.order.push_back(id);
+        self.by_cid.insert(*cid.id(), id);
+    }
+
+    /// Chunks queued or in progress.
+    pub fn pending(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> FetchStats {
+        self.stats
+    }
+
+    /// Window of outstanding bytes.
+    pub fn window(&self) -> u64 {
+        self.window as u64
+    }
+
+    /// A finished fetch.
+    pub fn poll_complete(&mut self) -> Option<Completed> {
+        self.completed.pop_front()
+    }
+
+    /// The next request to send, if the window allows one.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Request<'_>> {
+        if self.in_flight as f64 >= self.window {
+            return None;
+        }
+        let size = u64::from(self.cfg.request_size.max(1));
+        let mut pick: Option<(u64, u64, u64)> = None;
+        for &id in self.order.iter().take(self.cfg.max_active) {
+            let job = &self.jobs[&id];
+            match job.len {
+                None => {
+                    if !job.probing {
+                        pick = Some((id, 0, size));
+                        break;
+                    }
+                }
+                Some(len) => {
+                    let len = len as u64;
+                    // First byte neither held nor asked for.
+                    let mut at = 0;
+                    loop {
+                        if let Some((_, e)) = job.have.range_at(at) {
+                            at = e;
+                            continue;
+                        }
+                        if let Some((_, e)) = job.asked.range_at(at) {
+                            at = e;
+                            continue;
+                        }
+                        break;
+                    }
+                    if at < len {
+                        let mut end = (at + size).min(len);
+                        // Stop at the next byte held or asked for.
+                        for (s, _) in job.have.iter().chain(job.asked.iter()) {
+                            if s > at {
+                                end = end.min(s);
+                            }
+                        }
+                        pick = Some((id, at, end));
+                        break;
+                    }
+                }
+            }
+        }
+        let (id, offset, end) = pick?;
+        let request_id = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1);
+        let job = self.jobs.get_mut(&id).expect("picked job exists");
+        if !job.started {
+            job.started = true;
+            job.last_progress = now;
+        }
+        let repeat = job.ever_asked.gaps(offset, end).map(|(s, e)| e - s).sum::<u64>() < end - offset;
+        job.ever_asked.insert(offset, end);
+        if job.len.is_none() {
+            job.probing = true;
+        } else {
+            job.asked.insert(offset, end);
+        }
+        self.outstanding.insert(request_id, Outstanding { job: id, offset, end, sent_at: now, repeat });
+        self.in_flight += end - offset;
+        self.stats.requests_sent += 1;
+        if repeat {
+            self.stats.requests_repeated += 1;
+        }
+        Some(Request {
+            dag: &job.dag,
+            repr: ChunkRepr::Request { request_id, offset: offset as u32, length: (end - offset) as u32 },
+        })
+    }
+
+    /// When [`Fetcher::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let rto = self.rtt.rto_backoff(self.backoff);
+        let oldest = self.outstanding.values().map(|o| o.sent_at).min().map(|t| t + rto);
+        let stall =
+            self.jobs.values().filter(|j| j.started).map(|j| j.last_progress + self.cfg.stall_timeout).min();
+        [oldest, stall].into_iter().flatten().min()
+    }
+
+    /// Fires timeouts due at `now`: requests unanswered for an RTO are asked again (and the
+    /// window shrinks); chunks stalled for the stall timeout fail.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let rto = self.rtt.rto_backoff(self.backoff);
+        let expired: Vec<u32> =
+            self.outstanding.iter().filter(|(_, o)| o.sent_at + rto <= now).map(|(&id, _)| id).collect();
+        if !expired.is_empty() {
+            self.stats.timeouts += expired.len() as u64;
+            self.backoff = (self.backoff + 1).min(6);
+            for id in expired {
+                self.forget_request(id);
+            }
+            self.on_loss(now);
+        }
+        let stalled: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.started && j.last_progress + self.cfg.stall_timeout <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stalled {
+            self.finish(id, Err(ChunkError::TimedOut));
+        }
+    }
+
+    /// Drops an outstanding request: its unanswered bytes become askable again.
+    fn forget_request(&mut self, id: u32) {
+        let Some(o) = self.outstanding.remove(&id) else { return };
+        self.in_flight -= o.end - o.offset;
+        if let Some(job) = self.jobs.get_mut(&o.job) {
+            if job.len.is_none() {
+                job.probing = false;
+            } else {
+                // Rebuild the asked set without this request's range (other outstanding
+                // requests of the job keep theirs).
+                job.asked.clear();
+                for other in self.outstanding.values().filter(|x| x.job == o.job) {
+                    job.asked.insert(other.offset, other.end);
+                }
+            }
+        }
+    }
+
+    fn on_loss(&mut self, now: Instant) {
+        // One reduction per round trip.
+        if self.recovery_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let min = f64::from(self.cfg.request_size.max(1));
+        self.ssthresh = (self.window / 2.0).max(min);
+        self.window = self.ssthresh;
+        self.recovery_until = Some(now + self.rtt.srtt());
+    }
+
+    /// Takes a CHUNK response or negative reply whose source intent is `cid`.
+    pub fn handle_response(&mut self, now: Instant, cid: &Xid, repr: &ChunkRepr<'_>) {
+        match *repr {
+            ChunkRepr::Nack { request_id, reason } => {
+                let Some(o) = self.outstanding.get(&request_id).copied() else { return };
+                if self.jobs.get(&o.job).is_none_or(|j| j.cid != *cid) {
+                    return;
+                }
+                self.forget_request(request_id);
+                if reason != NackReason::Busy {
+                    let err = match reason {
+                        NackReason::BadRange => ChunkError::TooLarge,
+                        _ => ChunkError::NotFound,
+                    };
+                    self.finish(o.job, Err(err));
+                }
+            }
+            ChunkRepr::Response { request_id, offset, total_len, data } => {
+                self.stats.pieces_received += 1;
+                self.take_piece(now, cid, request_id, u64::from(offset), total_len as usize, data);
+            }
+            ChunkRepr::Request { .. } => {}
+        }
+    }
+
+    fn take_piece(
+        &mut self,
+        now: Instant,
+        cid: &Xid,
+        request_id: u32,
+        offset: u64,
+        total: usize,
+        data: &[u8],
+    ) {
+        let Some(&job_id) = self.by_cid.get(cid.id()) else {
+            self.stats.pieces_refused += 1;
+            return;
+        };
+        let job = self.jobs.get_mut(&job_id).expect("indexed job exists");
+        match job.len {
+            None => {
+                if total > self.cfg.max_chunk {
+                    self.finish(job_id, Err(ChunkError::TooLarge));
+                    return;
+                }
+                job.len = Some(total);
+                job.buf = vec![0u8; total];
+                job.probing = false;
+                // The probing request's range now counts as asked.
+                for o in self.outstanding.values().filter(|o| o.job == job_id) {
+                    job.asked.insert(o.offset, o.end.min(total as u64));
+                }
+            }
+            Some(len) if len != total => {
+                self.stats.pieces_refused += 1;
+                return;
+            }
+            Some(_) => {}
+        }
+        let end = offset + data.len() as u64;
+        if end > total as u64 {
+            self.stats.pieces_refused += 1;
+            return;
+        }
+        if job.have.contains(offset, end) && !data.is_empty() {
+            self.stats.duplicate_pieces += 1;
+        } else if !data.is_empty() {
+            job.buf[offset as usize..end as usize].copy_from_slice(data);
+            job.have.insert(offset, end);
+            job.last_progress = now;
+        }
+        // The request this answers: done when all its bytes are held.
+        if let Some(o) = self.outstanding.get(&request_id).copied().filter(|o| o.job == job_id) {
+            let o_end = o.end.min(total as u64);
+            if job.have.contains(o.offset, o_end) || total == 0 {
+                self.outstanding.remove(&request_id);
+                self.in_flight -= o.end - o.offset;
+                if !o.repeat {
+                    self.rtt.sample(now.duration_since(o.sent_at));
+                }
+                self.backoff = 0;
+                self.grow(o.end - o.offset);
+                self.detect_lost(now, o.sent_at);
+            }
+        }
+        let job = &self.jobs[&job_id];
+        if job.have.contains(0, total as u64) {
+            self.complete(now, job_id);
+        }
+    }
+
+    fn grow(&mut self, bytes: u64) {
+        if self.recovery_until.is_some() {
+            return;
+        }
+        let b = bytes as f64;
+        if self.window < self.ssthresh {
+            self.window += b;
+        } else {
+            self.window += b * f64::from(self.cfg.request_size.max(1)) / self.window;
+        }
+        self.window = self.window.min(self.cfg.max_window as f64);
+    }
+
+    /// Requests sent a reordering window before `sent` (which just completed) and still
+    /// incomplete lost pieces: ask again for what they miss.
+    fn detect_lost(&mut self, now: Instant, sent: Instant) {
+        if self.recovery_until.is_some_and(|t| now >= t) {
+            self.recovery_until = None;
+        }
+        let reo = self
+            .rtt
+            .min_rtt()
+            .map_or(Duration::from_micros(500), |m| (m / 4).max(Duration::from_micros(500)));
+        let Some(threshold) = sent.checked_sub(reo) else { return };
+        let lost: Vec<u32> =
+            self.outstanding.iter().filter(|(_, o)| o.sent_at < threshold).map(|(&id, _)| id).collect();
+        if lost.is_empty() {
+            return;
+        }
+        for id in lost {
+            self.forget_request(id);
+        }
+        self.on_loss(now);
+    }
+
+    fn complete(&mut self, _now: Instant, job_id: u64) {
+        let job = self.jobs.get_mut(&job_id).expect("job exists");
+        if Xid::cid_of(&job.buf) == job.cid {
+            let data = std::mem::take(&mut job.buf);
+            self.stats.chunks_completed += 1;
+            self.stats.bytes_completed += data.len() as u64;
+            self.finish(job_id, Ok(data));
+            return;
+        }
+        // Wrong bytes: never handed out; fetch the whole chunk again, or give up.
+        self.stats.corrupt_chunks += 1;
+        job.corrupt += 1;
+        if job.corrupt >= self.cfg.max_corrupt {
+            self.finish(job_id, Err(ChunkError::Corrupt));
+            return;
+        }
+        job.have.clear();
+        job.asked.clear();
+        job.ever_asked.clear();
+        job.len = None;
+        job.buf = Vec::new();
+        job.probing = false;
+        let stale: Vec<u32> =
+            self.outstanding.iter().filter(|(_, o)| o.job == job_id).map(|(&id, _)| id).collect();
+        for id in stale {
+            self.forget_request(id);
+        }
+    }
+
+    fn finish(&mut self, job_id: u64, result: Result<Vec<u8>, ChunkError>) {
+        let Some(job) = self.jobs.remove(&job_id) else { return };
+        self.order.retain(|&j| j != job_id);
+        if self.by_cid.get(job.cid.id()) == Some(&job_id) {
+            self.by_cid.remove(job.cid.id());
+        }
+        let stale: Vec<u32> =
+            self.outstanding.iter().filter(|(_, o)| o.job == job_id).map(|(&id, _)| id).collect();
+        for id in stale {
+            if let Some(o) = self.outstanding.remove(&id) {
+                self.in_flight -= o.end - o.offset;
+            }
+        }
+        for tag in job.also {
+            self.completed.push_back(Completed { tag, cid: job.cid, result: result.clone() });
+        }
+        self.completed.push_back(Completed { tag: job.tag, cid: job.cid, result });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_evicts_least_recently_used() {
+        let mut s = ContentStore::new(300, 200);
+        let a = s.put(vec![1u8; 100].into()).unwrap();
+        let b = s.put(vec![2u8; 100].into()).unwrap();
+        let c = s.put(vec![3u8; 100].into()).unwrap();
+        assert!(s.get(&a).is_some(), "touch a");
+        s.put(vec![4u8; 100].into()).unwrap();
+        assert!(!s.contains(&b), "b was least recently used");
+        assert!(s.contains(&a) && s.contains(&c));
+        assert_eq!(s.bytes(), 300);
+        assert_eq!(s.put(vec![0u8; 201].into()), Err(StoreError::TooLarge(201)));
+        assert_eq!(a, Xid::cid_of(&[1u8; 100]));
+    }
+
+    #[test]
+    fn serve_job_cuts_pieces() {
+        let data: Arc<[u8]> = (0..250u8).collect::<Vec<_>>().into();
+        let req = ChunkRepr::Request { request_id: 9, offset: 100, length: 120 };
+        let mut job = ServeJob::new(data.clone(), &req).unwrap();
+        let mut got = Vec::new();
+        while let Some(ChunkRepr::Response { request_id, offset, total_len, data }) = job.next_piece(50) {
+            assert_eq!((request_id, total_len), (9, 250));
+            got.push((offset, data.len()));
+        }
+        assert_eq!(got, vec![(100, 50), (150, 50), (200, 20)]);
+        assert!(job.is_done());
+        let whole = ServeJob::new(data.clone(), &ChunkRepr::Request { request_id: 1, offset: 0, length: 0 });
+        assert_eq!(whole.unwrap().end, 250);
+        assert!(ServeJob::new(data, &ChunkRepr::Request { request_id: 1, offset: 251, length: 1 }).is_err());
+        let mut empty =
+            ServeJob::new(Arc::from(&[][..]), &ChunkRepr::Request { request_id: 1, offset: 0, length: 0 })
+                .unwrap();
+        assert!(matches!(empty.next_piece(10), Some(ChunkRepr::Response { data: [], total_len: 0, .. })));
+        assert!(empty.next_piece(10).is_none());
+    }
+}
