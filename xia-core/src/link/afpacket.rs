@@ -259,9 +259,9 @@ impl PacketSocket {
         }
         // Keep only whole frames, packed at the front.
         let mut kept = 0;
-        for i in 0..r as usize {
-            let len = hdrs[i].msg_len as usize;
-            if hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > batch.bufs[i].len() {
+        for (i, h) in hdrs.iter().enumerate().take(r as usize) {
+            let len = h.msg_len as usize;
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > batch.bufs[i].len() {
                 self.stats.rx_truncated += 1;
                 continue;
             }
