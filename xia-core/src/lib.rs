@@ -9,6 +9,9 @@
 //! - [`samples`]: example frames of every kind (captures, dissector checks, fuzz seeds).
 
 pub mod dag;
+pub mod host;
+#[cfg(test)]
+mod host_tests;
 pub mod keys;
 pub mod link;
 pub mod pcap;

@@ -72,7 +72,11 @@ pub struct RecvBatch {
 impl RecvBatch {
     /// `n` buffers for frames of up to `frame_len` bytes.
     pub fn new(n: usize, frame_len: usize) -> RecvBatch {
-        RecvBatch { bufs: (0..n.max(1)).map(|_| vec![0u8; frame_len]).collect(), lens: vec![0; n.max(1)], count: 0 }
+        RecvBatch {
+            bufs: (0..n.max(1)).map(|_| vec![0u8; frame_len]).collect(),
+            lens: vec![0; n.max(1)],
+            count: 0,
+        }
     }
 
     /// Frames of the last receive.
@@ -134,7 +138,8 @@ fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc:
 fn interface(ifname: &str) -> io::Result<(i32, EthernetAddress, usize)> {
     let dir = Path::new("/sys/class/net").join(ifname);
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim().to_string());
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{ifname}: bad {what} in sysfs"));
+    let bad =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{ifname}: bad {what} in sysfs"));
     let ifindex: i32 = read("ifindex")?.parse().map_err(|_| bad("ifindex"))?;
     let mac: EthernetAddress = read("address")?.parse().map_err(|_| bad("address"))?;
     let mtu: usize = read("mtu")?.parse().map_err(|_| bad("mtu"))?;
@@ -161,7 +166,9 @@ impl PacketSocket {
         let (ifindex, mac, mtu) = interface(ifname)?;
         // Protocol 0: receive nothing until the filter is in place and the socket bound.
         // SAFETY: plain socket(2) call.
-        let raw = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+        let raw = cvt(unsafe {
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+        })?;
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         if !opts.ethertypes.is_empty() {
@@ -180,7 +187,9 @@ impl PacketSocket {
         }
         setsockopt_int(raw, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
         let buf = opts.buffer_bytes.min(i32::MAX as usize) as libc::c_int;
-        for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        for (force, plain) in
+            [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)]
+        {
             if setsockopt_int(raw, libc::SOL_SOCKET, force, buf).is_err() {
                 setsockopt_int(raw, libc::SOL_SOCKET, plain, buf)?;
             }
@@ -250,7 +259,13 @@ impl PacketSocket {
         }
         // SAFETY: `hdrs` and the buffers they point to outlive the call; `n` is their count.
         let r = unsafe {
-            libc::recvmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -293,7 +308,12 @@ impl PacketSocket {
         }
         // SAFETY: `hdrs`, `iovs` and the frames outlive the call; the kernel only reads them.
         let r = unsafe {
-            libc::sendmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), frames.len() as libc::c_uint, libc::MSG_DONTWAIT)
+            libc::sendmmsg(
+                self.fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                frames.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
         };
         if r < 0 {
             let e = io::Error::last_os_error();
