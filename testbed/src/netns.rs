@@ -50,6 +50,30 @@ impl Netns {
         Ok(ns)
     }
 
+    /// Deletes the namespaces that [`Netns::new`] made with `prefix` in processes that no longer
+    /// run (a test binary killed before its guards could drop), and returns their names.
+    /// Namespaces of live processes, and names of any other shape, are left alone.
+    pub fn remove_stale(prefix: &str) -> io::Result<Vec<String>> {
+        let list = check(Command::new("ip").args(["netns", "list"]).output(), "ip netns list")?;
+        let mut removed = Vec::new();
+        for line in String::from_utf8_lossy(&list.stdout).lines() {
+            // `ip netns list` prints "NAME" or "NAME (id: N)".
+            let name = line.split_whitespace().next().unwrap_or_default();
+            let Some(pid) = stale_owner(name, prefix) else { continue };
+            // SAFETY: kill with signal 0 only checks whether the pid exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0
+                || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            if !alive {
+                check(
+                    Command::new("ip").args(["netns", "del", name]).output(),
+                    &format!("ip netns del {name}"),
+                )?;
+                removed.push(name.to_string());
+            }
+        }
+        Ok(removed)
+    }
+
     /// The namespace's name (under `/var/run/netns`).
     pub fn name(&self) -> &str {
         &self.name
@@ -93,6 +117,9 @@ impl Netns {
     /// private mount namespace with sysfs mounted anew, as `ip netns exec` does: sysfs shows the
     /// interfaces of the namespace that mounted it, so without this `/sys/class/net/IF` (which
     /// `PacketSocket::open` reads) still describes the root namespace.
+    ///
+    /// Do not spawn a [`crate::Child`] in `f`: the thread ends when `f` returns, and the child
+    /// with it (see [`crate::Child`]); start processes with [`Netns::cmd`].
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
         let path = CString::new(format!("/var/run/netns/{}", self.name))
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "namespace name contains NUL"))?;
@@ -167,6 +194,16 @@ fn enter_netns(path: &CString) -> io::Result<()> {
         return Err(os_error("mount sysfs"));
     }
     Ok(())
+}
+
+/// The pid in a name of the form `prefix` + pid + `-` + counter, as [`Netns::new`] makes them.
+fn stale_owner(name: &str, prefix: &str) -> Option<libc::pid_t> {
+    let (pid, id) = name.strip_prefix(prefix)?.split_once('-')?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(pid) || !all_digits(id) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p| p > 0)
 }
 
 fn os_error(what: &str) -> io::Error {
@@ -289,5 +326,15 @@ mod tests {
         assert!(check_ifname("sixteen-chars-xx").is_err());
         assert!(check_ifname("").is_err());
         assert!(check_ifname("a\"b").is_err());
+    }
+
+    #[test]
+    fn stale_names_are_recognized() {
+        assert_eq!(stale_owner("tb-a123-4", "tb-a"), Some(123));
+        assert_eq!(stale_owner("tb-a123-4", "tb-b"), None);
+        assert_eq!(stale_owner("tb-a123", "tb-a"), None);
+        assert_eq!(stale_owner("tb-a12x-4", "tb-a"), None);
+        assert_eq!(stale_owner("tb-a123-4-5", "tb-a"), None);
+        assert_eq!(stale_owner("tb-a0-4", "tb-a"), None);
     }
 }

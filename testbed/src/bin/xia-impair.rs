@@ -3,7 +3,19 @@
 //! placed in a namespace between two veths, this relay is the impaired link.
 //!
 //! Prints `xia-impair ready a=IF b=IF` on stdout once both sockets are open; on SIGTERM or
-//! SIGINT prints its counters per direction on stderr and exits 0.
+//! SIGINT prints one line of counters per direction on stderr and exits 0:
+//!
+//! ```text
+//! xia-impair a->b: received=2001 forwarded=1810 lost=191 duplicated=0 reordered=0 overflow=0 send_failed=0 tx_dropped=0 truncated=0 held=0
+//! ```
+//!
+//! `received` frames read from the first interface; `forwarded` copies handed to the kernel on
+//! the second (so received - lost + duplicated - overflow - send_failed - held); `lost`,
+//! `duplicated`, `reordered` the impairments applied; `overflow` copies dropped because the
+//! queue of held frames was full; `send_failed` copies the kernel refused or that waited too
+//! long for socket buffer room; `tx_dropped` forwarded copies the interface's queue then
+//! dropped (ENOBUFS); `truncated` frames longer than the MTU, not forwarded; `held` frames
+//! still waiting at exit, discarded.
 
 use std::io::{self, Write};
 use std::mem;
