@@ -245,6 +245,43 @@ pub struct HostStats {
     pub beacons: u64,
 }
 
+impl HostStats {
+    /// Every counter with its name, for logs and `xiad` stats output.
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        macro_rules! list {
+            ($($f:ident),* $(,)?) => { vec![$((stringify!($f), self.$f)),*] };
+        }
+        list!(
+            rx_frames,
+            rx_bytes,
+            tx_frames,
+            tx_bytes,
+            drop_not_for_us,
+            drop_ethertype,
+            drop_malformed,
+            drop_not_local,
+            drop_bad_transport,
+            drop_no_socket,
+            drop_queue_full,
+            drop_bad_control,
+            drop_stale_control,
+            drop_unreachable,
+            drop_unresolved,
+            echo_replies,
+            dgrams_in,
+            dgrams_out,
+            segments_in,
+            segments_out,
+            resets_sent,
+            chunk_requests_served,
+            chunk_pieces_out,
+            chunk_nacks_out,
+            chunk_pieces_in,
+            beacons,
+        )
+    }
+}
+
 /// Where a frame goes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hop {
@@ -1423,6 +1460,11 @@ impl Host {
     /// Collects the events a direct use of [`Host::stream`] produced.
     pub fn stream_touched(&mut self, h: Handle) {
         self.drain_stream_events(h);
+    }
+
+    /// This host's DAG for stream `h` (its service and SID).
+    pub fn stream_local(&self, h: Handle) -> Option<Dag> {
+        self.streams.get(&h).map(|s| self.service_dag(s.local_sid))
     }
 
     /// The peer's DAG of stream `h`.

@@ -8,10 +8,14 @@
 //! - [`pcap`]: a capture writer for any link;
 //! - [`samples`]: example frames of every kind (captures, dissector checks, fuzz seeds).
 
+pub mod api;
+pub mod cli;
+pub mod daemon;
 pub mod dag;
 pub mod host;
 #[cfg(test)]
 mod host_tests;
+pub mod ipc;
 pub mod keys;
 pub mod link;
 pub mod pcap;

@@ -11,7 +11,6 @@ use std::ffi::CString;
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
 
 use crate::wire::ethernet::{EtherType, EthernetAddress, HEADER_LEN};
 
@@ -134,16 +133,38 @@ fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc:
     cvt(r).map(drop)
 }
 
-/// Interface facts from sysfs: index, MAC, MTU.
-fn interface(ifname: &str) -> io::Result<(i32, EthernetAddress, usize)> {
-    let dir = Path::new("/sys/class/net").join(ifname);
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim().to_string());
-    let bad =
-        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{ifname}: bad {what} in sysfs"));
-    let ifindex: i32 = read("ifindex")?.parse().map_err(|_| bad("ifindex"))?;
-    let mac: EthernetAddress = read("address")?.parse().map_err(|_| bad("address"))?;
-    let mtu: usize = read("mtu")?.parse().map_err(|_| bad("mtu"))?;
-    Ok((ifindex, mac, mtu))
+/// `struct ifreq`: the name, then a 24-byte union (index, MTU or hardware address here).
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    data: [u8; 24],
+}
+
+const SIOCGIFMTU: libc::c_ulong = 0x8921;
+const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+const SIOCGIFINDEX: libc::c_ulong = 0x8933;
+
+/// Interface facts by ioctl on `fd`: index, MAC, MTU. (Not sysfs: after `setns` a thread still
+/// sees the sysfs of the namespace it was mounted in.)
+fn interface(fd: RawFd, ifname: &str) -> io::Result<(i32, EthernetAddress, usize)> {
+    if ifname.is_empty() || ifname.len() >= 16 || ifname.as_bytes().contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name `{ifname}`")));
+    }
+    let ask = |req: libc::c_ulong| -> io::Result<[u8; 24]> {
+        let mut r = IfReq { name: [0; 16], data: [0; 24] };
+        r.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+        // SAFETY: `r` is a valid ifreq-sized buffer for these three requests.
+        let rc = unsafe { libc::ioctl(fd, req as _, &mut r as *mut IfReq) };
+        cvt(rc).map_err(|e| io::Error::new(e.kind(), format!("{ifname}: {e}")))?;
+        Ok(r.data)
+    };
+    let i32_at = |d: [u8; 24]| i32::from_ne_bytes([d[0], d[1], d[2], d[3]]);
+    let ifindex = i32_at(ask(SIOCGIFINDEX)?);
+    let mtu = i32_at(ask(SIOCGIFMTU)?).max(0) as usize;
+    let hw = ask(SIOCGIFHWADDR)?;
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&hw[2..8]);
+    Ok((ifindex, EthernetAddress(mac), mtu))
 }
 
 /// A classic BPF program accepting frames whose ethertype is one of `types`.
@@ -163,7 +184,6 @@ fn ethertype_filter(types: &[EtherType]) -> Vec<libc::sock_filter> {
 impl PacketSocket {
     /// Opens a non-blocking socket on `ifname`.
     pub fn open(ifname: &str, opts: &LinkOptions) -> io::Result<PacketSocket> {
-        let (ifindex, mac, mtu) = interface(ifname)?;
         // Protocol 0: receive nothing until the filter is in place and the socket bound.
         // SAFETY: plain socket(2) call.
         let raw = cvt(unsafe {
@@ -171,7 +191,15 @@ impl PacketSocket {
         })?;
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        if !opts.ethertypes.is_empty() {
+        let (ifindex, mac, mtu) = interface(raw, ifname)?;
+        // One ethertype: bind to it, so frames reach us after the ingress hooks (nftables
+        // netdev rules, tc ingress) like any protocol's, and no filter is needed. Several, or
+        // all: bind to every protocol (taps see frames before ingress) with a filter.
+        let single = match opts.ethertypes.as_slice() {
+            [one] => Some(u16::from(*one)),
+            _ => None,
+        };
+        if single.is_none() && !opts.ethertypes.is_empty() {
             let prog = ethertype_filter(&opts.ethertypes);
             let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut _ };
             // SAFETY: `fprog` points to `prog`, alive across the call; the kernel copies it.
@@ -200,7 +228,7 @@ impl PacketSocket {
         // SAFETY: an all-zero sockaddr_ll is valid; fields set below.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_protocol = single.unwrap_or(ETH_P_ALL).to_be();
         sll.sll_ifindex = ifindex;
         // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
         cvt(unsafe {
@@ -292,45 +320,52 @@ impl PacketSocket {
         Ok(kept)
     }
 
-    /// Sends frames (complete Ethernet frames) without blocking; returns how many went. The
-    /// rest did not fit in the socket buffer: wait for writability, or drop them.
+    /// Sends frames (complete Ethernet frames) without blocking; returns how many were
+    /// consumed: sent, or dropped because the device refused them (ENOBUFS, as a full queue on
+    /// a wire would; counted). The rest did not fit in the socket buffer: wait for writability.
     pub fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
-        if frames.is_empty() {
-            return Ok(0);
-        }
-        let mut iovs: Vec<libc::iovec> =
-            frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
-        // SAFETY: an all-zero mmsghdr is valid; each points at one iovec below.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..frames.len()).map(|_| unsafe { mem::zeroed() }).collect();
-        for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: `hdrs`, `iovs` and the frames outlive the call; the kernel only reads them.
-        let r = unsafe {
-            libc::sendmmsg(
-                self.fd.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                frames.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(0),
-                // ENOBUFS: the device queue is full; the frame is lost, as on a wire.
+        let mut done = 0;
+        while done < frames.len() {
+            let rest = &frames[done..];
+            let mut iovs: Vec<libc::iovec> = rest
+                .iter()
+                .map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() })
+                .collect();
+            // SAFETY: an all-zero mmsghdr is valid; each points at one iovec below.
+            let mut hdrs: Vec<libc::mmsghdr> = (0..rest.len()).map(|_| unsafe { mem::zeroed() }).collect();
+            for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: `hdrs`, `iovs` and the frames outlive the call; the kernel only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    rest.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                let sent = r as usize;
+                self.stats.tx_frames += sent as u64;
+                self.stats.tx_bytes += rest[..sent].iter().map(|f| f.len() as u64).sum::<u64>();
+                done += sent;
+                continue;
+            }
+            // The first frame of `rest` failed: sendmmsg reports an error only when nothing went.
+            let e =
+                if r < 0 { io::Error::last_os_error() } else { io::Error::from(io::ErrorKind::WouldBlock) };
+            match e.kind() {
+                io::ErrorKind::WouldBlock => break,
                 _ if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     self.stats.tx_dropped += 1;
-                    Ok(1)
+                    done += 1;
                 }
-                _ => Err(e),
-            };
+                _ => return Err(e),
+            }
         }
-        let sent = r as usize;
-        self.stats.tx_frames += sent as u64;
-        self.stats.tx_bytes += frames[..sent].iter().map(|f| f.len() as u64).sum::<u64>();
-        Ok(sent)
+        Ok(done)
     }
 
     /// Sends one frame; false if the socket buffer is full.

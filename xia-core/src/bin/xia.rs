@@ -1,0 +1,385 @@
+//! `xia`: the operator's and tester's tool: keys, DAG text, the host's addresses and counters,
+//! and simple applications (stream and chunk transfers with checksums, a datagram echo) to
+//! exercise a host stack. Status lines go to stdout; logs to stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use xia_core::api::Xia;
+use xia_core::dag::Dag;
+use xia_core::keys::Keypair;
+use xia_core::link::sim::Rng;
+use xia_core::xid::{Principal, Xid};
+
+#[derive(Debug, Parser)]
+#[command(name = "xia", version, about = "XIA keys, addresses and test applications")]
+struct Args {
+    /// The daemon's socket (default: $XIAD_SOCKET or /run/xia/xiad.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Creates a key file (refuses to overwrite) and prints the XIDs it owns.
+    Keygen { file: PathBuf },
+    /// Prints the XIDs a key file owns.
+    Keyshow { file: PathBuf },
+    /// Checks a DAG and prints it in both text forms.
+    Dag { text: Vec<String> },
+    /// Prints the CID of a file's content.
+    Cid { file: PathBuf },
+    /// This host's addresses.
+    Info,
+    /// The daemon's counters.
+    Stats,
+    /// Accepts one stream and reads it to the end: prints `listening <DAG>`, then the byte
+    /// count, SHA-256 and rate.
+    StreamRecv {
+        /// SID to listen on (default: a fresh one).
+        #[arg(long)]
+        sid: Option<Xid>,
+        /// Also write the bytes to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Connects and sends pseudo-random bytes (or a file), then prints count, SHA-256 and rate.
+    StreamSend {
+        /// Bytes to send (ignored with --file).
+        #[arg(long, default_value_t = 1 << 20)]
+        bytes: u64,
+        /// Seed of the pseudo-random bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Send this file instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Destination DAG (intent: the receiver's SID).
+        dag: Vec<String>,
+    },
+    /// Publishes pseudo-random content as chunks, prints a manifest (`<CID> <DAG>` per line,
+    /// DAG in one-line `DAG` form) and the SHA-256 of the whole, then serves until killed.
+    ChunkServe {
+        #[arg(long, default_value_t = 16 << 20)]
+        bytes: u64,
+        #[arg(long, default_value_t = 1 << 20)]
+        chunk_size: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the manifest here instead of stdout.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+    /// Fetches every chunk of a manifest (pipelined), prints count, SHA-256 and rate.
+    ChunkFetch { manifest: PathBuf },
+    /// Echoes datagrams back to their sender; prints `echoing <DAG>`.
+    DgramEcho {
+        #[arg(long)]
+        sid: Option<Xid>,
+    },
+    /// Sends COUNT datagrams to an echo service and prints how many came back.
+    DgramPing {
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Seconds to wait for the last echoes.
+        #[arg(long, default_value_t = 2.0)]
+        wait: f64,
+        dag: Vec<String>,
+    },
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("xia: {e}");
+    ExitCode::from(1)
+}
+
+fn parse_dag(words: &[String]) -> Result<Dag, String> {
+    let t = words.join(" ");
+    t.parse::<Dag>().map_err(|e| format!("{t}: {e}"))
+}
+
+fn line(s: impl AsRef<str>) {
+    let mut o = std::io::stdout();
+    let _ = writeln!(o, "{}", s.as_ref());
+    let _ = o.flush();
+}
+
+fn one_line(d: &Dag) -> String {
+    d.to_dag_string().replace('\n', "")
+}
+
+fn rate(bytes: u64, t: Instant) -> String {
+    let s = t.elapsed().as_secs_f64().max(1e-9);
+    format!("{bytes} bytes in {s:.3} s, {:.3} Gbit/s", bytes as f64 * 8.0 / s / 1e9)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    xia_core::cli::init_logging(0, 0);
+    let xia = args.socket.clone().map_or_else(Xia::default, Xia::at);
+    match args.cmd {
+        Cmd::Keygen { file } => {
+            let k = match Keypair::generate() {
+                Ok(k) => k,
+                Err(e) => return fail(e),
+            };
+            if let Err(e) = k.save(&file) {
+                return fail(e);
+            }
+            for p in [Principal::Hid, Principal::Sid, Principal::Ad] {
+                line(k.xid(p).to_string());
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Keyshow { file } => match Keypair::load(&file) {
+            Ok(k) => {
+                for p in [Principal::Hid, Principal::Sid, Principal::Ad] {
+                    line(k.xid(p).to_string());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::Dag { text } => match parse_dag(&text) {
+            Ok(d) => {
+                if let Some(re) = d.to_re_string() {
+                    line(re);
+                }
+                line(d.to_dag_string());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::Cid { file } => match std::fs::read(&file) {
+            Ok(b) => {
+                line(Xid::cid_of(&b).to_string());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("{}: {e}", file.display())),
+        },
+        cmd => {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            match rt.block_on(run(xia, cmd)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+/// Where a sender's bytes come from: fills the buffer, returns how much (0 at the end).
+type Source = dyn FnMut(&mut [u8]) -> std::io::Result<usize>;
+
+/// Pseudo-random bytes, the same for the same seed, produced block by block.
+struct Pattern(Rng);
+
+impl Pattern {
+    fn fill(&mut self, buf: &mut [u8]) {
+        self.0.fill(buf);
+    }
+}
+
+async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
+    let e = |e: std::io::Error| e.to_string();
+    match cmd {
+        Cmd::Info => {
+            let i = xia.info().await.map_err(e)?;
+            line(format!("hid {}", i.hid));
+            line(format!("dag {}", one_line(&i.dag)));
+            line(format!("ad {}", i.ad.map_or("-".into(), |a| a.to_string())));
+            line(format!("gateway {}", i.gateway.map_or("-".into(), |g| g.to_string())));
+            line(format!("name-server {}", i.name_server.as_ref().map_or("-".into(), one_line)));
+            line(format!("mtu {}", i.mtu));
+        }
+        Cmd::Stats => print!("{}", xia.stats().await.map_err(e)?),
+        Cmd::StreamRecv { sid, out } => {
+            let mut l = xia.listen(sid).await.map_err(e)?;
+            line(format!("listening {}", one_line(l.dag())));
+            let (mut s, peer) = l.accept().await.map_err(e)?;
+            line(format!("accepted {}", one_line(&peer)));
+            let mut file = match out {
+                Some(p) => Some(std::fs::File::create(&p).map_err(|err| format!("{}: {err}", p.display()))?),
+                None => None,
+            };
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            let t = Instant::now();
+            loop {
+                let n = match s.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(err) => {
+                        let why = s.status().await.ok().flatten();
+                        return Err(format!("stream failed after {total} bytes: {err} ({why:?})"));
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                if let Some(f) = file.as_mut() {
+                    f.write_all(&buf[..n]).map_err(e)?;
+                }
+                total += n as u64;
+            }
+            line(format!("received {}", rate(total, t)));
+            line(format!("sha256 {:x}", h.finalize()));
+        }
+        Cmd::StreamSend { bytes, seed, file, dag } => {
+            let dst = parse_dag(&dag)?;
+            let mut s = xia.connect(&dst).await.map_err(e)?;
+            line(format!("connected {}", one_line(s.local_dag())));
+            let mut h = Sha256::new();
+            let t = Instant::now();
+            let mut total = 0u64;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut src: Box<Source> = match file {
+                Some(p) => {
+                    let mut f = std::fs::File::open(&p).map_err(|err| format!("{}: {err}", p.display()))?;
+                    Box::new(move |b| std::io::Read::read(&mut f, b))
+                }
+                None => {
+                    let mut pat = Pattern(Rng::new(seed));
+                    let mut left = bytes;
+                    Box::new(move |b| {
+                        let n = (b.len() as u64).min(left) as usize;
+                        pat.fill(&mut b[..n]);
+                        left -= n as u64;
+                        Ok(n)
+                    })
+                }
+            };
+            loop {
+                let n = src(&mut buf).map_err(e)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                if let Err(err) = s.write_all(&buf[..n]).await {
+                    let why = s.status().await.ok().flatten();
+                    return Err(format!("stream failed after {total} bytes: {err} ({why:?})"));
+                }
+                total += n as u64;
+            }
+            s.shutdown().await.map_err(e)?;
+            // Wait for the receiver's end of stream: everything was delivered.
+            let mut rest = [0u8; 1];
+            let _ = s.read(&mut rest).await;
+            line(format!("sent {}", rate(total, t)));
+            line(format!("sha256 {:x}", h.finalize()));
+        }
+        Cmd::ChunkServe { bytes, chunk_size, seed, manifest } => {
+            let mut c = xia.chunks().await.map_err(e)?;
+            let mut pat = Pattern(Rng::new(seed));
+            let mut h = Sha256::new();
+            let mut lines = Vec::new();
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk_size.max(1));
+                let mut buf = vec![0u8; n as usize];
+                pat.fill(&mut buf);
+                h.update(&buf);
+                let (cid, dag) = c.put(buf).await.map_err(e)?;
+                lines.push(format!("{cid} {n} {}", one_line(&dag)));
+                left -= n;
+            }
+            let text = lines.join("\n") + "\n";
+            match manifest {
+                Some(p) => std::fs::write(&p, &text).map_err(|err| format!("{}: {err}", p.display()))?,
+                None => print!("{text}"),
+            }
+            line(format!("serving {} chunks", lines.len()));
+            line(format!("sha256 {:x}", h.finalize()));
+            // Serve until killed.
+            std::future::pending::<()>().await;
+        }
+        Cmd::ChunkFetch { manifest } => {
+            let text =
+                std::fs::read_to_string(&manifest).map_err(|err| format!("{}: {err}", manifest.display()))?;
+            let mut items = Vec::new();
+            for l in text.lines().filter(|l| !l.trim().is_empty()) {
+                let mut w = l.splitn(3, ' ');
+                let (Some(cid), Some(len), Some(dag)) = (w.next(), w.next(), w.next()) else {
+                    return Err(format!("bad manifest line: {l}"));
+                };
+                let cid: Xid = cid.parse().map_err(|err| format!("{cid}: {err}"))?;
+                let len: usize = len.parse().map_err(|_| format!("bad length {len}"))?;
+                let dag: Dag = dag.parse().map_err(|err| format!("{dag}: {err}"))?;
+                items.push((cid, dag, Some(len)));
+            }
+            let mut c = xia.chunks().await.map_err(e)?;
+            let t = Instant::now();
+            let mut h = Sha256::new();
+            let mut total = 0u64;
+            // A window of requests in flight; results hashed in manifest order.
+            let window = 16;
+            let mut tags = std::collections::VecDeque::new();
+            let mut done = std::collections::HashMap::new();
+            let mut next = 0;
+            while next < items.len() || !tags.is_empty() {
+                while next < items.len() && tags.len() < window {
+                    let (cid, dag, len) = &items[next];
+                    tags.push_back(c.request(*cid, dag, *len).await.map_err(e)?);
+                    next += 1;
+                }
+                let (tag, r) = c.next().await.map_err(e)?;
+                done.insert(tag, r);
+                while let Some(front) = tags.front().copied() {
+                    let Some(r) = done.remove(&front) else { break };
+                    let data = r.map_err(|err| format!("chunk {front}: {err}"))?;
+                    h.update(&data);
+                    total += data.len() as u64;
+                    tags.pop_front();
+                }
+            }
+            line(format!("fetched {} in {} chunks", rate(total, t), items.len()));
+            line(format!("sha256 {:x}", h.finalize()));
+        }
+        Cmd::DgramEcho { sid } => {
+            let mut d = xia.bind_dgram(sid).await.map_err(e)?;
+            line(format!("echoing {}", one_line(d.dag())));
+            loop {
+                let (data, from) = d.recv_from().await.map_err(e)?;
+                d.send_to(&data, &from).await.map_err(e)?;
+            }
+        }
+        Cmd::DgramPing { count, size, wait, dag } => {
+            let dst = parse_dag(&dag)?;
+            let mut d = xia.bind_dgram(None).await.map_err(e)?;
+            let mut got = std::collections::HashSet::new();
+            for i in 0..count {
+                let mut b = vec![0u8; size.max(4)];
+                b[..4].copy_from_slice(&i.to_be_bytes());
+                d.send_to(&b, &dst).await.map_err(e)?;
+            }
+            let until = tokio::time::Instant::now() + std::time::Duration::from_secs_f64(wait);
+            while got.len() < count as usize {
+                match tokio::time::timeout_at(until, d.recv_from()).await {
+                    Ok(Ok((data, _))) if data.len() >= 4 => {
+                        got.insert(u32::from_be_bytes([data[0], data[1], data[2], data[3]]));
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => return Err(err.to_string()),
+                    Err(_) => break,
+                }
+            }
+            line(format!("sent {count} received {}", got.len()));
+        }
+        Cmd::Keygen { .. } | Cmd::Keyshow { .. } | Cmd::Dag { .. } | Cmd::Cid { .. } => {
+            unreachable!("handled before")
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `xiad`: the XIA host daemon. One per host (network namespace); applications reach it over
+//! a Unix socket. Prints one `xiad ready ...` line on stdout when it serves.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use xia_core::daemon::{run, DaemonConfig};
+use xia_core::host::HostConfig;
+use xia_core::link::afpacket::LinkOptions;
+use xia_core::xid::{Principal, Xid};
+
+/// The XIA host daemon.
+#[derive(Debug, Parser)]
+#[command(name = "xiad", version, about)]
+struct Args {
+    /// Network interface to own (raw Ethernet, ethertype 0xC0DE).
+    #[arg(short, long)]
+    interface: String,
+    /// Unix socket applications connect to.
+    #[arg(short, long, default_value = xia_core::ipc::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Host key file (Ed25519; created if missing). The HID is its public key's SHA-1.
+    #[arg(short, long, default_value = "/var/lib/xia/host.key")]
+    key: PathBuf,
+    /// AD to use when no router beacons one (hosts on a bare link).
+    #[arg(long, value_name = "AD:<hex>")]
+    ad: Option<Xid>,
+    /// Record every frame in and out to this pcap file.
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less log output.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    quiet: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    xia_core::cli::init_logging(args.verbose, args.quiet);
+    if let Some(ad) = args.ad {
+        if ad.principal() != Principal::Ad {
+            eprintln!("xiad: --ad wants an AD XID, got {ad}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(dir) = args.key.parent() {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("xiad: {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    }
+    let cfg = DaemonConfig {
+        interface: args.interface.clone(),
+        socket: args.socket.clone(),
+        key_file: args.key,
+        host: HostConfig { static_ad: args.ad, ..HostConfig::default() },
+        link: LinkOptions::default(),
+        pcap: args.pcap,
+    };
+    let socket = args.socket.clone();
+    let result = run(cfg, |hid, dag, link| {
+        // One line for scripts and tests to wait on; logs go to stderr.
+        println!(
+            "xiad ready socket={} hid={hid} mac={} mtu={} dag={}",
+            socket.display(),
+            link.mac(),
+            link.mtu(),
+            dag.to_dag_string().replace('\n', "")
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xiad: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
