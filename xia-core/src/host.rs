@@ -84,7 +84,7 @@ impl Default for HostConfig {
             backlog: 128,
             max_serving: 4096,
             neighbour_ttl: Duration::from_secs(60),
-            resolve_queue: 64,
+            resolve_queue: 256,
             control_window: Duration::from_secs(30),
             registration_lifetime: Duration::from_secs(30),
             seed: None,
