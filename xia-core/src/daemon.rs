@@ -6,7 +6,7 @@
 //! switches on the data path; stream bytes move between the application's socket and the
 //! STREAM buffers with one copy each way.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::dag::Dag;
-use crate::host::{Handle, Host, HostConfig, HostError, HostEvent};
+use crate::host::{Handle, HandleMap, Host, HostConfig, HostError, HostEvent};
 use crate::ipc::{ErrorCode, HostInfo, Msg, FRAME_HEADER};
 use crate::keys::Keypair;
 use crate::link::afpacket::{LinkOptions, PacketSocket, RecvBatch};
@@ -173,13 +173,13 @@ struct Daemon {
     aux_rx: RecvBatch,
     epoll: Epoll,
     listener: UnixListener,
-    conns: HashMap<u64, Conn>,
+    conns: HandleMap<Conn>,
     next_conn: u64,
     /// Which connection owns a host handle.
-    owners: HashMap<Handle, u64>,
+    owners: HandleMap<u64>,
     /// Accepted streams waiting for an application to attach.
-    unclaimed: HashMap<Handle, u64>,
-    status: HashMap<u64, Option<ErrorCode>>,
+    unclaimed: HandleMap<u64>,
+    status: HandleMap<Option<ErrorCode>>,
     status_order: VecDeque<u64>,
     rx: RecvBatch,
     tx: Vec<Vec<u8>>,
@@ -190,8 +190,7 @@ struct Daemon {
     link_wants_out: bool,
     pcap: Option<PcapWriter<io::BufWriter<std::fs::File>>>,
     /// Connections whose raw stream may have bytes to move.
-    dirty: HashSet<u64>,
-    scratch: Vec<u8>,
+    dirty: HashSet<u64, std::hash::BuildHasherDefault<crate::host::HandleHasher>>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. `ready` is called once with the host's HID and
@@ -202,7 +201,11 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Xid, &Dag, &PacketSocket)) -> 
     // nftables impairments apply to it); XARP and QEMU's RARP announcements on a second one.
     let link = PacketSocket::open(
         &cfg.interface,
-        &LinkOptions { ethertypes: vec![EtherType::Xip], ..cfg.link.clone() },
+        &LinkOptions {
+            ethertypes: vec![EtherType::Xip],
+            tx_ring: cfg.link.tx_ring.or(Some(1024)),
+            ..cfg.link.clone()
+        },
     )?;
     let aux = PacketSocket::open(
         &cfg.interface,
@@ -245,11 +248,11 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Xid, &Dag, &PacketSocket)) -> 
         aux_rx: RecvBatch::new(16, frame),
         epoll,
         listener,
-        conns: HashMap::new(),
+        conns: Default::default(),
         next_conn: FIRST_CONN,
-        owners: HashMap::new(),
-        unclaimed: HashMap::new(),
-        status: HashMap::new(),
+        owners: Default::default(),
+        unclaimed: Default::default(),
+        status: Default::default(),
         status_order: VecDeque::new(),
         rx: RecvBatch::new(batch, frame),
         tx: (0..batch).map(|_| vec![0u8; frame]).collect(),
@@ -258,8 +261,7 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Xid, &Dag, &PacketSocket)) -> 
         tx_blocked: false,
         link_wants_out: false,
         pcap,
-        dirty: HashSet::new(),
-        scratch: vec![0u8; 256 << 10],
+        dirty: Default::default(),
     };
     ready(&d.host.hid(), &d.host.dag(), &d.link);
     let result = d.event_loop();
@@ -359,6 +361,9 @@ impl Daemon {
     }
 
     fn transmit(&mut self, now: Instant) -> io::Result<()> {
+        if self.link.has_tx_ring() {
+            return self.transmit_ring(now);
+        }
         loop {
             if self.tx_blocked {
                 return Ok(());
@@ -410,6 +415,42 @@ impl Daemon {
                 )?;
             }
         }
+    }
+
+    /// Frames are built straight in the kernel's transmit ring, which sends them without a copy.
+    fn transmit_ring(&mut self, now: Instant) -> io::Result<()> {
+        let mut queued = 0;
+        loop {
+            let Some(slot) = self.link.tx_slot() else {
+                // Ring full: the kernel frees frames as they are delivered; wait for that.
+                self.link.tx_flush()?;
+                if !self.link_wants_out {
+                    self.link_wants_out = true;
+                    self.epoll.ctl(
+                        libc::EPOLL_CTL_MOD,
+                        self.link.as_raw_fd(),
+                        (libc::EPOLLIN | libc::EPOLLOUT) as u32,
+                        TOKEN_LINK,
+                    )?;
+                }
+                return Ok(());
+            };
+            let Some(n) = self.host.poll_transmit(now, slot) else { break };
+            if let Some(p) = self.pcap.as_mut() {
+                let _ = p.write_frame(&slot[..n]);
+            }
+            self.link.tx_commit(n);
+            queued += 1;
+            if queued % 64 == 0 {
+                self.link.tx_flush()?;
+            }
+        }
+        self.link.tx_flush()?;
+        if self.link_wants_out {
+            self.link_wants_out = false;
+            self.epoll.ctl(libc::EPOLL_CTL_MOD, self.link.as_raw_fd(), libc::EPOLLIN as u32, TOKEN_LINK)?;
+        }
+        Ok(())
     }
 
     // ------------------------------------------------------------------ applications
@@ -883,22 +924,17 @@ impl Daemon {
             c.inbuf.drain(..w);
         }
         let mut taken = 0;
-        while !c.read_closed && c.inbuf.is_empty() && taken < PUMP_BUDGET {
-            let room = conn.send_space().min(self.scratch.len());
-            if room == 0 {
-                break;
-            }
-            match c.sock.read(&mut self.scratch[..room]) {
+        while !c.read_closed && c.inbuf.is_empty() && taken < PUMP_BUDGET && conn.send_space() > 0 {
+            // Straight from the application's socket into the send buffer: no bounce copy.
+            let (a, b) = conn.write_slices();
+            let mut iov = [io::IoSliceMut::new(a), io::IoSliceMut::new(b)];
+            match c.sock.read_vectored(&mut iov) {
                 Ok(0) => {
                     c.read_closed = true;
                     conn.close();
                 }
                 Ok(n) => {
-                    let w = conn.write(&self.scratch[..n]).unwrap_or(n);
-                    if w < n {
-                        // The stream is closing: nothing more goes out.
-                        c.read_closed = true;
-                    }
+                    conn.commit_write(n);
                     taken += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -38,6 +38,31 @@ use crate::xid::{Principal, Xid, XidId, XidMap, HID_BROADCAST, SID_XHCP};
 /// ping.
 pub type Handle = u64;
 
+/// A map keyed by handles (or any integers this process hands out itself, never by values from
+/// the network: the hash is a plain multiply, fast and good for sequential keys).
+pub type HandleMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<HandleHasher>>;
+
+/// The hasher of [`HandleMap`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HandleHasher(u64);
+
+impl std::hash::Hasher for HandleHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
 /// Tunables of a host.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -389,18 +414,18 @@ pub struct Host {
     rng: Rng,
     next_handle: Handle,
     bindings: XidMap<Binding>,
-    streams: HashMap<Handle, StreamSock>,
+    streams: HandleMap<StreamSock>,
     /// (local SID, remote SID) of every stream.
-    stream_index: HashMap<(XidId, XidId), Handle>,
+    stream_index: HashMap<(XidId, XidId), Handle, crate::xid::XidHashBuilder>,
     stream_order: VecDeque<Handle>,
-    listeners: HashMap<Handle, Listener>,
-    dgrams: HashMap<Handle, DgramSock>,
-    pings: HashMap<Handle, u16>,
-    ping_idents: HashMap<u16, Handle>,
+    listeners: HandleMap<Listener>,
+    dgrams: HandleMap<DgramSock>,
+    pings: HandleMap<u16>,
+    ping_idents: HandleMap<Handle>,
     store: ContentStore,
     serving: VecDeque<ServeTask>,
     fetcher: Fetcher,
-    fetch_tags: HashMap<u64, (Handle, u64)>,
+    fetch_tags: HandleMap<(Handle, u64)>,
     next_fetch_tag: u64,
     out: VecDeque<Vec<u8>>,
     /// Streams closed by their application, forgotten once finished.
@@ -442,16 +467,16 @@ impl Host {
             rng,
             next_handle: 1,
             bindings: XidMap::default(),
-            streams: HashMap::new(),
-            stream_index: HashMap::new(),
+            streams: Default::default(),
+            stream_index: Default::default(),
             stream_order: VecDeque::new(),
-            listeners: HashMap::new(),
-            dgrams: HashMap::new(),
-            pings: HashMap::new(),
-            ping_idents: HashMap::new(),
+            listeners: Default::default(),
+            dgrams: Default::default(),
+            pings: Default::default(),
+            ping_idents: Default::default(),
             serving: VecDeque::new(),
             fetcher,
-            fetch_tags: HashMap::new(),
+            fetch_tags: Default::default(),
             next_fetch_tag: 0,
             out: VecDeque::new(),
             closing: Vec::new(),
@@ -779,7 +804,7 @@ impl Host {
                     }
                 }
             }
-            XcmpRepr::EchoReply { ident, seq, data } => match self.ping_idents.get(&ident) {
+            XcmpRepr::EchoReply { ident, seq, data } => match self.ping_idents.get(&u64::from(ident)) {
                 Some(&owner) => {
                     let mut from = x.src.clone();
                     from.clear_visited();
@@ -808,7 +833,7 @@ impl Host {
             NextHeader::Xcmp if quoted_payload.len() >= 8 => {
                 let ident = u16::from_be_bytes([quoted_payload[4], quoted_payload[5]]);
                 let seq = u16::from_be_bytes([quoted_payload[6], quoted_payload[7]]);
-                if let Some(&owner) = self.ping_idents.get(&ident) {
+                if let Some(&owner) = self.ping_idents.get(&u64::from(ident)) {
                     let mut from = x.src.clone();
                     from.clear_visited();
                     self.events.push_back(HostEvent::EchoError { owner, seq, from, kind, code });
@@ -1476,11 +1501,11 @@ impl Host {
     pub fn ping_open(&mut self) -> Handle {
         let h = self.handle();
         let mut ident = self.rng.next_u64() as u16;
-        while self.ping_idents.contains_key(&ident) {
+        while self.ping_idents.contains_key(&u64::from(ident)) {
             ident = ident.wrapping_add(1);
         }
         self.pings.insert(h, ident);
-        self.ping_idents.insert(ident, h);
+        self.ping_idents.insert(u64::from(ident), h);
         h
     }
 
@@ -1559,7 +1584,7 @@ impl Host {
             return;
         }
         if let Some(ident) = self.pings.remove(&h) {
-            self.ping_idents.remove(&ident);
+            self.ping_idents.remove(&u64::from(ident));
             return;
         }
         if let Some(s) = self.streams.get_mut(&h) {

@@ -30,6 +30,9 @@ pub struct LinkOptions {
     pub batch: usize,
     /// Skip the qdisc on transmit (faster; traffic shaping on the interface no longer applies).
     pub qdisc_bypass: bool,
+    /// Frames of a transmit ring (PACKET_TX_RING): frames are built in memory shared with the
+    /// kernel, which sends them without copying them. `None`: `sendmmsg`.
+    pub tx_ring: Option<usize>,
 }
 
 impl Default for LinkOptions {
@@ -39,6 +42,7 @@ impl Default for LinkOptions {
             buffer_bytes: 32 << 20,
             batch: 64,
             qdisc_bypass: false,
+            tx_ring: None,
         }
     }
 }
@@ -109,6 +113,7 @@ pub struct PacketSocket {
     mac: EthernetAddress,
     mtu: usize,
     stats: LinkStats,
+    tx_ring: Option<TxRing>,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -225,6 +230,10 @@ impl PacketSocket {
         if opts.qdisc_bypass {
             setsockopt_int(raw, SOL_PACKET, PACKET_QDISC_BYPASS, 1)?;
         }
+        let tx_ring = match opts.tx_ring {
+            Some(frames) => Some(TxRing::new(raw, frames, mtu + HEADER_LEN)?),
+            None => None,
+        };
         // SAFETY: an all-zero sockaddr_ll is valid; fields set below.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -238,7 +247,15 @@ impl PacketSocket {
                 mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
         })?;
-        Ok(PacketSocket { fd, ifindex, ifname: ifname.to_string(), mac, mtu, stats: LinkStats::default() })
+        Ok(PacketSocket {
+            fd,
+            ifindex,
+            ifname: ifname.to_string(),
+            mac,
+            mtu,
+            stats: LinkStats::default(),
+            tx_ring,
+        })
     }
 
     /// The interface's MAC address.
@@ -368,9 +385,196 @@ impl PacketSocket {
         Ok(done)
     }
 
-    /// Sends one frame; false if the socket buffer is full.
+    /// Sends one frame; false if the socket buffer (or ring) is full.
     pub fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
+        if self.tx_ring.is_some() {
+            let Some(slot) = self.tx_slot() else { return Ok(false) };
+            let Some(dst) = slot.get_mut(..frame.len()) else {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame larger than the MTU"));
+            };
+            dst.copy_from_slice(frame);
+            self.tx_commit(frame.len());
+            self.tx_flush()?;
+            return Ok(true);
+        }
         Ok(self.send_batch(&[frame])? == 1)
+    }
+
+    /// True when frames are sent through a transmit ring ([`PacketSocket::tx_slot`]).
+    pub fn has_tx_ring(&self) -> bool {
+        self.tx_ring.is_some()
+    }
+
+    /// The next free frame of the transmit ring, `max_frame()` bytes to build a frame in; `None`
+    /// when the ring is full (wait for writability) or there is no ring.
+    pub fn tx_slot(&mut self) -> Option<&mut [u8]> {
+        self.tx_ring.as_mut()?.slot()
+    }
+
+    /// Queues the frame built in the slot from [`PacketSocket::tx_slot`] (`len` bytes).
+    pub fn tx_commit(&mut self, len: usize) {
+        if let Some(r) = self.tx_ring.as_mut() {
+            r.commit(len);
+            self.stats.tx_frames += 1;
+            self.stats.tx_bytes += len as u64;
+        }
+    }
+
+    /// Hands the queued frames to the kernel.
+    pub fn tx_flush(&mut self) -> io::Result<()> {
+        let Some(r) = self.tx_ring.as_mut() else { return Ok(()) };
+        if r.queued == 0 {
+            return Ok(());
+        }
+        r.queued = 0;
+        // SAFETY: send(2) with no data: "send what the ring holds".
+        let rc = unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                // The kernel took what it could; the rest goes on the next flush.
+                io::ErrorKind::WouldBlock => {}
+                _ if e.raw_os_error() == Some(libc::ENOBUFS) => self.stats.tx_dropped += 1,
+                _ => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+const PACKET_VERSION: libc::c_int = 10;
+const PACKET_TX_RING: libc::c_int = 13;
+const PACKET_LOSS: libc::c_int = 14;
+const TPACKET_V2: libc::c_int = 1;
+/// `sizeof(struct tpacket2_hdr)`; a frame to send starts right after it (TPACKET2_HDRLEN minus
+/// the sockaddr_ll the kernel puts there on receive).
+const TPACKET2_HDR: usize = 32;
+const TP_STATUS_AVAILABLE: u32 = 0;
+const TP_STATUS_SEND_REQUEST: u32 = 1;
+
+/// A PACKET_TX_RING (TPACKET_V2) mapped into our memory.
+#[derive(Debug)]
+struct TxRing {
+    base: *mut u8,
+    map_len: usize,
+    frame_size: usize,
+    frames_per_block: usize,
+    block_size: usize,
+    frames: usize,
+    next: usize,
+    queued: usize,
+    max_frame: usize,
+}
+
+// SAFETY: the mapping belongs to this object alone; the kernel side is synchronized through the
+// status words (volatile accesses and fences).
+unsafe impl Send for TxRing {}
+
+impl TxRing {
+    fn new(fd: RawFd, frames: usize, max_frame: usize) -> io::Result<TxRing> {
+        let frame_size = (TPACKET2_HDR + max_frame).next_multiple_of(16);
+        let block_size = frame_size.next_multiple_of(4096);
+        let frames_per_block = block_size / frame_size;
+        let blocks = frames.max(1).div_ceil(frames_per_block);
+        let frames = blocks * frames_per_block;
+        setsockopt_int(fd, SOL_PACKET, PACKET_VERSION, TPACKET_V2)?;
+        // Malformed frames are skipped rather than stopping the ring.
+        setsockopt_int(fd, SOL_PACKET, PACKET_LOSS, 1)?;
+        #[repr(C)]
+        struct TpacketReq {
+            block_size: u32,
+            block_nr: u32,
+            frame_size: u32,
+            frame_nr: u32,
+        }
+        let req = TpacketReq {
+            block_size: block_size as u32,
+            block_nr: blocks as u32,
+            frame_size: frame_size as u32,
+            frame_nr: frames as u32,
+        };
+        // SAFETY: `req` is a valid tpacket_req for the call.
+        cvt(unsafe {
+            libc::setsockopt(
+                fd,
+                SOL_PACKET,
+                PACKET_TX_RING,
+                (&req as *const TpacketReq).cast(),
+                mem::size_of::<TpacketReq>() as libc::socklen_t,
+            )
+        })?;
+        let map_len = block_size * blocks;
+        // SAFETY: mapping the ring the kernel just made for this socket.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TxRing {
+            base: base.cast(),
+            map_len,
+            frame_size,
+            frames_per_block,
+            block_size,
+            frames,
+            next: 0,
+            queued: 0,
+            max_frame,
+        })
+    }
+
+    fn frame_ptr(&self, i: usize) -> *mut u8 {
+        let off =
+            (i / self.frames_per_block) * self.block_size + (i % self.frames_per_block) * self.frame_size;
+        // SAFETY: `i < frames`, so the offset is inside the mapping.
+        unsafe { self.base.add(off) }
+    }
+
+    fn status(&self, i: usize) -> u32 {
+        // SAFETY: the status word heads every frame; the kernel writes it concurrently.
+        let s = unsafe { std::ptr::read_volatile(self.frame_ptr(i).cast::<u32>()) };
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        s
+    }
+
+    fn slot(&mut self) -> Option<&mut [u8]> {
+        if self.status(self.next) != TP_STATUS_AVAILABLE {
+            return None;
+        }
+        // SAFETY: an available frame is ours until we hand it over; the data area follows the
+        // header and fits in the frame.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.frame_ptr(self.next).add(TPACKET2_HDR), self.max_frame)
+        })
+    }
+
+    fn commit(&mut self, len: usize) {
+        let p = self.frame_ptr(self.next);
+        // SAFETY: header fields of a frame we own: tp_len at 4, tp_snaplen at 8.
+        unsafe {
+            std::ptr::write_volatile(p.add(4).cast::<u32>(), len as u32);
+            std::ptr::write_volatile(p.add(8).cast::<u32>(), len as u32);
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        // SAFETY: handing the frame to the kernel.
+        unsafe { std::ptr::write_volatile(p.cast::<u32>(), TP_STATUS_SEND_REQUEST) };
+        self.next = (self.next + 1) % self.frames;
+        self.queued += 1;
+    }
+}
+
+impl Drop for TxRing {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(self.base.cast(), self.map_len) };
     }
 }
 

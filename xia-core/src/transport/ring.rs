@@ -45,6 +45,15 @@ impl Ring {
         (&self.buf[i..i + first], &self.buf[..len - first])
     }
 
+    /// The bytes `[abs, abs + len)` as at most two writable slices.
+    pub fn slices_mut(&mut self, abs: u64, len: usize) -> (&mut [u8], &mut [u8]) {
+        assert!(abs >= self.base && (abs - self.base) as usize + len <= self.buf.len(), "range outside ring");
+        let i = self.index(abs);
+        let first = len.min(self.buf.len() - i);
+        let (head, tail) = self.buf.split_at_mut(i);
+        (&mut tail[..first], &mut head[..len - first])
+    }
+
     /// Copies `[abs, abs + out.len())` into `out`.
     pub fn read_at(&self, abs: u64, out: &mut [u8]) {
         let (a, b) = self.slices(abs, out.len());

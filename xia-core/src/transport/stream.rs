@@ -365,6 +365,19 @@ impl Stream {
         Ok(n)
     }
 
+    /// The free space of the send buffer, in place (at most two slices), for a caller that
+    /// reads the application's bytes straight into it; then [`Stream::commit_write`].
+    pub fn write_slices(&mut self) -> (&mut [u8], &mut [u8]) {
+        let free = if self.closed.is_some() || self.fin_queued { 0 } else { self.send_space() };
+        self.send_ring.slices_mut(1 + self.written, free)
+    }
+
+    /// Takes `n` bytes put into [`Stream::write_slices`] as written by the application.
+    pub fn commit_write(&mut self, n: usize) {
+        let n = n.min(self.send_space());
+        self.written += n as u64;
+    }
+
     /// Free space in the send buffer.
     pub fn send_space(&self) -> usize {
         let unacked = (1 + self.written) - self.send_ring.base();
