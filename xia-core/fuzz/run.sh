@@ -8,7 +8,7 @@ secs=${1:-60}; shift || true
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame xip xcmp dgram stream chunk control dag_text key_file)
+[ ${#targets[@]} -gt 0 ] || targets=(frame xip xcmp dgram stream chunk control xarp ipc dag_text key_file)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 RUSTC_BOOTSTRAP=1 cargo fuzz build >/dev/null 2>&1
 cargo run -q -p xia-core --example samples -- --seeds "$here/corpus" 2>/dev/null
@@ -26,7 +26,7 @@ for t in "${targets[@]}"; do
       "$here/corpus/$t" >"$log" 2>&1; then status=ok
   elif grep -q "run interrupted" "$log"; then status="interrupted (see $log)"
   else status="CRASH (see $log and $here/artifacts/$t/)"; fi
-  runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}')
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}')
+  runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}' || true)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}' || true)
   echo "$t: $status, ${runs:-?} executions in ${secs}s, coverage ${cov:-?} edges"
 done

@@ -65,7 +65,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    fn from_u8(v: u8) -> ErrorCode {
+    fn from_u8(v: u8) -> Result<ErrorCode, IpcError> {
         use ErrorCode::*;
         [
             BadRequest,
@@ -80,10 +80,11 @@ impl ErrorCode {
             NotFound,
             Corrupt,
             Closed,
+            Other,
         ]
         .into_iter()
         .find(|c| *c as u8 == v)
-        .unwrap_or(Other)
+        .ok_or(IpcError::BadValue(v))
     }
 
     /// The matching I/O error kind, for applications that speak `std::io`.
@@ -233,6 +234,9 @@ pub enum IpcError {
     /// Text that is not UTF-8.
     #[error("text is not UTF-8")]
     Utf8,
+    /// A flag or code byte with a value it cannot have.
+    #[error("invalid value {0}")]
+    BadValue(u8),
 }
 
 struct W(Vec<u8>);
@@ -319,8 +323,15 @@ impl<'a> R<'a> {
     fn xid(&mut self) -> Result<Xid, IpcError> {
         Ok(read_xid(self.take(XID_WIRE_LEN)?, 0))
     }
+    fn flag(&mut self) -> Result<bool, IpcError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(IpcError::BadValue(v)),
+        }
+    }
     fn opt_xid(&mut self) -> Result<Option<Xid>, IpcError> {
-        Ok(if self.u8()? == 0 { None } else { Some(self.xid()?) })
+        Ok(if self.flag()? { Some(self.xid()?) } else { None })
     }
     fn dag(&mut self) -> Result<Dag, IpcError> {
         let n = usize::from(self.u8()?);
@@ -331,7 +342,7 @@ impl<'a> R<'a> {
         Ok(Dag::from_node_fn(n, |i| read_node(b, i * NODE_LEN))?)
     }
     fn opt_dag(&mut self) -> Result<Option<Dag>, IpcError> {
-        Ok(if self.u8()? == 0 { None } else { Some(self.dag()?) })
+        Ok(if self.flag()? { Some(self.dag()?) } else { None })
     }
 }
 
@@ -420,7 +431,7 @@ impl Msg {
             104 => Msg::RecvFrom { src: r.dag()?, data: r.bytes()? },
             105 => Msg::Put { cid: r.xid()?, dag: r.dag()? },
             106 => Msg::ChunkData { tag: r.u64()?, data: r.bytes()? },
-            107 => Msg::ChunkFailed { tag: r.u64()?, code: ErrorCode::from_u8(r.u8()?) },
+            107 => Msg::ChunkFailed { tag: r.u64()?, code: ErrorCode::from_u8(r.u8()?)? },
             108 => Msg::PingReady,
             109 => Msg::EchoReply { seq: r.u16()?, from: r.dag()?, data: r.bytes()? },
             110 => Msg::EchoError { seq: r.u16()?, from: r.dag()?, kind: r.u8()?, code: r.u8()? },
@@ -433,10 +444,15 @@ impl Msg {
                 mtu: r.u32()?,
             })),
             112 => Msg::StatsText(String::from_utf8(r.bytes()?).map_err(|_| IpcError::Utf8)?),
-            113 => Msg::Status { code: Some(r.u8()?).filter(|&c| c != 0).map(ErrorCode::from_u8) },
+            113 => Msg::Status {
+                code: match r.u8()? {
+                    0 => None,
+                    c => Some(ErrorCode::from_u8(c)?),
+                },
+            },
             114 => Msg::Ok,
             115 => Msg::Error {
-                code: ErrorCode::from_u8(r.u8()?),
+                code: ErrorCode::from_u8(r.u8()?)?,
                 message: String::from_utf8(r.bytes()?).map_err(|_| IpcError::Utf8)?,
             },
             other => return Err(IpcError::UnknownType(other)),
