@@ -834,11 +834,14 @@ impl Daemon {
                 }
                 HostEvent::ChunkDone { owner, tag, result, .. } => {
                     let Some(&id) = self.owners.get(&owner) else { continue };
-                    let m = match result {
-                        Ok(data) => Msg::ChunkData { tag, data: data.to_vec() },
-                        Err(e) => Msg::ChunkFailed { tag, code: e.into() },
-                    };
-                    self.reply(id, m);
+                    match result {
+                        Ok(data) => {
+                            if let Some(c) = self.conns.get_mut(&id) {
+                                Msg::encode_chunk_data(tag, &data, &mut c.outbuf);
+                            }
+                        }
+                        Err(e) => self.reply(id, Msg::ChunkFailed { tag, code: e.into() }),
+                    }
                 }
                 HostEvent::EchoReply { owner, seq, from, data } => {
                     if let Some(&id) = self.owners.get(&owner) {

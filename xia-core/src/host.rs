@@ -38,30 +38,11 @@ use crate::xid::{Principal, Xid, XidId, XidMap, HID_BROADCAST, SID_XHCP};
 /// ping.
 pub type Handle = u64;
 
-/// A map keyed by handles (or any integers this process hands out itself, never by values from
-/// the network: the hash is a plain multiply, fast and good for sequential keys).
-pub type HandleMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<HandleHasher>>;
+/// A map keyed by handles.
+pub type HandleMap<V> = crate::xid::IdMap<V>;
 
 /// The hasher of [`HandleMap`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HandleHasher(u64);
-
-impl std::hash::Hasher for HandleHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-    fn write_u16(&mut self, v: u16) {
-        self.write_u64(u64::from(v));
-    }
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 32)
-    }
-}
+pub type HandleHasher = crate::xid::IdHasher;
 
 /// Tunables of a host.
 #[derive(Debug, Clone)]
@@ -171,7 +152,7 @@ pub enum HostEvent {
         /// What was fetched.
         cid: Xid,
         /// The verified bytes or why not.
-        result: Result<Arc<[u8]>, ChunkError>,
+        result: Result<Vec<u8>, ChunkError>,
     },
     /// An XCMP echo reply for a ping.
     EchoReply {
@@ -759,10 +740,21 @@ impl Host {
     }
 
     fn handle_xip(&mut self, now: Instant, src_mac: EthernetAddress, bytes: &[u8]) {
-        let Ok(p) = xip::Packet::new_checked(bytes) else {
+        let p = xip::Packet::new_unchecked(bytes);
+        if p.validate().is_err() {
             self.stats.drop_malformed += 1;
             return;
-        };
+        }
+        // Fast path: a segment of a stream we have, found by its two intents (as TCP finds a
+        // connection by its ports), without copying the DAGs out of the packet.
+        if p.next_header() == NextHeader::Stream {
+            if let (Some(dst), Some(src)) = (p.dst_intent(), p.src_intent()) {
+                if let Some(&h) = self.stream_index.get(&(*dst.id(), *src.id())) {
+                    self.stream_segment(now, h, p.payload());
+                    return;
+                }
+            }
+        }
         let Ok(mut x) = XipRepr::parse(&p) else {
             self.stats.drop_malformed += 1;
             return;
@@ -983,6 +975,19 @@ impl Host {
         }
     }
 
+    /// A segment for established stream `h`.
+    fn stream_segment(&mut self, now: Instant, h: Handle, payload: &[u8]) {
+        let Ok(seg) = stream_wire::Packet::new_checked(payload).and_then(|p| StreamRepr::parse(&p)) else {
+            self.stats.drop_bad_transport += 1;
+            return;
+        };
+        self.stats.segments_in += 1;
+        if let Some(s) = self.streams.get_mut(&h) {
+            s.conn.handle_segment(now, &seg);
+        }
+        self.drain_stream_events(h);
+    }
+
     fn handle_stream(&mut self, now: Instant, x: &XipRepr, payload: &[u8]) {
         let Ok(seg) = stream_wire::Packet::new_checked(payload).and_then(|p| StreamRepr::parse(&p)) else {
             self.stats.drop_bad_transport += 1;
@@ -1116,12 +1121,7 @@ impl Host {
     fn drain_fetches(&mut self) {
         while let Some(c) = self.fetcher.poll_complete() {
             if let Some((owner, tag)) = self.fetch_tags.remove(&c.tag) {
-                self.events.push_back(HostEvent::ChunkDone {
-                    owner,
-                    tag,
-                    cid: c.cid,
-                    result: c.result.map(Arc::from),
-                });
+                self.events.push_back(HostEvent::ChunkDone { owner, tag, cid: c.cid, result: c.result });
             }
         }
     }
@@ -1204,24 +1204,22 @@ impl Host {
         }
     }
 
-    /// The Ethernet + XIP header of stream `h`'s segments, and whether they stay on this host.
-    fn stream_header(&mut self, now: Instant, h: Handle) -> Option<(Vec<u8>, bool)> {
-        let s = self.streams.get(&h)?;
-        if let Some((hdr, g, local)) = &s.header {
-            if *g == self.route_gen {
-                return Some((hdr.clone(), *local));
-            }
+    /// Makes sure stream `h` has an up-to-date Ethernet + XIP header for its segments; false
+    /// when there is none yet (the next hop is being resolved, or there is no route).
+    fn ensure_stream_header(&mut self, now: Instant, h: Handle) -> bool {
+        let Some(s) = self.streams.get(&h) else { return false };
+        if s.header.as_ref().is_some_and(|(_, g, _)| *g == self.route_gen) {
+            return true;
         }
         let local = self.service_dag(s.local_sid);
         let remote = s.remote.clone();
         match self.frame_for(NextHeader::Stream, &remote, &local, &[]) {
             Some((hdr, hop @ (Some(Hop::Mac(_)) | None))) => {
                 let gen = self.route_gen;
-                let is_local = hop.is_none();
                 if let Some(s) = self.streams.get_mut(&h) {
-                    s.header = Some((hdr.clone(), gen, is_local));
+                    s.header = Some((hdr, gen, hop.is_none()));
                 }
-                Some((hdr, is_local))
+                true
             }
             Some((_, Some(Hop::Resolve(hid)))) => {
                 if !self.pending.contains_key(hid.id()) {
@@ -1229,9 +1227,9 @@ impl Host {
                         .insert(*hid.id(), Pending { frames: VecDeque::new(), asked_at: now, tries: 1 });
                     self.send_xarp_request(hid);
                 }
-                None
+                false
             }
-            None => None,
+            None => false,
         }
     }
 
@@ -1242,15 +1240,19 @@ impl Host {
                 continue;
             }
             self.stream_order.push_back(h);
-            let Some((header, local)) = self.stream_header(now, h) else { continue };
-            let hlen = header.len();
+            if !self.ensure_stream_header(now, h) {
+                continue;
+            }
             let max = (ethernet::HEADER_LEN + self.cfg.mtu).min(buf.len());
+            let s = self.streams.get_mut(&h).expect("checked above");
+            let (header, _, local) = s.header.as_ref().expect("ensured above");
+            let (hlen, local) = (header.len(), *local);
             if max <= hlen {
                 continue;
             }
-            let s = self.streams.get_mut(&h).expect("checked above");
             let Some(n) = s.conn.poll_transmit(now, &mut buf[hlen..max]) else { continue };
-            buf[..hlen].copy_from_slice(&header);
+            let (header, _, _) = s.header.as_ref().expect("ensured above");
+            buf[..hlen].copy_from_slice(header);
             // Patch the XIP payload length.
             buf[ethernet::HEADER_LEN + 2..ethernet::HEADER_LEN + 4]
                 .copy_from_slice(&(n as u16).to_be_bytes());

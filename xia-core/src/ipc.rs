@@ -393,6 +393,18 @@ impl Msg {
         w.0
     }
 
+    /// Appends the frame of `ChunkData { tag, data }` to `out` without an intermediate copy
+    /// of `data` (chunks are up to megabytes).
+    pub fn encode_chunk_data(tag: u64, data: &[u8], out: &mut Vec<u8>) {
+        let body = 1 + 8 + 4 + data.len();
+        out.reserve(4 + body);
+        out.extend_from_slice(&(body as u32).to_le_bytes());
+        out.push(106);
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+    }
+
     /// The length of the frame at the start of `buf` (header included), once its header is
     /// there; an error for a length beyond [`MAX_MESSAGE`].
     pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, IpcError> {
@@ -529,6 +541,13 @@ mod tests {
             assert_eq!(Msg::frame_len(&f).unwrap(), Some(f.len()));
             assert_eq!(Msg::decode(&f[4..]).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn chunk_data_framing_matches_encode() {
+        let mut out = Vec::new();
+        Msg::encode_chunk_data(9, b"abc", &mut out);
+        assert_eq!(out, Msg::ChunkData { tag: 9, data: b"abc".to_vec() }.encode());
     }
 
     #[test]

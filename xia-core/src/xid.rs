@@ -294,6 +294,34 @@ impl FromStr for Xid {
     }
 }
 
+/// A map keyed by integers this process hands out itself (handles, request ids), never by
+/// values an attacker chooses: the hash is a plain multiply, fast and good for sequential keys.
+pub type IdMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The hasher of [`IdMap`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(MIX);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(MIX);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
 /// A hash map keyed by XID identifiers, for the per-principal tables of routers and hosts.
 pub type XidMap<V> = std::collections::HashMap<XidId, V, XidHashBuilder>;
 

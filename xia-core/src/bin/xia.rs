@@ -49,6 +49,9 @@ enum Cmd {
         /// Also write the bytes to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Skip the SHA-256 (goodput measurements, like iperf3).
+        #[arg(long)]
+        no_sha: bool,
     },
     /// Connects and sends pseudo-random bytes (or a file), then prints count, SHA-256 and rate.
     StreamSend {
@@ -61,6 +64,9 @@ enum Cmd {
         /// Send this file instead.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Skip the SHA-256 (goodput measurements, like iperf3).
+        #[arg(long)]
+        no_sha: bool,
         /// Destination DAG (intent: the receiver's SID).
         dag: Vec<String>,
     },
@@ -78,7 +84,12 @@ enum Cmd {
         manifest: Option<PathBuf>,
     },
     /// Fetches every chunk of a manifest (pipelined), prints count, SHA-256 and rate.
-    ChunkFetch { manifest: PathBuf },
+    ChunkFetch {
+        manifest: PathBuf,
+        /// Skip the SHA-256 of the whole (each chunk is still checked against its CID).
+        #[arg(long)]
+        no_sha: bool,
+    },
     /// Echoes datagrams back to their sender; prints `echoing <DAG>`.
     DgramEcho {
         #[arg(long)]
@@ -204,7 +215,7 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
             line(format!("mtu {}", i.mtu));
         }
         Cmd::Stats => print!("{}", xia.stats().await.map_err(e)?),
-        Cmd::StreamRecv { sid, out } => {
+        Cmd::StreamRecv { sid, out, no_sha } => {
             let mut l = xia.listen(sid).await.map_err(e)?;
             line(format!("listening {}", one_line(l.dag())));
             let (mut s, peer) = l.accept().await.map_err(e)?;
@@ -228,7 +239,9 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
                 if n == 0 {
                     break;
                 }
-                h.update(&buf[..n]);
+                if !no_sha {
+                    h.update(&buf[..n]);
+                }
                 if let Some(f) = file.as_mut() {
                     f.write_all(&buf[..n]).map_err(e)?;
                 }
@@ -237,7 +250,7 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
             line(format!("received {}", rate(total, t)));
             line(format!("sha256 {:x}", h.finalize()));
         }
-        Cmd::StreamSend { bytes, seed, file, dag } => {
+        Cmd::StreamSend { bytes, seed, file, no_sha, dag } => {
             let dst = parse_dag(&dag)?;
             let mut s = xia.connect(&dst).await.map_err(e)?;
             line(format!("connected {}", one_line(s.local_dag())));
@@ -266,7 +279,9 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
                 if n == 0 {
                     break;
                 }
-                h.update(&buf[..n]);
+                if !no_sha {
+                    h.update(&buf[..n]);
+                }
                 if let Err(err) = s.write_all(&buf[..n]).await {
                     let why = s.status().await.ok().flatten();
                     return Err(format!("stream failed after {total} bytes: {err} ({why:?})"));
@@ -305,7 +320,7 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
             // Serve until killed.
             std::future::pending::<()>().await;
         }
-        Cmd::ChunkFetch { manifest } => {
+        Cmd::ChunkFetch { manifest, no_sha } => {
             let text =
                 std::fs::read_to_string(&manifest).map_err(|err| format!("{}: {err}", manifest.display()))?;
             let mut items = Vec::new();
@@ -339,7 +354,9 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
                 while let Some(front) = tags.front().copied() {
                     let Some(r) = done.remove(&front) else { break };
                     let data = r.map_err(|err| format!("chunk {front}: {err}"))?;
-                    h.update(&data);
+                    if !no_sha {
+                        h.update(&data);
+                    }
                     total += data.len() as u64;
                     tags.pop_front();
                 }

@@ -9,7 +9,7 @@
 //!   chunk's SHA-1 against its CID and fetches it again on a mismatch: a chunk that does not
 //!   match its name never reaches the application.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use super::ranges::RangeSet;
 use super::rtt::RttEstimator;
 use crate::dag::Dag;
 use crate::wire::chunk::{ChunkRepr, NackReason};
-use crate::xid::{Xid, XidId};
+use crate::xid::{IdMap, Xid, XidId, XidMap};
 
 /// Largest chunk this implementation handles by default.
 pub const DEFAULT_MAX_CHUNK: usize = 16 << 20;
@@ -297,12 +297,13 @@ struct Outstanding {
 #[derive(Debug)]
 pub struct Fetcher {
     cfg: FetchConfig,
-    jobs: HashMap<u64, Job>,
+    jobs: IdMap<Job>,
     /// Jobs in the order they were added (their ids).
     order: VecDeque<u64>,
-    by_cid: HashMap<XidId, u64>,
+    by_cid: XidMap<u64>,
     next_job: u64,
-    outstanding: HashMap<u32, Outstanding>,
+    outstanding:
+        std::collections::HashMap<u32, Outstanding, std::hash::BuildHasherDefault<crate::xid::IdHasher>>,
     next_request: u32,
     in_flight: u64,
     window: f64,
@@ -323,11 +324,11 @@ impl Fetcher {
             window: cfg.initial_window as f64,
             ssthresh: f64::INFINITY,
             cfg,
-            jobs: HashMap::new(),
+            jobs: IdMap::default(),
             order: VecDeque::new(),
-            by_cid: HashMap::new(),
+            by_cid: XidMap::default(),
             next_job: 0,
-            outstanding: HashMap::new(),
+            outstanding: Default::default(),
             next_request: first_request_id,
             in_flight: 0,
             recovery_until: None,

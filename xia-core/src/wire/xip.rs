@@ -197,6 +197,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
         read_node(self.buffer.as_ref(), FIXED_HEADER_LEN + NODE_LEN * (self.num_dst() + i))
     }
 
+    /// Checks everything [`XipRepr::parse`] checks (version, last node, both DAGs' edges)
+    /// without copying the DAGs out: for receive paths that only need the intents.
+    pub fn validate(&self) -> Result<()> {
+        self.check_len()?;
+        if self.version() != VERSION {
+            return Err(WireError::Version(self.version()));
+        }
+        let last = self.last_node();
+        if last != LAST_NODE_ENTRY && usize::from(last) >= self.num_dst() {
+            return Err(WireError::LastNode(last));
+        }
+        let b = self.buffer.as_ref();
+        let edges = |at: usize| [b[at + 24], b[at + 25], b[at + 26], b[at + 27]];
+        let nd = self.num_dst();
+        crate::dag::validate_edges(nd, |i| edges(FIXED_HEADER_LEN + NODE_LEN * i))?;
+        crate::dag::validate_edges(self.num_src(), |i| edges(FIXED_HEADER_LEN + NODE_LEN * (nd + i)))?;
+        Ok(())
+    }
+
     /// XID of the destination intent (the last destination node); `None` with no nodes.
     pub fn dst_intent(&self) -> Option<Xid> {
         self.num_dst().checked_sub(1).map(|i| self.dst_node(i).xid)
