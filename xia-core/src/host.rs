@@ -296,14 +296,12 @@ enum Hop {
     Resolve(Xid),
 }
 
-// Returned by value once per packet sent: boxing the DAG would allocate each time.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Route {
     /// For this very host.
     Local,
-    /// The DAG as it leaves (last node and visited bits updated) and where it goes.
-    Out(Dag, u8, Hop),
+    /// Where it goes next.
+    Out(Hop),
     Unreachable,
 }
 
@@ -592,7 +590,7 @@ impl Host {
         let mut last = LAST_NODE_ENTRY;
         match select(&mut d, &mut last, |x| self.lookup(x)) {
             Ok(Selection::Deliver) => Route::Local,
-            Ok(Selection::Forward { hop, .. }) => Route::Out(d, last, hop),
+            Ok(Selection::Forward { hop, .. }) => Route::Out(hop),
             _ => Route::Unreachable,
         }
     }
@@ -605,13 +603,15 @@ impl Host {
         src: &Dag,
         payload: &[u8],
     ) -> Option<(Vec<u8>, Option<Hop>)> {
-        let (dag, last, hop) = match self.route(dst) {
-            Route::Local => (dst.clone(), LAST_NODE_ENTRY, None),
-            Route::Out(d, l, h) => (d, l, Some(h)),
+        // The selection picks the next hop; the packet leaves with its DAG untouched (last node
+        // at the entry, no visited bits), as the prototype's hosts send it: routers mark what
+        // they satisfy.
+        let hop = match self.route(dst) {
+            Route::Local => None,
+            Route::Out(h) => Some(h),
             Route::Unreachable => return None,
         };
-        let mut x = XipRepr::new(next, dag, src.clone(), payload.len());
-        x.last_node = last;
+        let x = XipRepr::new(next, dst.clone(), src.clone(), payload.len());
         let dst_mac = match hop {
             Some(Hop::Mac(m)) => m,
             _ => self.mac,
