@@ -36,6 +36,43 @@ fn xping_without_loss() {
 }
 
 #[test]
+fn xping_quiet_timestamps_and_deadline() {
+    if !require_root() {
+        return;
+    }
+    let h = TwoHosts::new(1500, false).unwrap();
+    let xping = |args: &[&str]| {
+        let mut c = h.ns_a.cmd(bin("xping"));
+        c.arg("--socket").arg(&h.a.socket).args(args).args(h.b.re_dag().split(' '));
+        c
+    };
+    let quiet = run_ok(xping(&["-q", "-c", "3", "-i", "0.01"]));
+    assert!(!quiet.contains("bytes from"), "{quiet}");
+    assert!(quiet.contains("3 packets transmitted, 3 received"), "{quiet}");
+    let stamped = run_ok(xping(&["-D", "-c", "2", "-i", "0.01"]));
+    let reply = stamped.lines().find(|l| l.contains("bytes from")).expect("a reply line");
+    assert!(reply.starts_with('[') && reply.contains("] 64 bytes from"), "{reply}");
+    // -w: stops at the deadline whatever -c says; replies came, so exit 0... unless fewer than
+    // -c arrived, which ping reports with exit 1.
+    let t = Instant::now();
+    let out = xping(&["-w", "1", "-i", "0.1"]).output().unwrap();
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sent: u32 = text
+        .split(" packets transmitted")
+        .next()
+        .and_then(|l| l.rsplit('\n').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((8..=12).contains(&sent), "{text}");
+    let short = xping(&["-w", "1", "-c", "100", "-i", "0.1"]).output().unwrap();
+    assert_eq!(short.status.code(), Some(1), "fewer than -c replies by the deadline");
+}
+
+#[test]
 fn xping_exit_codes_and_gaps() {
     if !require_root() {
         return;
