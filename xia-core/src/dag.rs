@@ -383,6 +383,11 @@ impl Dag {
     pub fn to_re_string(&self) -> Option<String> {
         let n = self.len();
         let sink = n - 1;
+        // The RE form names nodes by XID, so a DAG with the same XID twice has none.
+        let nodes = self.nodes();
+        if (1..n).any(|i| nodes[..i].iter().any(|m| m.xid == nodes[i].xid)) {
+            return None;
+        }
         let edges_of = |from: Option<usize>| -> ([usize; MAX_EDGES], usize) {
             let mut out = [0; MAX_EDGES];
             let mut k = 0;
@@ -743,6 +748,15 @@ mod tests {
         // Repeated edges are dropped.
         let dup: Dag = format!("DAG 0 0 - {} 1 1 - {}", ad(), hid()).parse().unwrap();
         assert_eq!(dup, Dag::host(ad(), hid()).unwrap());
+    }
+
+    #[test]
+    fn a_dag_with_one_xid_twice_prints_in_dag_form() {
+        // Found by fuzzing: RE text names nodes by XID and would merge the two.
+        let s = format!("DAG 2 0 - {} 1 - {} 2 - {}", hid(), hid(), cid());
+        let d: Dag = s.parse().unwrap();
+        assert_eq!(d.to_re_string(), None);
+        assert_eq!(d.to_string().parse::<Dag>().unwrap(), d);
     }
 
     #[test]
