@@ -65,6 +65,9 @@ pub struct HostConfig {
     pub backlog: usize,
     /// Responses being served at once before new requests get a "busy" reply.
     pub max_serving: usize,
+    /// Bytes sent back for one CHUNK request at most (bounds what a forged requester DAG can
+    /// reflect; fetchers ask for less).
+    pub max_serve: usize,
     /// How long a neighbour's MAC is trusted.
     pub neighbour_ttl: Duration,
     /// Frames queued per HID while its MAC is resolved.
@@ -89,6 +92,7 @@ impl Default for HostConfig {
             dgram_queue: 1024,
             backlog: 128,
             max_serving: 4096,
+            max_serve: 256 << 10,
             neighbour_ttl: Duration::from_secs(60),
             resolve_queue: 256,
             control_window: Duration::from_secs(30),
@@ -1078,7 +1082,7 @@ impl Host {
                 let reason = match self.store.get(&cid) {
                     None => Some(NackReason::NotFound),
                     Some(_) if self.serving.len() >= self.cfg.max_serving => Some(NackReason::Busy),
-                    Some(data) => match ServeJob::new(data, &c) {
+                    Some(data) => match ServeJob::new(data, &c, self.cfg.max_serve) {
                         Err(r) => Some(r),
                         Ok(job) => {
                             let src = self.content_dag(cid);
@@ -1594,7 +1598,12 @@ impl Host {
             s.accepted_by = None;
             self.closing.push(h);
         }
-        self.fetch_tags.retain(|_, (owner, _)| *owner != h);
+        let gone: Vec<u64> =
+            self.fetch_tags.iter().filter(|(_, (owner, _))| *owner == h).map(|(&t, _)| t).collect();
+        for t in gone {
+            self.fetch_tags.remove(&t);
+            self.fetcher.cancel(t);
+        }
     }
 
     /// Aborts stream `h` (RST).

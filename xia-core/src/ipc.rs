@@ -125,6 +125,7 @@ impl From<ChunkError> for ErrorCode {
             ChunkError::TooLarge => ErrorCode::TooLarge,
             ChunkError::TimedOut => ErrorCode::TimedOut,
             ChunkError::Corrupt => ErrorCode::Corrupt,
+            ChunkError::BadRange => ErrorCode::BadRequest,
         }
     }
 }

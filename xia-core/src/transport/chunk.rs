@@ -21,6 +21,9 @@ use crate::dag::Dag;
 use crate::wire::chunk::{ChunkRepr, NackReason};
 use crate::xid::{IdMap, Xid, XidId, XidMap};
 
+/// Requests given up on whose late answers are still accepted.
+const RETIRED_MEMORY: usize = 4096;
+
 /// Largest chunk this implementation handles by default.
 pub const DEFAULT_MAX_CHUNK: usize = 16 << 20;
 
@@ -123,14 +126,16 @@ pub struct ServeJob {
 }
 
 impl ServeJob {
-    /// Answers `request` for `data`, or says why not.
-    pub fn new(data: Arc<[u8]>, request: &ChunkRepr<'_>) -> Result<ServeJob, NackReason> {
+    /// Answers `request` for `data` with at most `max_len` bytes (a request is small and its
+    /// answer may be large: the cap bounds what a forged requester address can reflect), or
+    /// says why not.
+    pub fn new(data: Arc<[u8]>, request: &ChunkRepr<'_>, max_len: usize) -> Result<ServeJob, NackReason> {
         let ChunkRepr::Request { request_id, offset, length } = *request else {
             return Err(NackReason::BadRange);
         };
         let start = offset as usize;
-        let end =
-            if length == 0 { data.len() } else { start.saturating_add(length as usize).min(data.len()) };
+        let asked = if length == 0 { usize::MAX } else { length as usize };
+        let end = start.saturating_add(asked.min(max_len.max(1))).min(data.len());
         if start > data.len() || (start == data.len() && !data.is_empty()) {
             return Err(NackReason::BadRange);
         }
@@ -217,6 +222,9 @@ pub enum ChunkError {
     /// Fetched several times, never matching its CID.
     #[error("chunk content does not match its CID")]
     Corrupt,
+    /// The node holding the chunk refused the range asked.
+    #[error("byte range outside the chunk")]
+    BadRange,
 }
 
 /// A finished fetch.
@@ -280,6 +288,8 @@ struct Job {
     started: bool,
     /// Tags of further fetches of the same CID.
     also: Vec<u64>,
+    /// Do not ask before this (the holder said it was busy).
+    not_before: Option<Instant>,
     corrupt: u32,
     last_progress: Instant,
 }
@@ -304,6 +314,9 @@ pub struct Fetcher {
     next_job: u64,
     outstanding:
         std::collections::HashMap<u32, Outstanding, std::hash::BuildHasherDefault<crate::xid::IdHasher>>,
+    /// Requests given up on (lost or timed out), whose late answers are still welcome.
+    retired: std::collections::HashMap<u32, Outstanding, std::hash::BuildHasherDefault<crate::xid::IdHasher>>,
+    retired_order: VecDeque<u32>,
     next_request: u32,
     in_flight: u64,
     window: f64,
@@ -329,6 +342,8 @@ impl Fetcher {
             by_cid: XidMap::default(),
             next_job: 0,
             outstanding: Default::default(),
+            retired: Default::default(),
+            retired_order: VecDeque::new(),
             next_request: first_request_id,
             in_flight: 0,
             recovery_until: None,
@@ -360,6 +375,7 @@ impl Fetcher {
             ever_asked: RangeSet::new(1024),
             started: false,
             also: Vec::new(),
+            not_before: None,
             corrupt: 0,
             last_progress: now,
         };
@@ -367,13 +383,36 @@ impl Fetcher {
             if l > self.cfg.max_chunk {
                 self.completed.push_back(Completed { tag, cid, result: Err(ChunkError::TooLarge) });
                 return;
-            }
+            } // The buffer comes when the fetch starts, not while it waits in the queue.
             job.len = Some(l);
-            job.buf = vec![0u8; l];
         }
         self.jobs.insert(id, job);
         self.order.push_back(id);
         self.by_cid.insert(*cid.id(), id);
+    }
+    /// Gives up a fetch (its owner went away): no completion for `tag`.
+    pub fn cancel(&mut self, tag: u64) {
+        let Some((&id, _)) = self.jobs.iter().find(|(_, j)| j.tag == tag || j.also.contains(&tag)) else {
+            return;
+        };
+        let job = self.jobs.get_mut(&id).expect("found");
+        if job.tag != tag {
+            job.also.retain(|&t| t != tag);
+            return;
+        }
+        if let Some(next) = job.also.pop() {
+            job.tag = next;
+            return;
+        }
+        let job = self.jobs.remove(&id).expect("found");
+        self.order.retain(|&j| j != id);
+        self.by_cid.remove(job.cid.id());
+        let stale: Vec<u32> = self.outstanding.iter().filter(|(_, o)| o.job == id).map(|(&r, _)| r).collect();
+        for r in stale {
+            if let Some(o) = self.outstanding.remove(&r) {
+                self.in_flight -= o.end - o.offset;
+            }
+        }
     }
 
     /// Chunks queued or in progress.
@@ -405,6 +444,9 @@ impl Fetcher {
         let mut pick: Option<(u64, u64, u64)> = None;
         for &id in self.order.iter().take(self.cfg.max_active) {
             let job = &self.jobs[&id];
+            if job.not_before.is_some_and(|t| now < t) {
+                continue;
+            }
             match job.len {
                 None => {
                     if !job.probing {
@@ -448,7 +490,11 @@ impl Fetcher {
         if !job.started {
             job.started = true;
             job.last_progress = now;
+            if let Some(l) = job.len {
+                job.buf = vec![0u8; l];
+            }
         }
+        job.not_before = None;
         let repeat = job.ever_asked.gaps(offset, end).map(|(s, e)| e - s).sum::<u64>() < end - offset;
         job.ever_asked.insert(offset, end);
         if job.len.is_none() {
@@ -474,7 +520,8 @@ impl Fetcher {
         let oldest = self.outstanding.values().map(|o| o.sent_at).min().map(|t| t + rto);
         let stall =
             self.jobs.values().filter(|j| j.started).map(|j| j.last_progress + self.cfg.stall_timeout).min();
-        [oldest, stall].into_iter().flatten().min()
+        let busy = self.jobs.values().filter_map(|j| j.not_before).min();
+        [oldest, stall, busy].into_iter().flatten().min()
     }
 
     /// Fires timeouts due at `now`: requests unanswered for an RTO are asked again (and the
@@ -501,11 +548,18 @@ impl Fetcher {
             self.finish(id, Err(ChunkError::TimedOut));
         }
     }
-
-    /// Drops an outstanding request: its unanswered bytes become askable again.
+    /// Drops an outstanding request: its unanswered bytes become askable again. Its late
+    /// answers are still taken (within its range) for a while.
     fn forget_request(&mut self, id: u32) {
         let Some(o) = self.outstanding.remove(&id) else { return };
         self.in_flight -= o.end - o.offset;
+        self.retired.insert(id, o);
+        self.retired_order.push_back(id);
+        while self.retired_order.len() > RETIRED_MEMORY {
+            if let Some(old) = self.retired_order.pop_front() {
+                self.retired.remove(&old);
+            }
+        }
         if let Some(job) = self.jobs.get_mut(&o.job) {
             if job.len.is_none() {
                 job.probing = false;
@@ -540,12 +594,16 @@ impl Fetcher {
                     return;
                 }
                 self.forget_request(request_id);
-                if reason != NackReason::Busy {
-                    let err = match reason {
-                        NackReason::BadRange => ChunkError::TooLarge,
-                        _ => ChunkError::NotFound,
-                    };
-                    self.finish(o.job, Err(err));
+                match reason {
+                    NackReason::Busy => {
+                        // Ask again after a retransmission timeout, not at once.
+                        let wait = self.rtt.rto();
+                        if let Some(j) = self.jobs.get_mut(&o.job) {
+                            j.not_before = Some(now + wait);
+                        }
+                    }
+                    NackReason::BadRange => self.finish(o.job, Err(ChunkError::BadRange)),
+                    _ => self.finish(o.job, Err(ChunkError::NotFound)),
                 }
             }
             ChunkRepr::Response { request_id, offset, total_len, data } => {
@@ -569,6 +627,15 @@ impl Fetcher {
             self.stats.pieces_refused += 1;
             return;
         };
+        // Only answers to our own requests for this chunk, within what they asked, are taken:
+        // anyone can send a piece, but not guess a request id and its range.
+        let asked = self.outstanding.get(&request_id).or_else(|| self.retired.get(&request_id)).copied();
+        let in_range = asked
+            .is_some_and(|o| o.job == job_id && offset >= o.offset && offset + data.len() as u64 <= o.end);
+        if !in_range {
+            self.stats.pieces_refused += 1;
+            return;
+        }
         let job = self.jobs.get_mut(&job_id).expect("indexed job exists");
         match job.len {
             None => {
@@ -613,7 +680,7 @@ impl Fetcher {
                 }
                 self.backoff = 0;
                 self.grow(o.end - o.offset);
-                self.detect_lost(now, o.sent_at);
+                self.detect_lost(now, job_id, o.sent_at);
             }
         }
         let job = &self.jobs[&job_id];
@@ -636,8 +703,9 @@ impl Fetcher {
     }
 
     /// Requests sent a reordering window before `sent` (which just completed) and still
-    /// incomplete lost pieces: ask again for what they miss.
-    fn detect_lost(&mut self, now: Instant, sent: Instant) {
+    /// incomplete lost pieces: ask again for what they miss.    /// Requests for the same chunk (from the same holder, with the same round trip) sent a
+    /// reordering window before `sent`, which just completed, and still incomplete lost pieces.
+    fn detect_lost(&mut self, now: Instant, job: u64, sent: Instant) {
         if self.recovery_until.is_some_and(|t| now >= t) {
             self.recovery_until = None;
         }
@@ -646,8 +714,12 @@ impl Fetcher {
             .min_rtt()
             .map_or(Duration::from_micros(500), |m| (m / 4).max(Duration::from_micros(500)));
         let Some(threshold) = sent.checked_sub(reo) else { return };
-        let lost: Vec<u32> =
-            self.outstanding.iter().filter(|(_, o)| o.sent_at < threshold).map(|(&id, _)| id).collect();
+        let lost: Vec<u32> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| o.job == job && o.sent_at < threshold)
+            .map(|(&id, _)| id)
+            .collect();
         if lost.is_empty() {
             return;
         }
@@ -729,7 +801,7 @@ mod tests {
     fn serve_job_cuts_pieces() {
         let data: Arc<[u8]> = (0..250u8).collect::<Vec<_>>().into();
         let req = ChunkRepr::Request { request_id: 9, offset: 100, length: 120 };
-        let mut job = ServeJob::new(data.clone(), &req).unwrap();
+        let mut job = ServeJob::new(data.clone(), &req, usize::MAX).unwrap();
         let mut got = Vec::new();
         while let Some(ChunkRepr::Response { request_id, offset, total_len, data }) = job.next_piece(50) {
             assert_eq!((request_id, total_len), (9, 250));
@@ -737,12 +809,28 @@ mod tests {
         }
         assert_eq!(got, vec![(100, 50), (150, 50), (200, 20)]);
         assert!(job.is_done());
-        let whole = ServeJob::new(data.clone(), &ChunkRepr::Request { request_id: 1, offset: 0, length: 0 });
+        let whole = ServeJob::new(
+            data.clone(),
+            &ChunkRepr::Request { request_id: 1, offset: 0, length: 0 },
+            usize::MAX,
+        );
         assert_eq!(whole.unwrap().end, 250);
-        assert!(ServeJob::new(data, &ChunkRepr::Request { request_id: 1, offset: 251, length: 1 }).is_err());
-        let mut empty =
-            ServeJob::new(Arc::from(&[][..]), &ChunkRepr::Request { request_id: 1, offset: 0, length: 0 })
-                .unwrap();
+        assert!(ServeJob::new(
+            data.clone(),
+            &ChunkRepr::Request { request_id: 1, offset: 251, length: 1 },
+            usize::MAX
+        )
+        .is_err());
+        // The cap bounds what one request gets back.
+        let capped =
+            ServeJob::new(data, &ChunkRepr::Request { request_id: 1, offset: 0, length: 0 }, 100).unwrap();
+        assert_eq!(capped.end, 100);
+        let mut empty = ServeJob::new(
+            Arc::from(&[][..]),
+            &ChunkRepr::Request { request_id: 1, offset: 0, length: 0 },
+            usize::MAX,
+        )
+        .unwrap();
         assert!(matches!(empty.next_piece(10), Some(ChunkRepr::Response { data: [], total_len: 0, .. })));
         assert!(empty.next_piece(10).is_none());
     }

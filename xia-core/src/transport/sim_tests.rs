@@ -395,7 +395,7 @@ mod chunk_sim {
                     );
                     continue;
                 };
-                let mut job = ServeJob::new(data, &req).unwrap();
+                let mut job = ServeJob::new(data, &req, 256 << 10).unwrap();
                 answers += 1;
                 while let Some(mut resp) = job.next_piece(piece) {
                     let mut copy;
@@ -540,5 +540,191 @@ mod chunk_sim {
             fetch_all(SimConfig { loss: 1.0, ..SimConfig::default() }, 29, &data, Publisher::Honest, cfg);
         assert_eq!(out.got[0].1.as_ref().unwrap_err(), &ChunkError::TimedOut);
         assert!(out.took >= Duration::from_secs(2) && out.took < Duration::from_secs(4), "{:?}", out.took);
+    }
+}
+
+// ------------------------------------------------------------------ regressions (review)
+
+mod regressions {
+    use super::*;
+    use crate::wire::stream::Flags;
+
+    fn keepalive_config() -> StreamConfig {
+        let mut cfg = config();
+        cfg.keepalive = Some(Duration::from_secs(2));
+        cfg.keepalive_interval = Duration::from_millis(500);
+        cfg.keepalive_probes = 3;
+        cfg
+    }
+
+    fn established(p: &mut Pair) {
+        while !p.a.is_established() || p.b.as_ref().is_none_or(|b| !b.is_established()) {
+            p.exchange();
+            p.advance();
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_survives_keepalive_probes() {
+        // Only A probes: B must answer the probes, or A times out.
+        let mut quiet = keepalive_config();
+        quiet.keepalive = None;
+        let mut p = Pair::new(SimConfig::default(), 12, keepalive_config(), quiet);
+        established(&mut p);
+        let t0 = p.now;
+        while p.elapsed(t0) < Duration::from_secs(10) {
+            p.exchange();
+            if !p.advance() {
+                break;
+            }
+        }
+        assert_eq!(p.a.closed(), None);
+        assert_eq!(p.b.as_ref().unwrap().closed(), None);
+    }
+
+    #[test]
+    fn idle_after_a_request_and_answer_both_sides_probing() {
+        let mut p = Pair::new(SimConfig::default(), 13, keepalive_config(), keepalive_config());
+        established(&mut p);
+        p.a.write(b"request").unwrap();
+        let mut tmp = [0u8; 64];
+        let t1 = p.now + Duration::from_millis(3);
+        while p.now < t1 {
+            p.exchange();
+            p.advance_until(Some(t1));
+        }
+        assert_eq!(p.b.as_mut().unwrap().read(&mut tmp), 7);
+        p.b.as_mut().unwrap().write(b"response").unwrap();
+        let t2 = p.now + Duration::from_millis(3);
+        while p.now < t2 {
+            p.exchange();
+            p.advance_until(Some(t2));
+        }
+        assert_eq!(p.a.read(&mut tmp), 8);
+        let t0 = p.now;
+        while p.elapsed(t0) < Duration::from_secs(10) {
+            p.exchange();
+            if !p.advance() {
+                break;
+            }
+        }
+        assert_eq!(p.a.closed(), None);
+        assert_eq!(p.b.as_ref().unwrap().closed(), None);
+    }
+
+    fn seg(flags: Flags, seq: u32, ack: u32, payload: &[u8]) -> StreamRepr<'_> {
+        StreamRepr { flags, seq, ack, window: 1 << 20, payload, ..StreamRepr::default() }
+    }
+
+    /// A receiver fed by hand: the peer's SYN at `irs`, our ISS 1000.
+    fn receiver() -> (Stream, Instant, u32) {
+        let now = Instant::now();
+        let irs = 5000u32;
+        let syn = StreamRepr {
+            flags: Flags::SYN,
+            seq: irs,
+            window: 1 << 20,
+            sack_permitted: true,
+            ..StreamRepr::default()
+        };
+        let mut b = Stream::accept(config(), now, 1000, &syn);
+        let mut buf = vec![0u8; PACKET];
+        while b.poll_transmit(now, &mut buf).is_some() {}
+        b.handle_segment(now, &seg(Flags::ACK, irs + 1, 1001, &[]));
+        assert!(b.is_established());
+        (b, now, irs)
+    }
+
+    #[test]
+    fn an_in_order_segment_covering_two_held_ranges_releases_both() {
+        let (mut b, now, irs) = receiver();
+        let data: Vec<u8> = (0..100u8).collect();
+        b.handle_segment(now, &seg(Flags::ACK, irs + 11, 1001, &data[10..20]));
+        b.handle_segment(now, &seg(Flags::ACK, irs + 31, 1001, &data[30..40]));
+        // A peer that resegments sends [1, 36) at once.
+        b.handle_segment(now, &seg(Flags::ACK, irs + 1, 1001, &data[0..35]));
+        assert_eq!(b.readable(), 40);
+    }
+
+    #[test]
+    fn a_stale_fin_does_not_block_the_real_one() {
+        let (mut b, now, irs) = receiver();
+        b.handle_segment(now, &seg(Flags::ACK, irs + 1, 1001, &[7u8; 100]));
+        b.handle_segment(now, &seg(Flags::ACK | Flags::FIN, irs + 10, 1001, &[]));
+        b.handle_segment(now, &seg(Flags::ACK | Flags::FIN, irs + 101, 1001, &[]));
+        let mut out = [0u8; 200];
+        assert_eq!(b.read(&mut out), 100);
+        assert!(b.is_read_closed());
+    }
+
+    #[test]
+    fn data_with_an_ack_of_unsent_bytes_is_dropped() {
+        let (mut b, now, irs) = receiver();
+        b.handle_segment(now, &seg(Flags::ACK, irs + 1, 999_999, b"bogus"));
+        assert_eq!(b.readable(), 0);
+    }
+
+    #[test]
+    fn a_retransmission_that_no_longer_fits_is_cut() {
+        let mut p = Pair::new(SimConfig::default(), 14, config(), config());
+        established(&mut p);
+        // Send one full segment, lose it, then shrink the path before the retransmission.
+        p.ab = SimLink::new(SimConfig { loss: 1.0, ..SimConfig::default() }, 1);
+        p.a.write(&vec![1u8; 20_000]).unwrap();
+        p.exchange();
+        p.ab = SimLink::new(SimConfig::default(), 2);
+        p.buf.truncate(3000);
+        let mut got = 0;
+        let mut tmp = vec![0u8; 1 << 16];
+        let t0 = p.now;
+        while got < 20_000 {
+            p.exchange();
+            got += p.b.as_mut().unwrap().read(&mut tmp);
+            if !p.exchange() {
+                p.advance();
+            }
+            assert!(p.elapsed(t0) < Duration::from_secs(30), "stalled at {got}");
+        }
+    }
+}
+
+mod chunk_regressions {
+    use crate::dag::Dag;
+    use crate::transport::chunk::{FetchConfig, Fetcher};
+    use crate::wire::chunk::ChunkRepr;
+    use crate::xid::{Principal, Xid};
+    use std::time::Instant;
+
+    #[test]
+    fn forged_pieces_do_not_end_a_fetch() {
+        let now = Instant::now();
+        let data = vec![42u8; 100_000];
+        let cid = Xid::cid_of(&data);
+        let hid = Xid::new(Principal::Hid, [2; 20]);
+        let dag = Dag::from_paths(&[&[cid], &[hid, cid]]).unwrap();
+        let mut f = Fetcher::new(FetchConfig::default(), 77);
+        f.fetch(now, cid, dag, None, 1);
+        let ChunkRepr::Request { request_id, .. } = f.poll_transmit(now).unwrap().repr else { panic!() };
+        for forged in [0xdead, request_id.wrapping_add(1000)] {
+            // Made-up request ids, a tiny length (to make SHA-1 checks fail), a huge one.
+            for total in [1, u32::MAX] {
+                f.handle_response(
+                    now,
+                    &cid,
+                    &ChunkRepr::Response { request_id: forged, offset: 0, total_len: total, data: &[0] },
+                );
+            }
+        }
+        assert!(f.poll_complete().is_none(), "forged pieces ended the fetch");
+        assert_eq!(f.stats().pieces_refused, 4);
+        // The real answer still completes it.
+        let piece = &data[..64 << 10];
+        f.handle_response(
+            now,
+            &cid,
+            &ChunkRepr::Response { request_id, offset: 0, total_len: 100_000, data: piece },
+        );
+        assert!(f.poll_complete().is_none());
+        assert_eq!(f.stats().pieces_refused, 4);
     }
 }

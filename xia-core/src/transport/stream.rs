@@ -376,6 +376,10 @@ impl Stream {
     pub fn commit_write(&mut self, n: usize) {
         let n = n.min(self.send_space());
         self.written += n as u64;
+        if self.send_space() == 0 {
+            // Full: a Writable event follows when acknowledgments free space.
+            self.write_blocked = true;
+        }
     }
 
     /// Free space in the send buffer.
@@ -429,7 +433,8 @@ impl Stream {
     /// Aborts: an RST is sent, and the connection is closed.
     pub fn abort(&mut self) {
         if self.closed.is_none() {
-            if self.handshake != Handshake::SynSent || self.syn_sent_at.is_some() {
+            // A peer that never answered our SYN has nothing to reset.
+            if self.handshake != Handshake::SynSent {
                 self.rst_pending = true;
             }
             self.finish(Some(StreamError::Reset), false);
@@ -584,21 +589,25 @@ impl Stream {
             return;
         }
         let mss = self.mss();
-        // Everything outstanding is presumed lost: go back to one segment.
-        self.ssthresh = (self.pipe / 2).max(2 * mss);
-        self.cwnd = mss;
+        // A closed window is not congestion: probes time out by design (persist).
+        if self.snd_wnd > 0 {
+            // Everything outstanding is presumed lost: go back to one segment.
+            self.ssthresh = (self.pipe / 2).max(2 * mss);
+            self.cwnd = mss;
+        }
         self.recovery_point = self.snd_nxt;
         self.fast_recovery = false;
+        // RFC 6675: after a timeout the SACK information is not trusted (a receiver may have
+        // discarded what it SACKed), so everything unacknowledged goes again.
         for s in self.scoreboard.iter_mut() {
-            if !s.sacked && !s.lost {
-                if s.in_flight {
-                    self.pipe -= s.len();
-                    s.in_flight = false;
-                }
+            s.sacked = false;
+            s.in_flight = false;
+            if !s.lost {
                 s.lost = true;
                 self.lost_count += 1;
             }
         }
+        self.pipe = 0;
         self.rack_time = None;
         self.arm_rto(now);
     }
@@ -684,8 +693,8 @@ impl Stream {
                 self.ts_recent = val;
             }
         }
-        if seg.flags.contains(Flags::ACK) {
-            self.handle_ack(now, seg);
+        if seg.flags.contains(Flags::ACK) && !self.handle_ack(now, seg) {
+            return;
         }
         if self.closed.is_none() {
             self.handle_data(seg);
@@ -734,12 +743,13 @@ impl Stream {
         }
     }
 
-    fn handle_ack(&mut self, now: Instant, seg: &StreamRepr<'_>) {
+    /// Processes the acknowledgment of `seg`; false when it acknowledges what was never sent
+    /// (the segment is then dropped after an ACK, RFC 793).
+    fn handle_ack(&mut self, now: Instant, seg: &StreamRepr<'_>) -> bool {
         let ack = self.our_aseq(seg.ack);
         if ack > self.snd_nxt {
-            // Acknowledges what we never sent.
             self.ack_pending = true;
-            return;
+            return false;
         }
         let seq = self.peer_aseq(seg.seq);
         self.update_window(seg, seq, ack);
@@ -819,6 +829,7 @@ impl Stream {
             self.rack_time = self.rack_time.max(Some(t));
             self.detect_losses();
         }
+        true
     }
 
     /// Marks segments within `[l, r)` SACKed; returns the latest send time among them.
@@ -905,13 +916,20 @@ impl Stream {
 
     fn handle_data(&mut self, seg: &StreamRepr<'_>) {
         let fin = seg.flags.contains(Flags::FIN);
+        let start = self.peer_aseq(seg.seq);
         if seg.payload.is_empty() && !fin {
+            // An empty segment below the window is unacceptable and earns an ACK (RFC 793):
+            // that is how keepalive and window probes get their answer. Pure ACKs sit at
+            // rcv_nxt and get none, or two idle peers would ping-pong.
+            if start < self.rcv_nxt {
+                self.ack_pending = true;
+            }
             return;
         }
-        let start = self.peer_aseq(seg.seq);
         let end = start + seg.payload.len() as u64;
         let window_end = self.recv_ring.base() + self.recv_ring.capacity() as u64;
-        if fin && self.peer_fin_at.is_none() && end <= window_end {
+        // A FIN below what we hold is stale (or forged); one already known never moves.
+        if fin && self.peer_fin_at.is_none() && end >= self.rcv_nxt && end <= window_end {
             self.peer_fin_at = Some(end);
         }
         let s = start.max(self.rcv_nxt);
@@ -926,10 +944,11 @@ impl Stream {
                 let was_empty = self.readable() == 0;
                 self.recv_ring.write_at(s, data);
                 self.rcv_nxt = e;
-                if let Some((fs, fe)) = self.ooo.first() {
-                    if fs <= self.rcv_nxt {
-                        self.rcv_nxt = self.rcv_nxt.max(fe);
-                    }
+                // The new bytes may reach (or cover) several ranges held out of order.
+                while let Some((fs, fe)) = self.ooo.first().filter(|r| r.0 <= self.rcv_nxt) {
+                    let _ = fs;
+                    self.rcv_nxt = self.rcv_nxt.max(fe);
+                    self.ooo.remove_below(self.rcv_nxt);
                 }
                 self.ooo.remove_below(self.rcv_nxt);
                 self.stats.bytes_received += e - s;
@@ -1039,7 +1058,8 @@ impl Stream {
             self.rst_pending = false;
             let r = StreamRepr {
                 flags: Flags::RST | Flags::ACK,
-                seq: self.iss.wrapping_add(self.snd_nxt as u32),
+                // Our SYN took sequence number 0: the peer expects at least 1.
+                seq: self.iss.wrapping_add(self.snd_nxt.max(1) as u32),
                 ack: self.irs.wrapping_add((self.rcv_nxt + u64::from(self.fin_received)) as u32),
                 ..StreamRepr::default()
             };
@@ -1121,9 +1141,14 @@ impl Stream {
         }
         let mut r = self.header_template(now, flags);
         r.seq = self.iss.wrapping_add(start as u32);
-        let hlen = r.header_len();
+        let mut hlen = r.header_len();
         if hlen + payload as usize > buf.len() {
-            return None;
+            // SACK blocks are advice: leave them out rather than not send the data.
+            r.sack = SackBlocks::default();
+            hlen = r.header_len();
+            if hlen + payload as usize > buf.len() {
+                return None;
+            }
         }
         r.emit(&mut buf[..hlen]).ok()?;
         if payload > 0 {
@@ -1134,6 +1159,12 @@ impl Stream {
         self.stats.segments_sent += 1;
         self.stats.bytes_sent += payload;
         Some(hlen + payload as usize)
+    }
+
+    /// Payload room in a segment with timestamps but no SACK blocks.
+    fn payload_room_bare(&self, buf_len: usize) -> u64 {
+        let h = HEADER_LEN + if self.ts_ok { 12 } else { 0 };
+        (buf_len.saturating_sub(h) as u64).min(self.mss())
     }
 
     /// Payload room in a segment with this connection's usual options.
@@ -1153,6 +1184,20 @@ impl Stream {
             return None;
         }
         let i = self.scoreboard.iter().position(|s| s.lost)?;
+        // The path may carry less than when the segment first went (a longer DAG): cut it.
+        let room = self.payload_room_bare(buf.len());
+        if room == 0 {
+            return None;
+        }
+        if self.scoreboard[i].payload_len() > room {
+            let mut tail = self.scoreboard[i];
+            let cut = self.scoreboard[i].start + room;
+            self.scoreboard[i].end = cut;
+            self.scoreboard[i].fin = false;
+            tail.start = cut;
+            self.scoreboard.insert(i + 1, tail);
+            self.lost_count += 1;
+        }
         let s = self.scoreboard[i];
         let n = self.emit_segment(now, s.start, s.end, s.fin, buf)?;
         let seg = &mut self.scoreboard[i];
