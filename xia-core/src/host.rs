@@ -29,7 +29,7 @@ use crate::wire::control::{self, ControlBody, HostRegister, Stamp};
 use crate::wire::dgram::{self, DgramRepr};
 use crate::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
 use crate::wire::stream::{self as stream_wire, Flags, StreamRepr};
-use crate::wire::xarp::XarpRepr;
+use crate::wire::xarp::{self, XarpRepr};
 use crate::wire::xcmp::{self, Unreachable, XcmpRepr};
 use crate::wire::xip::{self, NextHeader, XipRepr};
 use crate::xid::{Principal, Xid, XidId, XidMap, HID_BROADCAST, SID_XHCP};
@@ -372,6 +372,38 @@ enum Binding {
     Stream(Handle),
 }
 
+/// Neighbours remembered at most (a link with more hosts resolves the rest again).
+const MAX_NEIGHBOURS: usize = 4096;
+/// How old our signed XARP binding may get before we sign a new one.
+const XARP_RESIGN_MS: u64 = 10_000;
+
+/// A token bucket: `rate` per second, bursts of `burst`.
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(now: Instant, burst: u32, rate: u32) -> TokenBucket {
+        TokenBucket { tokens: f64::from(burst), burst: f64::from(burst), rate: f64::from(rate), at: now }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 fn copy_frame(buf: &mut [u8], f: &[u8]) -> Option<usize> {
     let dst = buf.get_mut(..f.len())?;
     dst.copy_from_slice(f);
@@ -389,6 +421,11 @@ pub struct Host {
     gateway: Option<Gateway>,
     registration: Option<Registration>,
     neighbours: XidMap<(EthernetAddress, Instant)>,
+    /// The signed "our HID is at our MAC" that XARP replies carry, renewed now and then.
+    xarp_binding: Option<xarp::Binding>,
+    xarp_budget: TokenBucket,
+    /// The time of the latest input (routing checks neighbour expiry against it).
+    clock: Instant,
     pending: XidMap<Pending>,
     /// Bumped whenever routing changes, so cached headers are rebuilt.
     route_gen: u64,
@@ -413,6 +450,8 @@ pub struct Host {
     out: VecDeque<Vec<u8>>,
     /// Streams closed by their application, forgotten once finished.
     closing: Vec<Handle>,
+    /// Frames being handled come from this host itself.
+    in_loopback: bool,
     loopback: VecDeque<Vec<u8>>,
     events: VecDeque<HostEvent>,
     stats: HostStats,
@@ -443,6 +482,9 @@ impl Host {
             gateway: None,
             registration: None,
             neighbours: XidMap::default(),
+            xarp_binding: None,
+            xarp_budget: TokenBucket::new(now, 100, 1000),
+            clock: now,
             pending: XidMap::default(),
             route_gen: 0,
             wall_base_ms: wall_ms,
@@ -463,6 +505,7 @@ impl Host {
             next_fetch_tag: 0,
             out: VecDeque::new(),
             closing: Vec::new(),
+            in_loopback: false,
             loopback: VecDeque::new(),
             events: VecDeque::new(),
             stats: HostStats::default(),
@@ -565,7 +608,9 @@ impl Host {
                     Lookup::Local
                 } else if self.gateway.is_some() {
                     gw()
-                } else if let Some((mac, _)) = self.neighbours.get(x.id()) {
+                } else if let Some((mac, _)) =
+                    self.neighbours.get(x.id()).filter(|(_, until)| *until > self.clock)
+                {
                     Lookup::NextHop(Hop::Mac(*mac))
                 } else {
                     Lookup::NextHop(Hop::Resolve(*x))
@@ -666,11 +711,18 @@ impl Host {
         if p.tries == 0 {
             p.tries = 1;
             p.asked_at = now;
-            self.send_xarp_request(hid);
+            self.send_xarp_request(now, hid);
         }
     }
 
-    fn send_xarp_request(&mut self, target: Xid) {
+    /// Asks who has `target`, and remembers that we asked: only answers to our own questions
+    /// are believed.
+    fn send_xarp_request(&mut self, now: Instant, target: Xid) {
+        self.pending.entry(*target.id()).or_insert_with(|| Pending {
+            frames: VecDeque::new(),
+            asked_at: now,
+            tries: 1,
+        });
         let req = XarpRepr::Request { sender: self.hid, sender_mac: self.mac, target };
         self.out.push_back(self.xarp_frame(EthernetAddress::BROADCAST, &req));
     }
@@ -685,6 +737,13 @@ impl Host {
 
     fn learn_neighbour(&mut self, now: Instant, hid: Xid, mac: EthernetAddress) {
         let ttl = self.cfg.neighbour_ttl;
+        if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(hid.id()) {
+            self.neighbours.retain(|_, (_, until)| *until > now);
+            if self.neighbours.len() >= MAX_NEIGHBOURS {
+                self.stats.drop_queue_full += 1;
+                return;
+            }
+        }
         let known = self.neighbours.insert(*hid.id(), (mac, now + ttl));
         if known.map(|k| k.0) != Some(mac) {
             self.route_gen += 1;
@@ -701,6 +760,7 @@ impl Host {
 
     /// Processes one received Ethernet frame.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+        self.clock = now;
         self.stats.rx_frames += 1;
         self.stats.rx_bytes += frame.len() as u64;
         let Ok(eth) = ethernet::Frame::new_checked(frame) else {
@@ -722,21 +782,43 @@ impl Host {
     fn handle_xarp(&mut self, now: Instant, payload: &[u8]) {
         match XarpRepr::parse(payload) {
             Ok(XarpRepr::Request { sender, sender_mac, target }) => {
-                if target == self.hid {
-                    self.learn_neighbour(now, sender, sender_mac);
-                    let reply = XarpRepr::Reply {
-                        sender: self.hid,
-                        sender_mac: self.mac,
-                        target: sender,
-                        target_mac: sender_mac,
-                    };
-                    self.out.push_back(self.xarp_frame(sender_mac, &reply));
+                if target != self.hid {
+                    return;
                 }
+                // Answering costs a signature now and then; a flood of questions gets a bounded
+                // number of answers.
+                if !self.xarp_budget.take(now) {
+                    self.stats.drop_queue_full += 1;
+                    return;
+                }
+                let wall = self.wall_ms(now);
+                let binding = match self.xarp_binding {
+                    Some(b) if wall.saturating_sub(b.timestamp_ms) < XARP_RESIGN_MS => b,
+                    _ => {
+                        let b = xarp::Binding::sign(&self.key, self.mac, wall);
+                        self.xarp_binding = Some(b);
+                        b
+                    }
+                };
+                let reply = XarpRepr::Reply {
+                    sender: self.hid,
+                    sender_mac: self.mac,
+                    target: sender,
+                    target_mac: sender_mac,
+                    binding,
+                };
+                self.out.push_back(self.xarp_frame(sender_mac, &reply));
             }
-            Ok(XarpRepr::Reply { sender, sender_mac, target, .. }) => {
-                // Only answers to our own questions teach us anything.
-                if target == self.hid && self.pending.contains_key(sender.id()) {
+            Ok(XarpRepr::Reply { sender, sender_mac, target, binding, .. }) => {
+                // Only signed answers to our own questions, recent enough, teach us anything:
+                // nobody can claim another host's HID.
+                let window = self.cfg.control_window.as_millis() as u64;
+                let fresh = self.wall_ms(now).abs_diff(binding.timestamp_ms) <= window;
+                let asked = target == self.hid && self.pending.contains_key(sender.id());
+                if asked && fresh && binding.verify(&sender, &sender_mac) {
                     self.learn_neighbour(now, sender, sender_mac);
+                } else {
+                    self.stats.drop_bad_control += 1;
                 }
             }
             Err(_) => self.stats.drop_malformed += 1,
@@ -899,6 +981,11 @@ impl Host {
     }
 
     fn handle_control(&mut self, now: Instant, src_mac: EthernetAddress, msg: &[u8]) {
+        // Control messages come from routers on the link, never from this host's applications.
+        if self.in_loopback {
+            self.stats.drop_bad_control += 1;
+            return;
+        }
         let body = match control::open(msg) {
             Ok(b) => b,
             Err(_) => {
@@ -912,6 +999,10 @@ impl Host {
             return;
         }
         match body {
+            // A host told its AD (a bare link) keeps it: beacons of other ADs are ignored.
+            ControlBody::Beacon(b) if self.cfg.static_ad.is_some_and(|ad| ad != b.ad) => {
+                self.stats.drop_bad_control += 1;
+            }
             ControlBody::Beacon(b) => {
                 let same = self.gateway.as_ref().filter(|g| g.ad == b.ad && g.hid == b.router_hid);
                 if same.is_some_and(|g| b.stamp.seq <= g.last_seq) {
@@ -1014,8 +1105,11 @@ impl Host {
         let is_syn = seg.flags.contains(Flags::SYN) && !seg.flags.contains(Flags::ACK);
         match listener {
             Some(l) if is_syn && remote.principal() == Principal::Sid => {
-                let backlog = self.listeners.get(&l).map_or(0, |li| li.backlog.len());
-                if backlog >= self.cfg.backlog {
+                // Half-open connections count against the backlog too, so SYNs alone cannot
+                // pile up connections.
+                let waiting = self.listeners.get(&l).map_or(0, |li| li.backlog.len());
+                let half_open = self.streams.values().filter(|s| s.accepted_by == Some(l)).count();
+                if waiting + half_open >= self.cfg.backlog {
                     self.stats.drop_queue_full += 1;
                     return;
                 }
@@ -1093,7 +1187,7 @@ impl Host {
                                 }
                                 // The requester is on the link but not resolved, or unreachable.
                                 Some((_, Some(Hop::Resolve(hid)))) => {
-                                    self.send_xarp_request(hid);
+                                    self.send_xarp_request(now, hid);
                                     self.stats.drop_unresolved += 1;
                                 }
                                 None => self.stats.drop_unreachable += 1,
@@ -1199,6 +1293,7 @@ impl Host {
     /// Frames addressed to this host are handled here, not sent.
     fn run_loopback(&mut self, now: Instant) {
         let mut budget = 256;
+        self.in_loopback = true;
         while let Some(f) = self.loopback.pop_front() {
             self.handle_frame(now, &f);
             budget -= 1;
@@ -1206,6 +1301,7 @@ impl Host {
                 break;
             }
         }
+        self.in_loopback = false;
     }
 
     /// Makes sure stream `h` has an up-to-date Ethernet + XIP header for its segments; false
@@ -1227,9 +1323,7 @@ impl Host {
             }
             Some((_, Some(Hop::Resolve(hid)))) => {
                 if !self.pending.contains_key(hid.id()) {
-                    self.pending
-                        .insert(*hid.id(), Pending { frames: VecDeque::new(), asked_at: now, tries: 1 });
-                    self.send_xarp_request(hid);
+                    self.send_xarp_request(now, hid);
                 }
                 false
             }
@@ -1329,6 +1423,10 @@ impl Host {
 
     /// When [`Host::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // Work already queued (frames to ourselves, frames and events waiting) is due at once.
+        if !self.loopback.is_empty() || !self.out.is_empty() || !self.events.is_empty() {
+            return Some(self.clock);
+        }
         let streams = self.streams.values().filter_map(|s| s.conn.poll_timeout()).min();
         let reg = self.registration.as_ref().map(|r| r.next_at);
         let resolve = self.pending.values().map(|p| p.asked_at + Duration::from_millis(200)).min();
@@ -1337,6 +1435,7 @@ impl Host {
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = now;
         let due: Vec<Handle> = self
             .streams
             .iter()
@@ -1373,7 +1472,7 @@ impl Host {
             }
             p.tries += 1;
             p.asked_at = now;
-            self.send_xarp_request(Xid::new(Principal::Hid, id));
+            self.send_xarp_request(now, Xid::new(Principal::Hid, id));
         }
     }
 
@@ -1431,6 +1530,10 @@ impl Host {
         }
         if dst.intent().principal() != Principal::Sid {
             return Err(HostError::NotAService);
+        }
+        if *dst.intent() == SID_XHCP {
+            // Host and router control is the host's own business.
+            return Err(HostError::AddrInUse);
         }
         let src = self.service_dag(self.dgrams[&h].sid);
         let d = DgramRepr { payload: data };
@@ -1580,7 +1683,11 @@ impl Host {
     pub fn close(&mut self, h: Handle) {
         if let Some(l) = self.listeners.remove(&h) {
             self.bindings.remove(l.sid.id());
-            for s in l.backlog {
+            // Connections nobody will accept any more are reset, waiting or half-open.
+            let orphans: Vec<Handle> =
+                self.streams.iter().filter(|(_, s)| s.accepted_by == Some(h)).map(|(&s, _)| s).collect();
+            for s in l.backlog.into_iter().chain(orphans) {
+                self.abort(s);
                 self.close(s);
             }
             return;

@@ -350,8 +350,15 @@ fn control_frame(
 
 #[test]
 fn beacons_attach_the_host_and_registration_gets_a_receipt() {
-    let mut n = Net::new(SimConfig::default(), 10);
-    let now = n.now;
+    // A host with no AD of its own: it takes one from the beacons.
+    let now = Instant::now();
+    let mut a = Host::new(
+        config(None, 10),
+        Keypair::from_seed([1; 32]),
+        EthernetAddress([2, 0, 0, 0, 0, 1]),
+        now,
+        WALL,
+    );
     let ad_key = Keypair::from_seed([0xa0; 32]);
     let router_key = Keypair::from_seed([0xa1; 32]);
     let (ad, router) = (ad_key.xid(Principal::Ad), router_key.xid(Principal::Hid));
@@ -366,30 +373,24 @@ fn beacons_attach_the_host_and_registration_gets_a_receipt() {
     };
     let bcast = Dag::linear(&[HID_BROADCAST, SID_XHCP]).unwrap();
     let rdag = Dag::host(ad, router).unwrap();
-    n.a.handle_frame(
-        now,
-        &control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(5), &ad_key),
-    );
-    assert_eq!(n.a.ad(), Some(ad));
-    assert_eq!(n.a.gateway(), Some(router));
-    assert_eq!(n.a.poll_event(), Some(HostEvent::Attached { ad, router }));
+    a.handle_frame(now, &control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(5), &ad_key));
+    assert_eq!(a.ad(), Some(ad));
+    assert_eq!(a.gateway(), Some(router));
+    assert_eq!(a.poll_event(), Some(HostEvent::Attached { ad, router }));
     // A replay is refused, as is a beacon signed by someone else.
-    n.a.handle_frame(
-        now,
-        &control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(5), &ad_key),
-    );
-    assert_eq!(n.a.stats().drop_stale_control, 1);
+    a.handle_frame(now, &control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(5), &ad_key));
+    assert_eq!(a.stats().drop_stale_control, 1);
     let rogue = Keypair::from_seed([0xbb; 32]);
     let forged = control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(6), &ad_key);
     let mut tampered = forged.clone();
     let k = tampered.len() - 96;
     tampered[k..k + 32].copy_from_slice(&rogue.public().0);
-    n.a.handle_frame(now, &tampered);
-    assert_eq!(n.a.stats().drop_bad_control, 1);
+    a.handle_frame(now, &tampered);
+    assert_eq!(a.stats().drop_bad_control, 1);
     // The host registers with its new gateway.
-    n.a.handle_timeout(now);
+    a.handle_timeout(now);
     let mut buf = vec![0u8; MTU + 14];
-    let len = n.a.poll_transmit(now, &mut buf).expect("a registration is sent");
+    let len = a.poll_transmit(now, &mut buf).expect("a registration is sent");
     let f = ethernet::Frame::new_checked(&buf[..len]).unwrap();
     assert_eq!(f.dst_addr(), rmac);
     let x = XipRepr::parse(&crate::wire::xip::Packet::new_checked(f.payload()).unwrap()).unwrap();
@@ -399,18 +400,18 @@ fn beacons_attach_the_host_and_registration_gets_a_receipt() {
     let ControlBody::HostRegister(reg) = crate::wire::control::open(d.payload).unwrap() else {
         panic!("not a registration")
     };
-    assert_eq!((reg.hid, reg.ad, reg.router), (n.a.hid(), ad, router));
+    assert_eq!((reg.hid, reg.ad, reg.router), (a.hid(), ad, router));
     // The router's receipt.
     let receipt = ControlBody::HostRegistered(HostRegistered { hid: reg.hid, ad, router, stamp: reg.stamp });
-    let to_host = n.a.service_dag(SID_XHCP);
-    n.a.handle_frame(now, &control_frame(rmac, n.a.mac(), &to_host, &rdag, &receipt, &ad_key));
-    assert_eq!(n.a.poll_event(), Some(HostEvent::Registered { ad, router }));
-    assert!(n.a.registration_receipt().is_some());
+    let to_host = a.service_dag(SID_XHCP);
+    a.handle_frame(now, &control_frame(rmac, a.mac(), &to_host, &rdag, &receipt, &ad_key));
+    assert_eq!(a.poll_event(), Some(HostEvent::Registered { ad, router }));
+    assert!(a.registration_receipt().is_some());
     // With a gateway, traffic to another AD goes to the router's MAC.
-    let p = n.a.ping_open();
+    let p = a.ping_open();
     let elsewhere = Dag::host(Xid::new(Principal::Ad, [7; 20]), Xid::new(Principal::Hid, [8; 20])).unwrap();
-    n.a.ping_send(now, p, &elsewhere, 1, b"hi").unwrap();
-    let len = n.a.poll_transmit(now, &mut buf).unwrap();
+    a.ping_send(now, p, &elsewhere, 1, b"hi").unwrap();
+    let len = a.poll_transmit(now, &mut buf).unwrap();
     assert_eq!(ethernet::Frame::new_checked(&buf[..len]).unwrap().dst_addr(), rmac);
 }
 
@@ -475,4 +476,115 @@ fn hostile_frames_are_counted_and_survived() {
         n.b_events.iter().any(|e| matches!(e, HostEvent::EchoReply { .. }))
     });
     let _ = n.t0;
+}
+
+#[test]
+fn a_stream_to_this_very_host_flows_without_timeouts() {
+    let mut n = Net::new(SimConfig::default(), 91);
+    let sid = Xid::new(Principal::Sid, [0x78; 20]);
+    let l = n.a.listen(sid).unwrap();
+    let c = n.a.connect(n.now, n.a.service_dag(sid)).unwrap();
+    let data = random(1 << 20, 91);
+    let mut sent = 0;
+    let mut got: Vec<u8> = Vec::new();
+    let mut server: Option<Handle> = None;
+    let mut tmp = vec![0u8; 1 << 20];
+    let start = n.now;
+    n.run_until(Duration::from_secs(60), |n| {
+        if sent < data.len() {
+            sent += n.a.stream(c).unwrap().write(&data[sent..]).unwrap();
+            n.a.stream_touched(c);
+        }
+        if server.is_none() {
+            server = n.a.accept(l).map(|(h, _)| h);
+        }
+        if let Some(h) = server {
+            loop {
+                let r = n.a.stream(h).unwrap().read(&mut tmp);
+                if r == 0 {
+                    break;
+                }
+                got.extend_from_slice(&tmp[..r]);
+            }
+            n.a.stream_touched(h);
+        }
+        got.len() == data.len()
+    });
+    assert!(got == data);
+    assert!(n.now.duration_since(start) < Duration::from_millis(100), "{:?}", n.now.duration_since(start));
+    assert_eq!(n.a.stream(c).unwrap().stats().rto_events, 0);
+}
+
+#[test]
+fn applications_cannot_speak_for_the_host_control_service() {
+    let mut n = Net::new(SimConfig::default(), 92);
+    let (s, _) = n.a.dgram_bind(None).unwrap();
+    let dst = n.a.service_dag(SID_XHCP);
+    assert_eq!(n.a.dgram_send(n.now, s, &dst, b"beacon?"), Err(HostError::AddrInUse));
+}
+
+#[test]
+fn forged_xarp_replies_are_not_believed() {
+    use crate::wire::xarp::{Binding, XarpRepr};
+    let mut n = Net::new(SimConfig::default(), 93);
+    let mallory = Keypair::from_seed([0x66; 32]);
+    let evil_mac = EthernetAddress([2, 0, 0, 0, 0, 0x66]);
+    let b_hid = n.b.hid();
+    // A asks for B...
+    let p = n.a.ping_open();
+    let dst = n.b.dag();
+    n.a.ping_send(n.now, p, &dst, 1, b"x").unwrap();
+    // ...and Mallory answers first, claiming B's HID with her own key, and then with B's
+    // HID but a binding that does not verify.
+    for binding in [
+        Binding::sign(&mallory, evil_mac, WALL),
+        Binding { timestamp_ms: WALL, ..Binding::sign(&mallory, evil_mac, 1) },
+    ] {
+        let reply = XarpRepr::Reply {
+            sender: b_hid,
+            sender_mac: evil_mac,
+            target: n.a.hid(),
+            target_mac: n.a.mac(),
+            binding,
+        };
+        let mut f = vec![0u8; 14 + reply.buffer_len()];
+        EthernetRepr { src: evil_mac, dst: n.a.mac(), ethertype: EtherType::Xarp }
+            .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
+            .unwrap();
+        reply.emit(&mut f[14..]).unwrap();
+        n.a.handle_frame(n.now, &f);
+    }
+    assert_eq!(n.a.stats().drop_bad_control, 2);
+    // B's real answer wins, and the ping goes to B.
+    n.run_until(Duration::from_secs(1), |n| {
+        n.a_events.iter().any(|e| matches!(e, HostEvent::EchoReply { .. }))
+    });
+}
+
+#[test]
+fn syn_floods_are_bounded_by_the_backlog() {
+    use crate::wire::stream::{Flags, StreamRepr};
+    let mut n = Net::new(SimConfig::default(), 94);
+    let sid = Xid::new(Principal::Sid, [0x79; 20]);
+    let _l = n.b.listen(sid).unwrap();
+    let dst = n.b.service_dag(sid);
+    for i in 0..1000u32 {
+        let mut id = [0u8; 20];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        let src = Dag::service(Xid::new(Principal::Ad, [0xad; 20]), n.a.hid(), Xid::new(Principal::Sid, id))
+            .unwrap();
+        let syn = StreamRepr { flags: Flags::SYN, seq: i, window: 1000, ..StreamRepr::default() };
+        let mut seg = vec![0u8; syn.buffer_len()];
+        syn.emit(&mut seg).unwrap();
+        let x = XipRepr::new(NextHeader::Stream, dst.clone(), src, seg.len());
+        let mut f = vec![0u8; 14 + x.buffer_len()];
+        EthernetRepr { src: n.a.mac(), dst: n.b.mac(), ethertype: EtherType::Xip }
+            .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
+            .unwrap();
+        x.emit(&mut f[14..]).unwrap();
+        f[14 + x.header_len()..].copy_from_slice(&seg);
+        n.b.handle_frame(n.now, &f);
+    }
+    let s = n.b.stats();
+    assert_eq!(s.drop_queue_full, 1000 - 128, "{s:?}");
 }

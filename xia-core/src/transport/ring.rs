@@ -3,9 +3,13 @@
 //! application reads, out-of-order data written in place).
 
 /// Bytes at absolute offsets `[base, base + capacity)`; the owner tracks which are valid.
+///
+/// The memory is taken on the first write: a connection that never carries data (a half-open
+/// one, say) costs nothing.
 #[derive(Debug)]
 pub struct Ring {
     buf: Box<[u8]>,
+    cap: usize,
     base: u64,
     start: usize,
 }
@@ -13,12 +17,18 @@ pub struct Ring {
 impl Ring {
     /// A ring of `capacity` bytes whose first byte has absolute offset `base`.
     pub fn new(capacity: usize, base: u64) -> Ring {
-        Ring { buf: vec![0u8; capacity.max(1)].into_boxed_slice(), base, start: 0 }
+        Ring { buf: Box::default(), cap: capacity.max(1), base, start: 0 }
     }
 
     /// Size in bytes.
     pub fn capacity(&self) -> usize {
-        self.buf.len()
+        self.cap
+    }
+
+    fn allocate(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; self.cap].into_boxed_slice();
+        }
     }
 
     /// Absolute offset of the first byte.
@@ -27,11 +37,11 @@ impl Ring {
     }
 
     fn index(&self, abs: u64) -> usize {
-        debug_assert!(abs >= self.base && abs - self.base <= self.buf.len() as u64);
+        debug_assert!(abs >= self.base && abs - self.base <= self.cap as u64);
         let off = (abs - self.base) as usize;
         let i = self.start + off;
-        if i >= self.buf.len() {
-            i - self.buf.len()
+        if i >= self.cap {
+            i - self.cap
         } else {
             i
         }
@@ -39,7 +49,10 @@ impl Ring {
 
     /// The bytes `[abs, abs + len)` as at most two slices. The range must lie within the ring.
     pub fn slices(&self, abs: u64, len: usize) -> (&[u8], &[u8]) {
-        assert!(abs >= self.base && (abs - self.base) as usize + len <= self.buf.len(), "range outside ring");
+        assert!(abs >= self.base && (abs - self.base) as usize + len <= self.cap, "range outside ring");
+        if len == 0 {
+            return (&[], &[]);
+        }
         let i = self.index(abs);
         let first = len.min(self.buf.len() - i);
         (&self.buf[i..i + first], &self.buf[..len - first])
@@ -47,7 +60,11 @@ impl Ring {
 
     /// The bytes `[abs, abs + len)` as at most two writable slices.
     pub fn slices_mut(&mut self, abs: u64, len: usize) -> (&mut [u8], &mut [u8]) {
-        assert!(abs >= self.base && (abs - self.base) as usize + len <= self.buf.len(), "range outside ring");
+        assert!(abs >= self.base && (abs - self.base) as usize + len <= self.cap, "range outside ring");
+        if len == 0 {
+            return (&mut [], &mut []);
+        }
+        self.allocate();
         let i = self.index(abs);
         let first = len.min(self.buf.len() - i);
         let (head, tail) = self.buf.split_at_mut(i);
@@ -64,9 +81,13 @@ impl Ring {
     /// Writes `data` at `[abs, abs + data.len())`. The range must lie within the ring.
     pub fn write_at(&mut self, abs: u64, data: &[u8]) {
         assert!(
-            abs >= self.base && (abs - self.base) as usize + data.len() <= self.buf.len(),
+            abs >= self.base && (abs - self.base) as usize + data.len() <= self.cap,
             "range outside ring"
         );
+        if data.is_empty() {
+            return;
+        }
+        self.allocate();
         let i = self.index(abs);
         let first = data.len().min(self.buf.len() - i);
         self.buf[i..i + first].copy_from_slice(&data[..first]);
@@ -75,18 +96,10 @@ impl Ring {
 
     /// Moves the window forward by `n` bytes (they are consumed).
     pub fn advance(&mut self, n: usize) {
-        assert!(n <= self.buf.len());
+        assert!(n <= self.cap);
         self.base += n as u64;
-        self.start = self.index_after(n);
-    }
-
-    fn index_after(&self, n: usize) -> usize {
         let i = self.start + n;
-        if i >= self.buf.len() {
-            i - self.buf.len()
-        } else {
-            i
-        }
+        self.start = if i >= self.cap { i - self.cap } else { i };
     }
 }
 
