@@ -418,3 +418,54 @@ fn applications_get_typed_errors() {
         assert!(xia.info().await.is_ok());
     });
 }
+
+/// Waits until `ifname` in `ns` reports operational state `state` (carrier events are
+/// asynchronous).
+fn await_operstate(ns: &xia_testbed::Netns, ifname: &str, state: &str) {
+    let path = format!("/sys/class/net/{ifname}/operstate");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = ns.run(&["cat", &path]).unwrap();
+        if now.trim() == state {
+            return;
+        }
+        assert!(Instant::now() < until, "{ifname} stays {now:?}, not {state}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn link_down_and_up_is_survived() {
+    if !require_root() {
+        return;
+    }
+    let mut h = TwoHosts::new(1500, false).unwrap();
+    let ping = |h: &TwoHosts, count: &str| {
+        let mut c = h.ns_a.cmd(bin("xping"));
+        c.arg("--socket")
+            .arg(&h.a.socket)
+            .args(["-c", count, "-i", "0.05", "-W", "1"])
+            .args(h.b.re_dag().split(' '));
+        c.output().unwrap()
+    };
+    assert!(ping(&h, "3").status.success());
+    h.ns_a.run(&["ip", "link", "set", "xa0", "down"]).unwrap();
+    await_operstate(&h.ns_a, "xa0", "down");
+    // Nothing gets through a downed link: xping reports the loss (exit 1); the daemon lives on
+    // and counts the frames the device refused.
+    let out = ping(&h, "5");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        h.a.child.wait_timeout(Duration::ZERO).unwrap().is_none(),
+        "xiad died: {}",
+        h.a.child.stderr_tail()
+    );
+    let s = h.a.stats(&h.ns_a).unwrap();
+    assert!(s["link_tx_errors"] + s["link_tx_dropped"] > 0, "{s:?}");
+    h.ns_a.run(&["ip", "link", "set", "xa0", "up"]).unwrap();
+    await_operstate(&h.ns_a, "xa0", "up");
+    await_operstate(&h.ns_b, "xb0", "up");
+    let out = ping(&h, "5");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 received, 0% packet loss"));
+}

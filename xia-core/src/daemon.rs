@@ -52,6 +52,9 @@ const PUMP_BUDGET: usize = 4 << 20;
 /// Outgoing message bytes buffered for an application before the daemon stops reading its
 /// host queue (datagrams then wait, and are dropped by the host's own bounded queue).
 const OUTBUF_SOFT_LIMIT: usize = 8 << 20;
+/// Outgoing bytes beyond which an application that does not read is cut off (fetched chunks
+/// are the only messages that can still pile up past the soft limit).
+const OUTBUF_HARD_LIMIT: usize = 64 << 20;
 /// Remembered outcomes of finished streams.
 const STATUS_MEMORY: usize = 4096;
 
@@ -77,6 +80,12 @@ struct Conn {
     read_closed: bool,
     /// We shut down our writing side (peer FIN delivered).
     write_shut: bool,
+    /// Writing to the application failed: it closed its socket.
+    write_dead: bool,
+    /// Bytes of `inbuf` already consumed.
+    in_at: usize,
+    /// The socket is in the epoll set (it leaves on HUP, which cannot be masked).
+    registered: bool,
     /// Close once `outbuf` is flushed.
     close_after_flush: bool,
     interest: u32,
@@ -177,8 +186,16 @@ struct Daemon {
     next_conn: u64,
     /// Which connection owns a host handle.
     owners: HandleMap<u64>,
-    /// Accepted streams waiting for an application to attach.
-    unclaimed: HandleMap<u64>,
+    /// Accepted streams waiting for an application to attach: handle -> (listener connection,
+    /// attach token).
+    unclaimed: HandleMap<(u64, u64)>,
+    /// Applications cut off for not reading their messages.
+    apps_overflowed: u64,
+    /// Echo replies and errors not delivered to a ping application that did not read.
+    echo_dropped: u64,
+    /// Attach tokens -> handle. Tokens are random, so that only the application told of an
+    /// incoming stream (its listener) can take it over.
+    tokens: HandleMap<Handle>,
     status: HandleMap<Option<ErrorCode>>,
     status_order: VecDeque<u64>,
     rx: RecvBatch,
@@ -252,6 +269,9 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Xid, &Dag, &PacketSocket)) -> 
         next_conn: FIRST_CONN,
         owners: Default::default(),
         unclaimed: Default::default(),
+        tokens: Default::default(),
+        apps_overflowed: 0,
+        echo_dropped: 0,
         status: Default::default(),
         status_order: VecDeque::new(),
         rx: RecvBatch::new(batch, frame),
@@ -279,6 +299,9 @@ impl Daemon {
             let now = Instant::now();
             let timeout = if !self.dirty.is_empty() {
                 0
+            } else if self.link.tx_needs_flush() {
+                // Frames wait in the transmit ring for room in the socket buffer.
+                1
             } else {
                 match self.host.poll_timeout() {
                     Some(t) if t <= now => 0,
@@ -292,6 +315,10 @@ impl Daemon {
                 let (token, flags) = (ev.u64, ev.events);
                 match token {
                     TOKEN_LINK => {
+                        if flags & libc::EPOLLERR as u32 != 0 {
+                            // Device down or similar: counted and logged; the link goes on.
+                            let _ = self.link.take_error();
+                        }
                         if flags & libc::EPOLLOUT as u32 != 0 {
                             self.tx_blocked = false;
                         }
@@ -478,6 +505,9 @@ impl Daemon {
                             out_at: 0,
                             read_closed: false,
                             write_shut: false,
+                            write_dead: false,
+                            in_at: 0,
+                            registered: true,
                             close_after_flush: false,
                             interest,
                         },
@@ -494,75 +524,84 @@ impl Daemon {
 
     fn conn_ready(&mut self, id: u64, flags: u32) {
         let Some(c) = self.conns.get(&id) else { return };
+        if flags & libc::EPOLLERR as u32 != 0 {
+            // The socket broke: whatever it carried is aborted.
+            self.drop_conn(id, true);
+            return;
+        }
         if let Role::Raw(_) = c.role {
-            // Raw streams move bytes in the pump.
-            if flags & (libc::EPOLLERR as u32 | libc::EPOLLHUP as u32) != 0
-                && flags & libc::EPOLLIN as u32 == 0
-            {
-                self.drop_conn(id, true);
-                return;
+            if flags & libc::EPOLLHUP as u32 != 0 {
+                // The application closed its socket. What it wrote before is still to be read
+                // and sent (a close is a FIN after the data, not an abort); HUP cannot be
+                // masked, so the socket leaves epoll and the stream's own events drive the
+                // rest.
+                self.deregister(id);
             }
+            // Raw streams move bytes in the pump.
             self.dirty.insert(id);
             return;
         }
-        if flags & libc::EPOLLIN as u32 != 0 || flags & libc::EPOLLRDHUP as u32 != 0 {
+        if flags & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | libc::EPOLLHUP as u32) != 0 {
             self.read_messages(id);
         }
         if flags & libc::EPOLLOUT as u32 != 0 {
             self.flush_conn(id);
         }
-        if flags & (libc::EPOLLERR as u32 | libc::EPOLLHUP as u32) != 0 {
-            self.drop_conn(id, true);
+        if flags & libc::EPOLLHUP as u32 != 0
+            && self.conns.get(&id).is_some_and(|c| !matches!(c.role, Role::Raw(_)))
+        {
+            self.drop_conn(id, false);
         }
     }
 
     fn read_messages(&mut self, id: u64) {
-        let mut closed = false;
+        let mut eof = false;
         {
             let Some(c) = self.conns.get_mut(&id) else { return };
-            loop {
+            if c.in_at > 0 {
+                c.inbuf.drain(..c.in_at);
+                c.in_at = 0;
+            }
+            while c.inbuf.len() <= crate::ipc::MAX_MESSAGE + FRAME_HEADER {
                 let at = c.inbuf.len();
                 c.inbuf.resize(at + 64 * 1024, 0);
                 match c.sock.read(&mut c.inbuf[at..]) {
                     Ok(0) => {
                         c.inbuf.truncate(at);
-                        closed = true;
+                        eof = true;
                         break;
                     }
                     Ok(n) => c.inbuf.truncate(at + n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    Err(e) => {
                         c.inbuf.truncate(at);
+                        eof = e.kind() != io::ErrorKind::WouldBlock;
                         break;
                     }
-                    Err(_) => {
-                        c.inbuf.truncate(at);
-                        closed = true;
-                        break;
-                    }
-                }
-                if c.inbuf.len() > crate::ipc::MAX_MESSAGE + FRAME_HEADER {
-                    break;
                 }
             }
         }
-        // Handle every complete message (a role switch to raw mode stops at the switch).
+        // Every complete message, in order (a switch to raw mode stops there: the bytes after
+        // it belong to the stream).
         loop {
             let Some(c) = self.conns.get_mut(&id) else { return };
             if matches!(c.role, Role::Raw(_) | Role::Connecting(_)) {
                 break;
             }
-            let len = match Msg::frame_len(&c.inbuf) {
-                Ok(Some(l)) if c.inbuf.len() >= l => l,
+            let rest = &c.inbuf[c.in_at..];
+            let len = match Msg::frame_len(rest) {
+                Ok(Some(l)) if rest.len() >= l => l,
                 Ok(_) => break,
                 Err(e) => {
                     c.queue(&Msg::Error { code: ErrorCode::BadRequest, message: e.to_string() });
                     c.close_after_flush = true;
                     c.inbuf.clear();
+                    c.in_at = 0;
                     break;
                 }
             };
-            let body: Vec<u8> = c.inbuf.drain(..len).skip(4).collect();
-            match Msg::decode(&body) {
+            let decoded = Msg::decode(&rest[4..len]);
+            c.in_at += len;
+            match decoded {
                 Ok(m) => self.request(id, m),
                 Err(e) => {
                     if let Some(c) = self.conns.get_mut(&id) {
@@ -572,8 +611,24 @@ impl Daemon {
                 }
             }
         }
-        if closed {
-            self.drop_conn(id, false);
+        if let Some(c) = self.conns.get_mut(&id) {
+            if c.in_at == c.inbuf.len() {
+                c.inbuf.clear();
+                c.in_at = 0;
+            }
+        }
+        if eof {
+            match self.conns.get(&id).map(|c| c.role) {
+                // The stream's pump sends what came with the request, then FIN.
+                Some(Role::Raw(_)) => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.read_closed = true;
+                    }
+                    self.dirty.insert(id);
+                }
+                Some(_) => self.drop_conn(id, false),
+                None => {}
+            }
         }
     }
 
@@ -606,6 +661,7 @@ impl Daemon {
                         self.owners.insert(h, id);
                     } else {
                         self.host.abort(h);
+                        self.host.close(h);
                     }
                 }
                 Err(e) => self.reply(id, error_msg(e)),
@@ -629,15 +685,17 @@ impl Daemon {
                     Err(e) => self.reply(id, error_msg(e)),
                 }
             }
-            Msg::Attach { id: h } => {
-                if self.unclaimed.remove(&h).is_none() {
+            Msg::Attach { id: token } => {
+                let Some(&h) = self.tokens.get(&token) else {
                     self.reply(
                         id,
                         Msg::Error { code: ErrorCode::BadHandle, message: "no such incoming stream".into() },
                     );
                     return;
-                }
+                };
+                // A connection with a role already cannot take it: the stream stays unclaimed.
                 if self.set_role(id, Role::Raw(h)) {
+                    self.unclaim(h);
                     self.owners.insert(h, id);
                     let local = self.stream_local(h);
                     let peer = self.host.stream_peer(h).cloned().unwrap_or_else(|| local.clone());
@@ -742,7 +800,11 @@ impl Daemon {
                     ("link_tx_frames", l.tx_frames),
                     ("link_tx_bytes", l.tx_bytes),
                     ("link_tx_dropped", l.tx_dropped),
+                    ("link_tx_errors", l.tx_errors),
+                    ("link_rx_errors", l.rx_errors),
                     ("apps", self.conns.len() as u64),
+                    ("apps_overflowed", self.apps_overflowed),
+                    ("echo_dropped", self.echo_dropped),
                 ] {
                     text.push_str(&format!("{k} {v}\n"));
                 }
@@ -795,7 +857,7 @@ impl Daemon {
                 HostEvent::StreamClosed(h, err) => {
                     self.remember_status(h, err.map(ErrorCode::from));
                     let Some(&id) = self.owners.get(&h) else {
-                        self.unclaimed.remove(&h);
+                        self.unclaim(h);
                         self.host.close(h);
                         continue;
                     };
@@ -823,8 +885,17 @@ impl Daemon {
                 HostEvent::StreamIncoming(l) => {
                     let Some(&id) = self.owners.get(&l) else { continue };
                     while let Some((h, peer)) = self.host.accept(l) {
-                        self.unclaimed.insert(h, id);
-                        self.reply(id, Msg::Incoming { id: h, peer });
+                        let token = loop {
+                            let mut b = [0u8; 8];
+                            let _ = getrandom::getrandom(&mut b);
+                            let t = u64::from_le_bytes(b);
+                            if t != 0 && !self.tokens.contains_key(&t) {
+                                break t;
+                            }
+                        };
+                        self.unclaimed.insert(h, (id, token));
+                        self.tokens.insert(token, h);
+                        self.reply(id, Msg::Incoming { id: token, peer });
                     }
                 }
                 HostEvent::DgramReadable(h) => {
@@ -844,12 +915,12 @@ impl Daemon {
                     }
                 }
                 HostEvent::EchoReply { owner, seq, from, data } => {
-                    if let Some(&id) = self.owners.get(&owner) {
+                    if let Some(id) = self.echo_owner(owner) {
                         self.reply(id, Msg::EchoReply { seq, from, data });
                     }
                 }
                 HostEvent::EchoError { owner, seq, from, kind, code } => {
-                    if let Some(&id) = self.owners.get(&owner) {
+                    if let Some(id) = self.echo_owner(owner) {
                         self.reply(id, Msg::EchoError { seq, from, kind, code });
                     }
                 }
@@ -892,10 +963,9 @@ impl Daemon {
             return false;
         }
         let Some(conn) = self.host.stream(h) else { return false };
-        let mut gone = false;
         // Network -> application.
         let mut moved = 0;
-        while moved < PUMP_BUDGET {
+        while moved < PUMP_BUDGET && !c.write_dead {
             let (a, b) = conn.peek();
             if a.is_empty() {
                 break;
@@ -908,23 +978,28 @@ impl Daemon {
                     moved += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    gone = true;
-                    break;
-                }
+                Err(_) => c.write_dead = true,
             }
         }
         if moved >= PUMP_BUDGET {
             again = true;
         }
-        if conn.is_read_closed() && !c.write_shut {
+        if conn.is_read_closed() && !c.write_shut && !c.write_dead {
             let _ = c.sock.shutdown(std::net::Shutdown::Write);
             c.write_shut = true;
         }
         // Application -> network: bytes that came with the attach request first.
-        if !c.inbuf.is_empty() {
-            let w = conn.write(&c.inbuf).unwrap_or(c.inbuf.len());
-            c.inbuf.drain(..w);
+        if c.in_at < c.inbuf.len() {
+            let w = conn.write(&c.inbuf[c.in_at..]).unwrap_or(c.inbuf.len() - c.in_at);
+            c.in_at += w;
+            if c.in_at == c.inbuf.len() {
+                c.inbuf = Vec::new();
+                c.in_at = 0;
+            }
+        }
+        // The application's end of file may have been read with those bytes.
+        if c.read_closed && c.inbuf.is_empty() {
+            conn.close();
         }
         let mut taken = 0;
         while !c.read_closed && c.inbuf.is_empty() && taken < PUMP_BUDGET && conn.send_space() > 0 {
@@ -941,9 +1016,10 @@ impl Daemon {
                     taken += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The application went away: what it wrote is sent, then FIN.
                 Err(_) => {
-                    gone = true;
-                    break;
+                    c.read_closed = true;
+                    conn.close();
                 }
             }
         }
@@ -951,19 +1027,42 @@ impl Daemon {
             again = true;
         }
         let want_read = !c.read_closed && c.inbuf.is_empty() && conn.send_space() > 0;
-        let want_write = conn.readable() > 0;
-        set_interest(&self.epoll, c, id, want_read, want_write);
-        let finished = c.read_closed && c.write_shut;
+        let want_write = !c.write_dead && conn.readable() > 0;
+        if c.registered {
+            set_interest(&self.epoll, c, id, want_read, want_write);
+        }
+        // Data for an application that can no longer read it: reset, as TCP does when data
+        // reaches a closed socket.
+        let unwanted = c.write_dead && conn.readable() > 0;
+        let finished = c.read_closed && (c.write_shut || c.write_dead);
         self.host.stream_touched(h);
-        if gone || finished {
-            // The application is done with it (or gone): the stream closes gracefully and the
-            // host forgets it once finished.
+        if unwanted {
+            self.owners.remove(&h);
+            self.host.abort(h);
+            self.host.close(h);
+            self.remove_conn(id);
+            return false;
+        }
+        if finished {
+            // Both directions done: the stream finishes on its own (FIN after the data) and the
+            // host forgets it then.
             self.owners.remove(&h);
             self.host.close(h);
             self.remove_conn(id);
             return false;
         }
         again
+    }
+
+    /// The connection to give an echo answer to, unless it is not reading (the answer is then
+    /// dropped and counted, as a lost reply would be).
+    fn echo_owner(&mut self, owner: Handle) -> Option<u64> {
+        let id = *self.owners.get(&owner)?;
+        if self.conns.get(&id)?.pending_out() >= OUTBUF_SOFT_LIMIT {
+            self.echo_dropped += 1;
+            return None;
+        }
+        Some(id)
     }
 
     fn flush_conns(&mut self) {
@@ -980,6 +1079,7 @@ impl Daemon {
 
     fn flush_conn(&mut self, id: u64) {
         let Some(c) = self.conns.get_mut(&id) else { return };
+        let had = c.pending_out() > 0;
         while c.pending_out() > 0 {
             match c.sock.write(&c.outbuf[c.out_at..]) {
                 Ok(0) => break,
@@ -1000,23 +1100,36 @@ impl Daemon {
                 self.drop_conn(id, false);
                 return;
             }
-        }
-        let raw = matches!(c.role, Role::Raw(_));
-        if raw {
-            // The pump decides a raw stream's interest.
-            if c.pending_out() == 0 {
-                self.dirty.insert(id);
-            } else {
-                let want_read = c.interest & libc::EPOLLIN as u32 != 0;
-                set_interest(&self.epoll, c, id, want_read, true);
-            }
+        } else if c.pending_out() > OUTBUF_HARD_LIMIT {
+            tracing::warn!("application connection {id} does not read its messages: dropped");
+            self.apps_overflowed += 1;
+            self.drop_conn(id, true);
             return;
+        } else if c.out_at >= 1 << 20 && c.out_at * 2 >= c.outbuf.len() {
+            // A reader that keeps up but never quite drains: reclaim what it has taken.
+            c.outbuf.drain(..c.out_at);
+            c.out_at = 0;
         }
-        let want_read = !c.close_after_flush;
-        set_interest(&self.epoll, c, id, want_read, c.pending_out() > 0);
-        if c.pending_out() < OUTBUF_SOFT_LIMIT {
-            if let Role::Dgram(_) = c.role {
-                self.dirty.insert(id);
+        // Only a buffer that just drained gives the pump more to do (marking a connection dirty
+        // on every flush would keep the loop from ever sleeping).
+        let drained = had && c.pending_out() == 0;
+        match c.role {
+            Role::Raw(_) => {
+                // The pump decides a raw stream's interest.
+                if drained {
+                    self.dirty.insert(id);
+                } else if c.pending_out() > 0 {
+                    let want_read = c.interest & libc::EPOLLIN as u32 != 0;
+                    set_interest(&self.epoll, c, id, want_read, true);
+                }
+            }
+            Role::Connecting(_) => set_interest(&self.epoll, c, id, false, c.pending_out() > 0),
+            role => {
+                let want_read = !c.close_after_flush;
+                set_interest(&self.epoll, c, id, want_read, c.pending_out() > 0);
+                if drained && matches!(role, Role::Dgram(_)) {
+                    self.dirty.insert(id);
+                }
             }
         }
     }
@@ -1053,9 +1166,9 @@ impl Daemon {
             }
             Role::Listener(h) => {
                 let orphans: Vec<Handle> =
-                    self.unclaimed.iter().filter(|(_, &o)| o == id).map(|(&s, _)| s).collect();
+                    self.unclaimed.iter().filter(|(_, &(o, _))| o == id).map(|(&s, _)| s).collect();
                 for s in orphans {
-                    self.unclaimed.remove(&s);
+                    self.unclaim(s);
                     self.host.close(s);
                 }
                 self.host.close(h);
@@ -1070,11 +1183,30 @@ impl Daemon {
         self.remove_conn(id);
     }
 
+    /// Forgets an incoming stream's attach token.
+    fn unclaim(&mut self, h: Handle) {
+        if let Some((_, token)) = self.unclaimed.remove(&h) {
+            self.tokens.remove(&token);
+        }
+    }
+
     fn remove_conn(&mut self, id: u64) {
         if let Some(c) = self.conns.remove(&id) {
-            let _ = self.epoll.ctl(libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, id);
+            if c.registered {
+                let _ = self.epoll.ctl(libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, id);
+            }
         }
         self.dirty.remove(&id);
+    }
+
+    /// Takes a connection's socket out of epoll (after HUP).
+    fn deregister(&mut self, id: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if c.registered {
+                let _ = self.epoll.ctl(libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, id);
+                c.registered = false;
+            }
+        }
     }
 }
 

@@ -157,7 +157,7 @@ pub enum Msg {
     Connect { dst: Dag },
     /// Listen on a SID (`None`: a fresh one).
     Listen { sid: Option<Xid> },
-    /// Take over an incoming stream announced by [`Msg::Incoming`].
+    /// Take over an incoming stream announced by [`Msg::Incoming`], naming its token.
     Attach { id: u64 },
     /// Bind a datagram socket.
     DgramBind { sid: Option<Xid> },
@@ -184,7 +184,7 @@ pub enum Msg {
     Connected { id: u64, local: Dag, peer: Dag },
     /// Listening at this DAG.
     Listening { dag: Dag },
-    /// A connection arrived on the listener.
+    /// A connection arrived on the listener; `id` is a random token to attach with.
     Incoming { id: u64, peer: Dag },
     /// A datagram socket is bound.
     Bound { dag: Dag, max: u32 },

@@ -62,6 +62,57 @@ pub struct LinkStats {
     pub tx_bytes: u64,
     /// Frames the kernel refused (buffer full).
     pub tx_dropped: u64,
+    /// Frames not sent because the device failed (down, gone): dropped, as a cut cable would.
+    pub tx_errors: u64,
+    /// Errors reported on receive (device down, ...); the socket keeps working after them.
+    pub rx_errors: u64,
+}
+
+/// The descriptors of one `recvmmsg`/`sendmmsg` call, kept between calls so that a batch costs
+/// no allocation.
+#[derive(Default)]
+struct MsgScratch {
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the pointers inside are written just before each call and never read by us; they do
+// not own anything.
+unsafe impl Send for MsgScratch {}
+// SAFETY: as above; shared references give no access to the pointers.
+unsafe impl Sync for MsgScratch {}
+
+impl std::fmt::Debug for MsgScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MsgScratch").field("capacity", &self.hdrs.capacity()).finish()
+    }
+}
+
+impl MsgScratch {
+    /// Descriptors for `bufs`, one buffer per message.
+    fn prepare<'a>(&mut self, bufs: impl Iterator<Item = (*mut u8, usize)> + 'a) -> &mut [libc::mmsghdr] {
+        self.iovs.clear();
+        self.iovs.extend(bufs.map(|(p, len)| libc::iovec { iov_base: p.cast(), iov_len: len }));
+        let n = self.iovs.len();
+        // SAFETY: an all-zero mmsghdr is valid.
+        self.hdrs.resize_with(n, || unsafe { mem::zeroed() });
+        for (h, iov) in self.hdrs.iter_mut().zip(self.iovs.iter_mut()) {
+            // SAFETY: as above; every field is then set or left zero.
+            *h = unsafe { mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        &mut self.hdrs[..n]
+    }
+}
+
+/// True for errors of the device rather than of our use of the socket: the interface went down
+/// or away, or the frame does not fit it. They cost the frame, not the daemon.
+fn is_device_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV | libc::EMSGSIZE | libc::ENETUNREACH | libc::EPERM)
+    )
 }
 
 /// Receive buffers for one batch.
@@ -70,6 +121,7 @@ pub struct RecvBatch {
     bufs: Vec<Vec<u8>>,
     lens: Vec<usize>,
     count: usize,
+    scratch: MsgScratch,
 }
 
 impl RecvBatch {
@@ -79,6 +131,7 @@ impl RecvBatch {
             bufs: (0..n.max(1)).map(|_| vec![0u8; frame_len]).collect(),
             lens: vec![0; n.max(1)],
             count: 0,
+            scratch: MsgScratch::default(),
         }
     }
 
@@ -114,6 +167,7 @@ pub struct PacketSocket {
     mtu: usize,
     stats: LinkStats,
     tx_ring: Option<TxRing>,
+    tx_scratch: MsgScratch,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -254,6 +308,7 @@ impl PacketSocket {
             mac,
             mtu,
             stats: LinkStats::default(),
+            tx_scratch: MsgScratch::default(),
             tx_ring,
         })
     }
@@ -291,17 +346,7 @@ impl PacketSocket {
     /// Receives up to a batch of frames without blocking; 0 when none is waiting.
     pub fn recv_batch(&mut self, batch: &mut RecvBatch) -> io::Result<usize> {
         let n = batch.bufs.len();
-        let mut iovs: Vec<libc::iovec> = batch
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
-            .collect();
-        // SAFETY: an all-zero mmsghdr is valid; each points at one iovec below.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { mem::zeroed() }).collect();
-        for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-        }
+        let hdrs = batch.scratch.prepare(batch.bufs.iter_mut().map(|b| (b.as_mut_ptr(), b.len())));
         // SAFETY: `hdrs` and the buffers they point to outlive the call; `n` is their count.
         let r = unsafe {
             libc::recvmmsg(
@@ -315,8 +360,18 @@ impl PacketSocket {
         if r < 0 {
             let e = io::Error::last_os_error();
             batch.count = 0;
-            return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(0);
+            }
+            if is_device_error(&e) {
+                // Reported once (the socket's pending error is cleared by reading it).
+                self.stats.rx_errors += 1;
+                tracing::warn!("{}: receive: {e}", self.ifname);
+                return Ok(0);
+            }
+            return Err(e);
         }
+        let hdrs = &batch.scratch.hdrs[..n];
         // Keep only whole frames, packed at the front.
         let mut kept = 0;
         for (i, h) in hdrs.iter().enumerate().take(r as usize) {
@@ -344,17 +399,9 @@ impl PacketSocket {
         let mut done = 0;
         while done < frames.len() {
             let rest = &frames[done..];
-            let mut iovs: Vec<libc::iovec> = rest
-                .iter()
-                .map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() })
-                .collect();
-            // SAFETY: an all-zero mmsghdr is valid; each points at one iovec below.
-            let mut hdrs: Vec<libc::mmsghdr> = (0..rest.len()).map(|_| unsafe { mem::zeroed() }).collect();
-            for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: `hdrs`, `iovs` and the frames outlive the call; the kernel only reads them.
+            // The kernel only reads through these pointers.
+            let hdrs = self.tx_scratch.prepare(rest.iter().map(|f| (f.as_ptr() as *mut u8, f.len())));
+            // SAFETY: `hdrs` and the frames outlive the call; the kernel only reads them.
             let r = unsafe {
                 libc::sendmmsg(
                     self.fd.as_raw_fd(),
@@ -377,6 +424,10 @@ impl PacketSocket {
                 io::ErrorKind::WouldBlock => break,
                 _ if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     self.stats.tx_dropped += 1;
+                    done += 1;
+                }
+                _ if is_device_error(&e) => {
+                    self.device_error("send", &e);
                     done += 1;
                 }
                 _ => return Err(e),
@@ -426,19 +477,66 @@ impl PacketSocket {
         if r.queued == 0 {
             return Ok(());
         }
-        r.queued = 0;
         // SAFETY: send(2) with no data: "send what the ring holds".
         let rc = unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                // The kernel took what it could; the rest goes on the next flush.
-                io::ErrorKind::WouldBlock => {}
-                _ if e.raw_os_error() == Some(libc::ENOBUFS) => self.stats.tx_dropped += 1,
-                _ => return Err(e),
+        if rc >= 0 {
+            r.queued = 0;
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            // The socket's buffer is full: the kernel took what it could and the rest stays
+            // queued in the ring; `queued` stays set so that the owner flushes again soon
+            // ([`PacketSocket::tx_needs_flush`]).
+            io::ErrorKind::WouldBlock => {}
+            _ if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                r.queued = 0;
+                self.stats.tx_dropped += 1;
             }
+            _ if is_device_error(&e) => {
+                r.queued = 0;
+                self.device_error("send", &e);
+            }
+            _ => return Err(e),
         }
         Ok(())
+    }
+
+    /// True when frames wait in the transmit ring for a flush the kernel refused (socket buffer
+    /// full): call [`PacketSocket::tx_flush`] again shortly.
+    pub fn tx_needs_flush(&self) -> bool {
+        self.tx_ring.as_ref().is_some_and(|r| r.queued > 0)
+    }
+
+    /// Takes the socket's pending error (reported by epoll as EPOLLERR), counting it.
+    pub fn take_error(&mut self) -> Option<io::Error> {
+        let mut err: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` live across the call and `len` is err's size.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 || err == 0 {
+            return None;
+        }
+        self.stats.rx_errors += 1;
+        let e = io::Error::from_raw_os_error(err);
+        tracing::warn!("{}: {e}", self.ifname);
+        Some(e)
+    }
+
+    fn device_error(&mut self, what: &str, e: &io::Error) {
+        self.stats.tx_errors += 1;
+        // The first of a run and then every 1024th, so that a dead link does not flood the log.
+        if self.stats.tx_errors % 1024 == 1 {
+            tracing::warn!("{}: {what}: {e} ({} frames lost so far)", self.ifname, self.stats.tx_errors);
+        }
     }
 }
 
