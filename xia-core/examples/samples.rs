@@ -56,6 +56,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             put("dag_text", &format!("{}-dag", s.name), s.xip.dst.to_dag_string().as_bytes())?;
         }
         put("key_file", "key", xia_core::Keypair::from_seed([7; 32]).to_file_text().as_bytes())?;
+        // XARP: a request, and a reply whose binding verifies.
+        {
+            use xia_core::wire::ethernet::EthernetAddress;
+            use xia_core::wire::xarp::{Binding, XarpRepr};
+            let (ka, kb) = (xia_core::Keypair::from_seed([8; 32]), xia_core::Keypair::from_seed([9; 32]));
+            let (a, b) = (ka.xid(xia_core::Principal::Hid), kb.xid(xia_core::Principal::Hid));
+            let (ma, mb) = (EthernetAddress([2, 0, 0, 0, 0, 0xa]), EthernetAddress([2, 0, 0, 0, 0, 0xb]));
+            let req = XarpRepr::Request { sender: a, sender_mac: ma, target: b };
+            let binding = Binding::sign(&kb, mb, 1_700_000_000_000);
+            let reply = XarpRepr::Reply { sender: b, sender_mac: mb, target: a, target_mac: ma, binding };
+            for (name, m) in [("xarp-request", req), ("xarp-reply", reply)] {
+                let mut buf = vec![0u8; m.buffer_len()];
+                m.emit(&mut buf)?;
+                put("xarp", name, &buf)?;
+            }
+        }
         eprintln!("wrote fuzz seeds under {}", dir.display());
     }
     Ok(())
