@@ -1,4 +1,5 @@
-//! XIP header: parse, and what parses must re-emit to the same bytes.
+//! XIP header: parse, and what parses must re-emit to the same bytes; the in-place check of
+//! receive paths (`Packet::validate`) accepts exactly what the full parse accepts.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use xia_core::select::{select, Lookup};
@@ -6,7 +7,9 @@ use xia_core::wire::xip;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(p) = xip::Packet::new_checked(data) else { return };
-    let Ok(repr) = xip::XipRepr::parse(&p) else { return };
+    let parsed = xip::XipRepr::parse(&p);
+    assert_eq!(p.validate().is_ok(), parsed.is_ok(), "validate and parse disagree: {parsed:?}");
+    let Ok(repr) = parsed else { return };
     let out = repr.to_bytes(p.payload()).expect("a parsed header re-emits");
     assert_eq!(out, data);
     // Selection on a valid DAG never reports a malformed DAG.
