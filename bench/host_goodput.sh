@@ -54,6 +54,16 @@ await_line() {
   return 1
 }
 
+# Waits until a TCP listener on PORT exists in namespace NS (iperf3 -D returns before it listens).
+await_listen() {
+  for _ in $(seq 1 200); do
+    [ -n "$(ip netns exec "$1" ss -Hltn "sport = :$2")" ] && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $2 in $1" >&2
+  return 1
+}
+
 start_xiads() {
   rm -f "$dir"/*.sock
   ip netns exec "$na" "$B/xiad" -q -i va -s "$dir/a.sock" -k "$dir/a.key" --ad "$AD" >"$dir/a.out" 2>"$dir/a.err" &
@@ -79,7 +89,7 @@ for mtu in $MTUS; do
   tcp=()
   for i in $(seq 1 "$RUNS"); do
     ip netns exec "$nb" iperf3 -s -1 -D -p $((5300 + i)) >/dev/null 2>&1
-    sleep 0.2
+    await_listen "$nb" $((5300 + i))
     g=$(ip netns exec "$na" iperf3 -c 10.77.0.2 -p $((5300 + i)) -n "$BYTES" -J |
       python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
     echo "mtu $mtu run $i iperf3 TCP: $g Gbit/s"

@@ -20,6 +20,7 @@ use crate::ipc::{ErrorCode, HostInfo, Msg, FRAME_HEADER};
 use crate::keys::Keypair;
 use crate::link::afpacket::{LinkOptions, PacketSocket, RecvBatch};
 use crate::pcap::PcapWriter;
+use crate::transport::chunk::StoreError;
 use crate::wire::ethernet::EtherType;
 use crate::xid::Xid;
 
@@ -165,7 +166,8 @@ fn host_error_code(e: &HostError) -> ErrorCode {
         HostError::AddrInUse => ErrorCode::AddrInUse,
         HostError::TooLarge { .. } => ErrorCode::TooLarge,
         HostError::Unreachable => ErrorCode::Unreachable,
-        HostError::Store(_) => ErrorCode::TooLarge,
+        HostError::Store(StoreError::TooLarge(_)) => ErrorCode::TooLarge,
+        HostError::Store(StoreError::Full { .. }) => ErrorCode::NoSpace,
         HostError::NotAService => ErrorCode::NotAService,
     }
 }

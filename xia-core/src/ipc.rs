@@ -60,6 +60,8 @@ pub enum ErrorCode {
     Corrupt = 11,
     /// Closed.
     Closed = 12,
+    /// No room left (the content store is full of published chunks).
+    NoSpace = 13,
     /// Anything else.
     Other = 255,
 }
@@ -80,6 +82,7 @@ impl ErrorCode {
             NotFound,
             Corrupt,
             Closed,
+            NoSpace,
             Other,
         ]
         .into_iter()
@@ -101,6 +104,7 @@ impl ErrorCode {
             ErrorCode::TimedOut => K::TimedOut,
             ErrorCode::Corrupt => K::InvalidData,
             ErrorCode::Closed => K::NotConnected,
+            ErrorCode::NoSpace => K::StorageFull,
             ErrorCode::Other => K::Other,
         }
     }

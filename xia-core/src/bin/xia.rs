@@ -193,12 +193,31 @@ fn main() -> ExitCode {
 /// Where a sender's bytes come from: fills the buffer, returns how much (0 at the end).
 type Source = dyn FnMut(&mut [u8]) -> std::io::Result<usize>;
 
-/// Pseudo-random bytes, the same for the same seed, produced block by block.
-struct Pattern(Rng);
+/// Pseudo-random bytes, the same for the same seed: one block of a prime length made once and
+/// repeated (making fresh bytes would cost the sender more than sending them; a prime period
+/// keeps data delivered at a wrong offset from matching by accident).
+struct Pattern {
+    block: Vec<u8>,
+    at: usize,
+}
 
 impl Pattern {
-    fn fill(&mut self, buf: &mut [u8]) {
-        self.0.fill(buf);
+    const PERIOD: usize = 1_048_573;
+
+    fn new(seed: u64) -> Pattern {
+        let mut block = vec![0u8; Self::PERIOD];
+        Rng::new(seed).fill(&mut block);
+        Pattern { block, at: 0 }
+    }
+
+    fn fill(&mut self, mut buf: &mut [u8]) {
+        while !buf.is_empty() {
+            let n = buf.len().min(self.block.len() - self.at);
+            let (head, rest) = buf.split_at_mut(n);
+            head.copy_from_slice(&self.block[self.at..self.at + n]);
+            self.at = (self.at + n) % self.block.len();
+            buf = rest;
+        }
     }
 }
 
@@ -264,7 +283,7 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
                     Box::new(move |b| std::io::Read::read(&mut f, b))
                 }
                 None => {
-                    let mut pat = Pattern(Rng::new(seed));
+                    let mut pat = Pattern::new(seed);
                     let mut left = bytes;
                     Box::new(move |b| {
                         let n = (b.len() as u64).min(left) as usize;
@@ -297,7 +316,7 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
         }
         Cmd::ChunkServe { bytes, chunk_size, seed, manifest } => {
             let mut c = xia.chunks().await.map_err(e)?;
-            let mut pat = Pattern(Rng::new(seed));
+            let mut pat = Pattern::new(seed);
             let mut h = Sha256::new();
             let mut lines = Vec::new();
             let mut left = bytes;

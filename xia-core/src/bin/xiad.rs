@@ -26,6 +26,10 @@ struct Args {
     /// AD to use when no router beacons one (hosts on a bare link).
     #[arg(long, value_name = "AD:<hex>")]
     ad: Option<Xid>,
+    /// Content store size in MiB: chunks published here stay until removed (a full store refuses
+    /// more); chunks cached in passing fill what is left.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    store_mib: usize,
     /// Record every frame in and out to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
@@ -56,7 +60,7 @@ fn main() -> ExitCode {
         interface: args.interface.clone(),
         socket: args.socket.clone(),
         key_file: args.key,
-        host: HostConfig { static_ad: args.ad, ..HostConfig::default() },
+        host: HostConfig { static_ad: args.ad, store_bytes: args.store_mib << 20, ..HostConfig::default() },
         link: LinkOptions::default(),
         pcap: args.pcap,
     };

@@ -56,9 +56,14 @@ impl Rng {
 
     /// Fills `buf` with random bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
+        let mut words = buf.chunks_exact_mut(8);
+        for c in &mut words {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let tail = words.into_remainder();
+        if !tail.is_empty() {
             let v = self.next_u64().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
+            tail.copy_from_slice(&v[..tail.len()]);
         }
     }
 }
