@@ -65,14 +65,19 @@ fn unexpected(m: &Msg) -> io::Error {
 struct Framed {
     io: UnixStream,
     buf: Vec<u8>,
+    /// A big `ChunkData` being read straight into its own buffer: (tag, data, bytes filled).
+    body: Option<(u64, Vec<u8>, usize)>,
 }
+
+/// `ChunkData` messages at least this big skip the message buffer (no copy out of it).
+const DIRECT_BODY: usize = 64 << 10;
 
 impl Framed {
     async fn open(path: &Path) -> io::Result<Framed> {
         let io = UnixStream::connect(path)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("cannot reach xiad at {}: {e}", path.display())))?;
-        Ok(Framed { io, buf: Vec::new() })
+        Ok(Framed { io, buf: Vec::new(), body: None })
     }
 
     async fn send(&mut self, m: &Msg) -> io::Result<()> {
@@ -81,15 +86,43 @@ impl Framed {
 
     /// The next message. Cancel-safe.
     async fn recv(&mut self) -> io::Result<Msg> {
+        let bad = |e| io::Error::new(io::ErrorKind::InvalidData, e);
         loop {
-            if let Some(len) =
-                Msg::frame_len(&self.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            {
+            if let Some((_, data, filled)) = self.body.as_mut() {
+                if *filled < data.len() {
+                    let n = self.io.read(&mut data[*filled..]).await?;
+                    if n == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "xiad closed the connection",
+                        ));
+                    }
+                    *filled += n;
+                    continue;
+                }
+                let (tag, data, _) = self.body.take().expect("checked");
+                return Ok(Msg::ChunkData { tag, data });
+            }
+            if let Some(len) = Msg::frame_len(&self.buf).map_err(bad)? {
                 if self.buf.len() >= len {
-                    let m = Msg::decode(&self.buf[4..len])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    let m = Msg::decode(&self.buf[4..len]).map_err(bad)?;
                     self.buf.drain(..len);
                     return Ok(m);
+                }
+                // Header of a big ChunkData (type 106: tag u64, length u32, then the bytes): the
+                // bytes go straight into the buffer handed to the application.
+                if len >= DIRECT_BODY && self.buf.len() >= 17 && self.buf[4] == 106 {
+                    let tag = u64::from_le_bytes(self.buf[5..13].try_into().expect("8 bytes"));
+                    let n = u32::from_le_bytes(self.buf[13..17].try_into().expect("4 bytes")) as usize;
+                    if 17 + n != len {
+                        return Err(bad(crate::ipc::IpcError::Truncated));
+                    }
+                    let mut data = vec![0u8; n];
+                    let have = self.buf.len() - 17;
+                    data[..have].copy_from_slice(&self.buf[17..]);
+                    self.buf.clear();
+                    self.body = Some((tag, data, have));
+                    continue;
                 }
             }
             // `read_buf` appends only what it read, so a recv cancelled by a `select!` (xping

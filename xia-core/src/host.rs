@@ -22,7 +22,7 @@ use crate::dag::Dag;
 use crate::keys::Keypair;
 use crate::link::sim::Rng;
 use crate::select::{select, Lookup, Selection, LAST_NODE_ENTRY};
-use crate::transport::chunk::{ChunkError, ContentStore, FetchConfig, Fetcher, ServeJob, StoreError};
+use crate::transport::chunk::{ChunkError, ContentStore, FetchConfig, Fetcher, ServeJob, StoreError, Verify};
 use crate::transport::stream::{Event as StreamEvent, Stream, StreamConfig, StreamError};
 use crate::wire::chunk::{self as chunk_wire, ChunkRepr, NackReason};
 use crate::wire::control::{self, ControlBody, HostRegister, Stamp};
@@ -359,8 +359,21 @@ struct ServeTask {
 #[derive(Debug)]
 struct Pending {
     frames: VecDeque<Vec<u8>>,
+    /// Content to serve to the neighbour once its MAC is known (its first requests arrive
+    /// before we know where it is, as IP packets do before ARP).
+    serve: Vec<ServeTask>,
     asked_at: Instant,
     tries: u32,
+}
+
+impl Pending {
+    fn new(now: Instant, tries: u32) -> Pending {
+        Pending { frames: VecDeque::new(), serve: Vec::new(), asked_at: now, tries }
+    }
+
+    fn queued(&self) -> usize {
+        self.frames.len() + self.serve.len()
+    }
 }
 
 /// What a local SID is bound to.
@@ -580,6 +593,12 @@ impl Host {
         self.stats
     }
 
+    /// Counters of chunk fetches, the fetch window (bytes requested and not yet answered
+    /// allowed at once) and the bytes requested and not yet answered.
+    pub fn fetch_stats(&self) -> (crate::transport::chunk::FetchStats, u64, u64) {
+        (self.fetcher.stats(), self.fetcher.window(), self.fetcher.in_flight())
+    }
+
     /// The wall clock (ms since the Unix epoch) at `now`.
     pub fn wall_ms(&self, now: Instant) -> u64 {
         self.wall_base_ms + now.saturating_duration_since(self.instant_base).as_millis() as u64
@@ -698,12 +717,8 @@ impl Host {
 
     fn await_resolution(&mut self, now: Instant, hid: Xid, frame: Vec<u8>) {
         let limit = self.cfg.resolve_queue;
-        let p = self.pending.entry(*hid.id()).or_insert_with(|| Pending {
-            frames: VecDeque::new(),
-            asked_at: now,
-            tries: 0,
-        });
-        if p.frames.len() >= limit {
+        let p = self.pending.entry(*hid.id()).or_insert_with(|| Pending::new(now, 0));
+        if p.queued() >= limit {
             self.stats.drop_queue_full += 1;
             return;
         }
@@ -718,11 +733,7 @@ impl Host {
     /// Asks who has `target`, and remembers that we asked: only answers to our own questions
     /// are believed.
     fn send_xarp_request(&mut self, now: Instant, target: Xid) {
-        self.pending.entry(*target.id()).or_insert_with(|| Pending {
-            frames: VecDeque::new(),
-            asked_at: now,
-            tries: 1,
-        });
+        self.pending.entry(*target.id()).or_insert_with(|| Pending::new(now, 1));
         let req = XarpRepr::Request { sender: self.hid, sender_mac: self.mac, target };
         self.out.push_back(self.xarp_frame(EthernetAddress::BROADCAST, &req));
     }
@@ -752,6 +763,10 @@ impl Host {
             for mut f in p.frames {
                 f[..6].copy_from_slice(&mac.0);
                 self.out.push_back(f);
+            }
+            for mut t in p.serve {
+                t.header[..6].copy_from_slice(&mac.0);
+                self.serving.push_back(t);
             }
         }
     }
@@ -1185,10 +1200,23 @@ impl Host {
                                     self.serving.push_back(ServeTask { job, header, local: hop.is_none() });
                                     self.stats.chunk_requests_served += 1;
                                 }
-                                // The requester is on the link but not resolved, or unreachable.
-                                Some((_, Some(Hop::Resolve(hid)))) => {
-                                    self.send_xarp_request(now, hid);
-                                    self.stats.drop_unresolved += 1;
+                                // The requester is on the link but not resolved yet: served
+                                // once it is.
+                                Some((header, Some(Hop::Resolve(hid)))) => {
+                                    let limit = self.cfg.resolve_queue;
+                                    let p =
+                                        self.pending.entry(*hid.id()).or_insert_with(|| Pending::new(now, 0));
+                                    if p.queued() >= limit {
+                                        self.stats.drop_queue_full += 1;
+                                    } else {
+                                        p.serve.push(ServeTask { job, header, local: false });
+                                        self.stats.chunk_requests_served += 1;
+                                        if p.tries == 0 {
+                                            p.tries = 1;
+                                            p.asked_at = now;
+                                            self.send_xarp_request(now, hid);
+                                        }
+                                    }
                                 }
                                 None => self.stats.drop_unreachable += 1,
                             }
@@ -1466,7 +1494,7 @@ impl Host {
         for id in overdue {
             let p = self.pending.get_mut(&id).expect("listed above");
             if p.tries >= 3 {
-                self.stats.drop_unresolved += p.frames.len() as u64;
+                self.stats.drop_unresolved += p.queued() as u64;
                 self.pending.remove(&id);
                 continue;
             }
@@ -1670,6 +1698,19 @@ impl Host {
         self.next_fetch_tag += 1;
         self.fetch_tags.insert(t, (owner, tag));
         self.fetcher.fetch(now, cid, dag, len, t);
+        self.drain_fetches();
+    }
+
+    /// An assembled chunk to hash, when fetches defer verification
+    /// ([`FetchConfig::defer_verify`]): hash it anywhere (e.g. [`Verify::check`] on another
+    /// thread) and hand the outcome to [`Host::chunk_verified`].
+    pub fn poll_verify(&mut self) -> Option<Verify> {
+        self.fetcher.poll_verify()
+    }
+
+    /// The outcome of hashing a chunk from [`Host::poll_verify`].
+    pub fn chunk_verified(&mut self, now: Instant, v: Verify, ok: bool) {
+        self.fetcher.verified(now, v, ok);
         self.drain_fetches();
     }
 

@@ -302,6 +302,11 @@ fn chunk_fetch(link: SimConfig, seed: u64, chunks: usize, size: usize) -> Net {
 fn chunk_64mib_between_hosts() {
     let n = chunk_fetch(SimConfig::default(), 7, 64, 1 << 20);
     assert!(n.b.stats().chunk_pieces_out > 7000);
+    // The first requests come from a host the publisher has not resolved yet: they are
+    // answered once it has, not dropped (and left to time out).
+    assert_eq!(n.b.stats().drop_unresolved, 0);
+    let (fetch, _, _) = n.a.fetch_stats();
+    assert_eq!((fetch.timeouts, fetch.requests_repeated), (0, 0), "{fetch:?}");
 }
 
 #[test]

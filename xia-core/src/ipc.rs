@@ -398,15 +398,21 @@ impl Msg {
         w.0
     }
 
-    /// Appends the frame of `ChunkData { tag, data }` to `out` without an intermediate copy
-    /// of `data` (chunks are up to megabytes).
+    /// The frame header of `ChunkData { tag, data }` for `len` bytes of data: send it, then
+    /// the data (chunks are up to megabytes; no need to copy them into one buffer).
+    pub fn chunk_data_header(tag: u64, len: usize) -> [u8; 17] {
+        let mut h = [0u8; 17];
+        h[..4].copy_from_slice(&((1 + 8 + 4 + len) as u32).to_le_bytes());
+        h[4] = 106;
+        h[5..13].copy_from_slice(&tag.to_le_bytes());
+        h[13..17].copy_from_slice(&(len as u32).to_le_bytes());
+        h
+    }
+
+    /// Appends the frame of `ChunkData { tag, data }` to `out`.
     pub fn encode_chunk_data(tag: u64, data: &[u8], out: &mut Vec<u8>) {
-        let body = 1 + 8 + 4 + data.len();
-        out.reserve(4 + body);
-        out.extend_from_slice(&(body as u32).to_le_bytes());
-        out.push(106);
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.reserve(17 + data.len());
+        out.extend_from_slice(&Msg::chunk_data_header(tag, data.len()));
         out.extend_from_slice(data);
     }
 

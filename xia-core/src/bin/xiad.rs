@@ -42,6 +42,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Chunk buffers (a MiB each, many a second) are reused from the heap instead of being
+    // mapped, faulted in and zeroed afresh every time, and the heap is not trimmed between them.
+    // SAFETY: mallopt only tunes the allocator; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
     let args = Args::parse();
     xia_core::cli::init_logging(args.verbose, args.quiet);
     if let Some(ad) = args.ad {

@@ -66,6 +66,8 @@ pub struct LinkStats {
     pub tx_errors: u64,
     /// Errors reported on receive (device down, ...); the socket keeps working after them.
     pub rx_errors: u64,
+    /// Frames the kernel dropped before we read them (socket buffer full: we were too slow).
+    pub rx_kernel_dropped: u64,
 }
 
 /// The descriptors of one `recvmmsg`/`sendmmsg` call, kept between calls so that a batch costs
@@ -168,6 +170,8 @@ pub struct PacketSocket {
     stats: LinkStats,
     tx_ring: Option<TxRing>,
     tx_scratch: MsgScratch,
+    /// The kernel's drop counter resets when read: the sum so far.
+    kernel_dropped: std::cell::Cell<u64>,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -309,6 +313,7 @@ impl PacketSocket {
             mtu,
             stats: LinkStats::default(),
             tx_scratch: MsgScratch::default(),
+            kernel_dropped: std::cell::Cell::new(0),
             tx_ring,
         })
     }
@@ -338,9 +343,29 @@ impl PacketSocket {
         self.ifindex
     }
 
-    /// Counters.
+    /// Counters (the kernel's drop count is fetched, and reset there, on each call).
     pub fn stats(&self) -> LinkStats {
-        self.stats
+        #[repr(C)]
+        struct TpacketStats {
+            packets: u32,
+            drops: u32,
+        }
+        let mut st = TpacketStats { packets: 0, drops: 0 };
+        let mut len = mem::size_of::<TpacketStats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` live across the call and `len` is st's size.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_STATISTICS,
+                (&mut st as *mut TpacketStats).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            self.kernel_dropped.set(self.kernel_dropped.get() + u64::from(st.drops));
+        }
+        LinkStats { rx_kernel_dropped: self.kernel_dropped.get(), ..self.stats }
     }
 
     /// Receives up to a batch of frames without blocking; 0 when none is waiting.
@@ -543,6 +568,7 @@ impl PacketSocket {
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_TX_RING: libc::c_int = 13;
 const PACKET_LOSS: libc::c_int = 14;
+const PACKET_STATISTICS: libc::c_int = 6;
 const TPACKET_V2: libc::c_int = 1;
 /// `sizeof(struct tpacket2_hdr)`; a frame to send starts right after it (TPACKET2_HDRLEN minus
 /// the sockaddr_ll the kernel puts there on receive).

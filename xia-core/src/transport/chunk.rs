@@ -236,6 +236,10 @@ pub struct FetchConfig {
     pub stall_timeout: Duration,
     /// Fetches of a chunk whose bytes do not match its CID before giving up.
     pub max_corrupt: u32,
+    /// Hand assembled chunks out for hashing ([`Fetcher::poll_verify`]) instead of hashing them
+    /// in [`Fetcher::handle_response`]: a daemon hashes on another core while it goes on
+    /// receiving.
+    pub defer_verify: bool,
 }
 
 impl Default for FetchConfig {
@@ -251,6 +255,7 @@ impl Default for FetchConfig {
             max_rto: Duration::from_secs(2),
             stall_timeout: Duration::from_secs(10),
             max_corrupt: 3,
+            defer_verify: false,
         }
     }
 }
@@ -286,6 +291,25 @@ pub struct Completed {
     pub result: Result<Vec<u8>, ChunkError>,
 }
 
+/// An assembled chunk to hash, from [`Fetcher::poll_verify`]; answer with
+/// [`Fetcher::verified`].
+#[derive(Debug)]
+pub struct Verify {
+    /// The fetch it belongs to.
+    pub job: u64,
+    /// What the bytes must hash to.
+    pub cid: Xid,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+impl Verify {
+    /// Hashes the bytes: true when they are the chunk named.
+    pub fn check(&self) -> bool {
+        Xid::cid_of(&self.data) == self.cid
+    }
+}
+
 /// A request to send, from [`Fetcher::poll_transmit`].
 #[derive(Debug)]
 pub struct Request<'a> {
@@ -318,6 +342,23 @@ pub struct FetchStats {
     pub bytes_completed: u64,
 }
 
+impl FetchStats {
+    /// Every counter with its name (prefixed `fetch_`), for `xiad` stats output.
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("fetch_requests_sent", self.requests_sent),
+            ("fetch_requests_repeated", self.requests_repeated),
+            ("fetch_timeouts", self.timeouts),
+            ("fetch_pieces_received", self.pieces_received),
+            ("fetch_duplicate_pieces", self.duplicate_pieces),
+            ("fetch_pieces_refused", self.pieces_refused),
+            ("fetch_corrupt_chunks", self.corrupt_chunks),
+            ("fetch_chunks_completed", self.chunks_completed),
+            ("fetch_bytes_completed", self.bytes_completed),
+        ]
+    }
+}
+
 #[derive(Debug)]
 struct Job {
     tag: u64,
@@ -340,11 +381,16 @@ struct Job {
     not_before: Option<Instant>,
     corrupt: u32,
     last_progress: Instant,
+    /// All bytes are here and out for hashing: nothing more to ask or take.
+    verifying: bool,
+    /// Names the holder asked (a hash of the DAG): its answers come in the order asked.
+    holder: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Outstanding {
     job: u64,
+    holder: u64,
     offset: u64,
     end: u64,
     sent_at: Instant,
@@ -372,7 +418,12 @@ pub struct Fetcher {
     recovery_until: Option<Instant>,
     rtt: RttEstimator,
     backoff: u32,
+    /// When new bytes last arrived: request timers run from then, as TCP restarts its
+    /// retransmission timer on every ACK of new data (requests queue at the holder, so a
+    /// request's round trip grows with the window; only silence means loss).
+    last_piece_at: Option<Instant>,
     completed: VecDeque<Completed>,
+    to_verify: VecDeque<Verify>,
     stats: FetchStats,
 }
 
@@ -397,7 +448,9 @@ impl Fetcher {
             recovery_until: None,
             rtt,
             backoff: 0,
+            last_piece_at: None,
             completed: VecDeque::new(),
+            to_verify: VecDeque::new(),
             stats: FetchStats::default(),
         }
     }
@@ -411,6 +464,12 @@ impl Fetcher {
         }
         let id = self.next_job;
         self.next_job += 1;
+        let holder = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            dag.to_dag_string().hash(&mut h);
+            h.finish()
+        };
         let mut job = Job {
             tag,
             cid,
@@ -426,6 +485,8 @@ impl Fetcher {
             not_before: None,
             corrupt: 0,
             last_progress: now,
+            verifying: false,
+            holder,
         };
         if let Some(l) = len {
             if l > self.cfg.max_chunk {
@@ -478,9 +539,29 @@ impl Fetcher {
         self.window as u64
     }
 
+    /// Bytes requested and not yet answered.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight
+    }
+
     /// A finished fetch.
     pub fn poll_complete(&mut self) -> Option<Completed> {
         self.completed.pop_front()
+    }
+
+    /// An assembled chunk to hash (with [`FetchConfig::defer_verify`]).
+    pub fn poll_verify(&mut self) -> Option<Verify> {
+        self.to_verify.pop_front()
+    }
+
+    /// The outcome of hashing `v` (from [`Fetcher::poll_verify`]): the fetch completes, or is
+    /// started over when the bytes are not the chunk. Answers for cancelled fetches are dropped.
+    pub fn verified(&mut self, now: Instant, v: Verify, ok: bool) {
+        match self.jobs.get_mut(&v.job) {
+            Some(job) if job.verifying => job.verifying = false,
+            _ => return,
+        }
+        self.settle(now, v.job, v.data, ok);
     }
 
     /// The next request to send, if the window allows one.
@@ -550,7 +631,9 @@ impl Fetcher {
         } else {
             job.asked.insert(offset, end);
         }
-        self.outstanding.insert(request_id, Outstanding { job: id, offset, end, sent_at: now, repeat });
+        let holder = job.holder;
+        self.outstanding
+            .insert(request_id, Outstanding { job: id, holder, offset, end, sent_at: now, repeat });
         self.in_flight += end - offset;
         self.stats.requests_sent += 1;
         if repeat {
@@ -565,37 +648,54 @@ impl Fetcher {
     /// When [`Fetcher::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let rto = self.rtt.rto_backoff(self.backoff);
-        let oldest = self.outstanding.values().map(|o| o.sent_at).min().map(|t| t + rto);
-        let stall =
-            self.jobs.values().filter(|j| j.started).map(|j| j.last_progress + self.cfg.stall_timeout).min();
+        let oldest = self.outstanding.values().map(|o| o.sent_at).min().map(|t| self.timer_base(t) + rto);
+        let stall = self
+            .jobs
+            .values()
+            .filter(|j| j.started && !j.verifying)
+            .map(|j| j.last_progress + self.cfg.stall_timeout)
+            .min();
         let busy = self.jobs.values().filter_map(|j| j.not_before).min();
         [oldest, stall, busy].into_iter().flatten().min()
     }
 
-    /// Fires timeouts due at `now`: requests unanswered for an RTO are asked again (and the
-    /// window shrinks); chunks stalled for the stall timeout fail.
+    /// Fires timeouts due at `now`: after an RTO without new bytes the oldest request is asked
+    /// again (and the window shrinks); chunks stalled for the stall timeout fail.
     pub fn handle_timeout(&mut self, now: Instant) {
         let rto = self.rtt.rto_backoff(self.backoff);
-        let expired: Vec<u32> =
-            self.outstanding.iter().filter(|(_, o)| o.sent_at + rto <= now).map(|(&id, _)| id).collect();
-        if !expired.is_empty() {
-            self.stats.timeouts += expired.len() as u64;
+        // Only the oldest request is given up on, as TCP resends only its first unacknowledged
+        // segment: when its second answer comes, every request to that holder sent well before
+        // it and still unanswered is known lost (`detect_lost`); requests queued at a holder
+        // that merely paused are not asked twice.
+        let oldest = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| self.timer_base(o.sent_at) + rto <= now)
+            .min_by_key(|(&id, o)| (o.sent_at, id))
+            .map(|(&id, _)| id);
+        if let Some(id) = oldest {
+            self.stats.timeouts += 1;
             self.backoff = (self.backoff + 1).min(6);
-            for id in expired {
-                self.forget_request(id);
-            }
+            self.forget_request(id);
             self.on_loss(now);
+            // The next timer runs from now.
+            self.last_piece_at = Some(now);
         }
         let stalled: Vec<u64> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.started && j.last_progress + self.cfg.stall_timeout <= now)
+            .filter(|(_, j)| j.started && !j.verifying && j.last_progress + self.cfg.stall_timeout <= now)
             .map(|(&id, _)| id)
             .collect();
         for id in stalled {
             self.finish(id, Err(ChunkError::TimedOut));
         }
     }
+    /// Where a request sent at `sent` times from: its sending or the last new bytes, if later.
+    fn timer_base(&self, sent: Instant) -> Instant {
+        self.last_piece_at.map_or(sent, |t| t.max(sent))
+    }
+
     /// Drops an outstanding request: its unanswered bytes become askable again. Its late
     /// answers are still taken (within its range) for a while.
     fn forget_request(&mut self, id: u32) {
@@ -685,6 +785,11 @@ impl Fetcher {
             return;
         }
         let job = self.jobs.get_mut(&job_id).expect("indexed job exists");
+        if job.verifying {
+            // Every byte is already here: a late copy.
+            self.stats.duplicate_pieces += 1;
+            return;
+        }
         match job.len {
             None => {
                 if total > self.cfg.max_chunk {
@@ -716,6 +821,7 @@ impl Fetcher {
             job.buf[offset as usize..end as usize].copy_from_slice(data);
             job.have.insert(offset, end);
             job.last_progress = now;
+            self.last_piece_at = Some(now);
         }
         // The request this answers: done when all its bytes are held.
         if let Some(o) = self.outstanding.get(&request_id).copied().filter(|o| o.job == job_id) {
@@ -728,7 +834,7 @@ impl Fetcher {
                 }
                 self.backoff = 0;
                 self.grow(o.end - o.offset);
-                self.detect_lost(now, job_id, o.sent_at);
+                self.detect_lost(now, o.holder, o.sent_at);
             }
         }
         let job = &self.jobs[&job_id];
@@ -750,10 +856,10 @@ impl Fetcher {
         self.window = self.window.min(self.cfg.max_window as f64);
     }
 
-    /// Requests sent a reordering window before `sent` (which just completed) and still
-    /// incomplete lost pieces: ask again for what they miss.    /// Requests for the same chunk (from the same holder, with the same round trip) sent a
-    /// reordering window before `sent`, which just completed, and still incomplete lost pieces.
-    fn detect_lost(&mut self, now: Instant, job: u64, sent: Instant) {
+    /// Requests to the same holder (which answers in the order asked) sent a reordering window
+    /// before `sent`, which just completed, and still incomplete: their pieces are lost; ask
+    /// again for what they miss.
+    fn detect_lost(&mut self, now: Instant, holder: u64, sent: Instant) {
         if self.recovery_until.is_some_and(|t| now >= t) {
             self.recovery_until = None;
         }
@@ -765,7 +871,7 @@ impl Fetcher {
         let lost: Vec<u32> = self
             .outstanding
             .iter()
-            .filter(|(_, o)| o.job == job && o.sent_at < threshold)
+            .filter(|(_, o)| o.holder == holder && o.sent_at < threshold)
             .map(|(&id, _)| id)
             .collect();
         if lost.is_empty() {
@@ -777,15 +883,38 @@ impl Fetcher {
         self.on_loss(now);
     }
 
-    fn complete(&mut self, _now: Instant, job_id: u64) {
+    fn complete(&mut self, now: Instant, job_id: u64) {
         let job = self.jobs.get_mut(&job_id).expect("job exists");
-        if Xid::cid_of(&job.buf) == job.cid {
-            let data = std::mem::take(&mut job.buf);
+        let data = std::mem::take(&mut job.buf);
+        if !self.cfg.defer_verify {
+            let ok = Xid::cid_of(&data) == job.cid;
+            self.settle(now, job_id, data, ok);
+            return;
+        }
+        // Out for hashing: the job leaves the active ones (the next chunk's requests go out
+        // meanwhile) and its outstanding requests are done with.
+        job.verifying = true;
+        let cid = job.cid;
+        self.order.retain(|&j| j != job_id);
+        let stale: Vec<u32> =
+            self.outstanding.iter().filter(|(_, o)| o.job == job_id).map(|(&id, _)| id).collect();
+        for id in stale {
+            if let Some(o) = self.outstanding.remove(&id) {
+                self.in_flight -= o.end - o.offset;
+            }
+        }
+        self.to_verify.push_back(Verify { job: job_id, cid, data });
+    }
+
+    /// Ends a fetch whose bytes were hashed: `ok` when they are the chunk.
+    fn settle(&mut self, now: Instant, job_id: u64, data: Vec<u8>, ok: bool) {
+        if ok {
             self.stats.chunks_completed += 1;
             self.stats.bytes_completed += data.len() as u64;
             self.finish(job_id, Ok(data));
             return;
         }
+        let Some(job) = self.jobs.get_mut(&job_id) else { return };
         // Wrong bytes: never handed out; fetch the whole chunk again, or give up.
         self.stats.corrupt_chunks += 1;
         job.corrupt += 1;
@@ -799,10 +928,14 @@ impl Fetcher {
         job.len = None;
         job.buf = Vec::new();
         job.probing = false;
+        job.last_progress = now;
         let stale: Vec<u32> =
             self.outstanding.iter().filter(|(_, o)| o.job == job_id).map(|(&id, _)| id).collect();
         for id in stale {
             self.forget_request(id);
+        }
+        if !self.order.contains(&job_id) {
+            self.order.push_front(job_id);
         }
     }
 

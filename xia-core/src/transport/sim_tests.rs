@@ -317,6 +317,7 @@ mod chunk_sim {
     use crate::transport::chunk::{ChunkError, ContentStore, FetchConfig, Fetcher, ServeJob};
     use crate::wire::chunk::{ChunkRepr, NackReason, Packet as ChunkPacket};
     use crate::xid::{Principal, Xid, XID_LEN};
+    use std::collections::VecDeque;
     use std::sync::Arc;
 
     /// How the publisher misbehaves.
@@ -376,6 +377,8 @@ mod chunk_sim {
         let mut down = SimLink::new(link, seed ^ 0xdead);
         let mut got = Vec::new();
         let mut answers = 0u32;
+        // With deferred verification: one hashing worker, 600 us a chunk, first come first served.
+        let mut hashing: VecDeque<(Instant, crate::transport::chunk::Verify)> = VecDeque::new();
         let piece = PACKET - crate::wire::chunk::HEADER_LEN;
         while got.len() < chunks.len() {
             let mut moved = false;
@@ -426,14 +429,29 @@ mod chunk_sim {
                 let (cid, resp) = unframe(&f);
                 fetcher.handle_response(now, &cid, &resp);
             }
+            while let Some(v) = fetcher.poll_verify() {
+                let start = hashing.back().map_or(now, |&(t, _)| t.max(now));
+                hashing.push_back((start + Duration::from_micros(600), v));
+            }
+            while hashing.front().is_some_and(|&(t, _)| t <= now) {
+                let (_, v) = hashing.pop_front().expect("checked");
+                let ok = v.check();
+                fetcher.verified(now, v, ok);
+                moved = true;
+            }
             while let Some(c) = fetcher.poll_complete() {
                 got.push((c.tag, c.result));
             }
             if !moved {
-                let next = [fetcher.poll_timeout(), up.next_delivery(), down.next_delivery()]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                let next = [
+                    fetcher.poll_timeout(),
+                    up.next_delivery(),
+                    down.next_delivery(),
+                    hashing.front().map(|&(t, _)| t),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
                 let Some(next) = next else { break };
                 now = now.max(next);
                 fetcher.handle_timeout(now);
@@ -452,8 +470,12 @@ mod chunk_sim {
     }
 
     fn check(link: SimConfig, seed: u64) -> Outcome {
+        check_with(link, seed, FetchConfig::default())
+    }
+
+    fn check_with(link: SimConfig, seed: u64, cfg: FetchConfig) -> Outcome {
         let data = chunks(64, MIB, seed);
-        let out = fetch_all(link, seed, &data, Publisher::Honest, FetchConfig::default());
+        let out = fetch_all(link, seed, &data, Publisher::Honest, cfg);
         assert_eq!(out.got.len(), 64);
         for (i, (tag, r)) in out.got.iter().enumerate() {
             assert_eq!(*tag, i as u64);
@@ -483,6 +505,34 @@ mod chunk_sim {
     fn chunk_64mib_10pct_loss_reorder_duplicate() {
         let out = check(SimConfig::impaired(0.10, 0.05, 0.01), 23);
         assert!(out.fetcher.stats().requests_repeated > 0);
+    }
+
+    #[test]
+    fn chunk_64mib_with_hashing_elsewhere_clean_and_10pct_loss() {
+        let cfg = FetchConfig { defer_verify: true, ..FetchConfig::default() };
+        let out = check_with(SimConfig::default(), 31, cfg.clone());
+        let s = out.fetcher.stats();
+        assert_eq!((s.requests_repeated, s.bytes_completed), (0, 64 * MIB as u64), "{s:?}");
+        // Hashing (600 us a chunk, 38 ms for 64) overlaps the transfer instead of adding to it.
+        let gbps = (64 * MIB) as f64 * 8.0 / out.took.as_secs_f64() / 1e9;
+        assert!(gbps > 7.0, "{gbps:.2} Gbit/s {s:?}");
+        let out = check_with(SimConfig::impaired(0.10, 0.05, 0.01), 32, cfg);
+        assert!(out.fetcher.stats().requests_repeated > 0);
+    }
+
+    #[test]
+    fn corrupt_chunks_are_fetched_again_with_hashing_elsewhere() {
+        let data = chunks(4, 200_000, 33);
+        let cfg = FetchConfig { defer_verify: true, ..FetchConfig::default() };
+        let out = fetch_all(SimConfig::default(), 33, &data, Publisher::CorruptFirst(2), cfg.clone());
+        for (i, (_, r)) in out.got.iter().enumerate() {
+            assert!(r.as_ref().unwrap() == &data[i]);
+        }
+        assert!(out.fetcher.stats().corrupt_chunks > 0);
+        let out = fetch_all(SimConfig::default(), 34, &data, Publisher::AlwaysCorrupt, cfg);
+        for (_, r) in &out.got {
+            assert_eq!(r.as_ref().unwrap_err(), &ChunkError::Corrupt);
+        }
     }
 
     #[test]
