@@ -357,8 +357,10 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
             let t = Instant::now();
             let mut h = Sha256::new();
             let mut total = 0u64;
-            // A window of requests in flight; results hashed in manifest order.
-            let window = 16;
+            // A window of requests in flight; results hashed in manifest order. 32 (of 1 MiB
+            // chunks) keeps xiad's fetch pipeline full at MTU 9000: with 16 it ran dry between
+            // chunks (median of 8 runs 4.9 vs 5.2 Gbit/s).
+            let window = 32;
             let mut tags = std::collections::VecDeque::new();
             let mut done = std::collections::HashMap::new();
             let mut next = 0;

@@ -419,7 +419,9 @@ impl PacketSocket {
 
     /// Sends frames (complete Ethernet frames) without blocking; returns how many were
     /// consumed: sent, or dropped because the device refused them (ENOBUFS, as a full queue on
-    /// a wire would; counted). The rest did not fit in the socket buffer: wait for writability.
+    /// a wire would; counted) or because the device could not take them (down, gone, or a frame
+    /// over an MTU lowered since the socket was opened; counted in `tx_errors`). The rest did not
+    /// fit in the socket buffer: wait for writability.
     pub fn send_batch(&mut self, frames: &[&[u8]]) -> io::Result<usize> {
         let mut done = 0;
         while done < frames.len() {
@@ -461,8 +463,12 @@ impl PacketSocket {
         Ok(done)
     }
 
-    /// Sends one frame; false if the socket buffer (or ring) is full.
+    /// Sends one frame; false if the socket buffer (or ring) is full. A frame longer than
+    /// [`PacketSocket::max_frame`] is refused (`InvalidInput`), whatever the path.
     pub fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
+        if frame.len() > self.max_frame() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame larger than the MTU"));
+        }
         if self.tx_ring.is_some() {
             let Some(slot) = self.tx_slot() else { return Ok(false) };
             let Some(dst) = slot.get_mut(..frame.len()) else {
