@@ -29,6 +29,11 @@ pub struct StreamConfig {
     /// Send buffer (bytes the application may have written and not yet acknowledged).
     pub send_buffer: usize,
     /// Receive buffer (the largest window advertised).
+    ///
+    /// Both buffers default to 16 MiB, taken on first use: a host shares its cores with the
+    /// daemon and the applications at both ends, and the window must cover the milliseconds
+    /// one of them waits for a core. With 4 MiB, STREAM at MTU 9000 between two namespaces
+    /// ranged 3.5-6.4 Gbit/s (median 4.5) with no loss; with 16 MiB, 5.5-6.5 (median 6.2).
     pub recv_buffer: usize,
     /// RTO before any RTT sample.
     pub initial_rto: Duration,
@@ -54,8 +59,8 @@ impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
             mss: 1400,
-            send_buffer: 4 << 20,
-            recv_buffer: 4 << 20,
+            send_buffer: 16 << 20,
+            recv_buffer: 16 << 20,
             initial_rto: Duration::from_millis(200),
             min_rto: Duration::from_millis(5),
             max_rto: Duration::from_secs(2),
