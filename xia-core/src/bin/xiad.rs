@@ -12,7 +12,7 @@ use xia_core::xid::{Principal, Xid};
 
 /// The XIA host daemon.
 #[derive(Debug, Parser)]
-#[command(name = "xiad", version, about)]
+#[command(name = "xiad", version)]
 struct Args {
     /// Network interface to own (raw Ethernet, ethertype 0xC0DE).
     #[arg(short, long)]

@@ -12,7 +12,7 @@ use xia_core::dag::Dag;
 
 /// Send XCMP echo requests to an XIA address.
 #[derive(Debug, Parser)]
-#[command(name = "xping", version, about)]
+#[command(name = "xping", version)]
 struct Args {
     /// Stop after sending COUNT requests.
     #[arg(short = 'c', value_name = "COUNT")]
