@@ -1036,7 +1036,10 @@ impl Host {
                 if changed {
                     self.ad = Some(b.ad);
                     self.route_gen += 1;
-                    self.registration = Some(Registration { seq: 0, next_at: now, receipt: None });
+                    // Sequence numbers start from the clock, so a restarted host is not taken for a
+                    // replay of its former self.
+                    let seq = control::seq_base(self.wall_ms(now));
+                    self.registration = Some(Registration { seq, next_at: now, receipt: None });
                     self.events.push_back(HostEvent::Attached { ad: b.ad, router: b.router_hid });
                 }
             }

@@ -56,6 +56,13 @@ const BEACON_FIXED: usize = 2 * XID_WIRE_LEN + STAMP_LEN + 4;
 const REGISTER_LEN: usize = 3 * XID_WIRE_LEN + STAMP_LEN;
 const PATCH_FIXED: usize = STAMP_LEN;
 
+/// The first sequence number of a sender whose wall clock reads `wall_ms`: later than every
+/// number it used before a restart (receivers refuse numbers not above the last one seen), as
+/// long as it sends fewer than 65536 messages per millisecond of its life.
+pub fn seq_base(wall_ms: u64) -> u64 {
+    wall_ms << 16
+}
+
 /// Sequence number, sender time and a duration, common to every message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {

@@ -1,0 +1,951 @@
+//! The router as a sans-IO state machine: everything `xia-router` does except I/O.
+//!
+//! Frames come in through [`Router::handle_frame`], which forwards in place (the caller sends
+//! the same buffer out of the port it is told) or consumes the frame; frames the router makes
+//! itself (beacons, receipts, XCMP errors and replies) come out of [`Router::poll_transmit`].
+//! Time is passed in.
+//!
+//! What a router does:
+//! - forwards by the destination DAG with the shared selection ([`xia_core::select`]), one
+//!   exact-match table per principal, each with an optional default; unknown principals miss,
+//!   so the DAG's fallback edges are taken;
+//! - beacons its AD on every port (signed by the AD key); a router of another AD hearing the
+//!   beacon learns a route to that AD through the sender, which expires when beacons stop;
+//! - registers hosts (their HID routes, signed by the HID key, expiring unless refreshed) and
+//!   answers with the AD's receipt;
+//! - takes route patches: "HID X is now in AD Y", signed by X's key and carrying Y's receipt;
+//!   the HID's route then follows Y's route (packets to X's old DAG reach its new place);
+//! - answers XCMP echo, and sends XCMP unreachable and time exceeded back to the source, at a
+//!   bounded rate;
+//! - counts every frame it drops, by reason.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use xia_core::dag::Dag;
+use xia_core::keys::Keypair;
+use xia_core::select::{select, Lookup, Selection};
+use xia_core::wire::control::{self, Beacon, ControlBody, HostRegistered, Stamp};
+use xia_core::wire::dgram::{self, DgramRepr};
+use xia_core::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
+use xia_core::wire::xarp::{self, XarpRepr};
+use xia_core::wire::xcmp::{self, Unreachable, XcmpRepr};
+use xia_core::wire::xip::{self, NextHeader, XipRepr};
+use xia_core::xid::{Principal, Xid, XidMap, HID_BROADCAST, SID_XHCP, SID_XROUTE};
+
+/// Tunables of a router.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Time between beacons on each port.
+    pub beacon_interval: Duration,
+    /// A route learned from beacons lasts this many beacon intervals (of the sender's).
+    pub beacon_routes_last: u32,
+    /// Longest lifetime granted to a host registration or a route patch.
+    pub max_lifetime: Duration,
+    /// Control messages older (or newer) than this are refused.
+    pub control_window: Duration,
+    /// Where the AD's name server is, announced in beacons.
+    pub name_server: Option<Dag>,
+    /// XCMP errors sent per second at most (a burst of as many is allowed).
+    pub xcmp_rate: u32,
+    /// Frames made by the router waiting to go out, at most.
+    pub out_queue: usize,
+    /// Routes at most in each table (registrations and learned routes beyond are refused).
+    pub max_routes: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            beacon_interval: Duration::from_millis(100),
+            beacon_routes_last: 3,
+            max_lifetime: Duration::from_secs(600),
+            control_window: Duration::from_secs(30),
+            name_server: None,
+            xcmp_rate: 1000,
+            out_queue: 4096,
+            max_routes: 1 << 20,
+        }
+    }
+}
+
+/// A port of the router: an Ethernet interface.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    /// Interface name (for display).
+    pub name: String,
+    /// Its MAC.
+    pub mac: EthernetAddress,
+    /// Its MTU (largest Ethernet payload).
+    pub mtu: usize,
+}
+
+/// Where a route leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// This router (its AD, its HID, its services).
+    Local,
+    /// Out of `port` to the neighbour at `mac`.
+    Via {
+        /// Port index.
+        port: usize,
+        /// The neighbour's MAC.
+        mac: EthernetAddress,
+    },
+    /// Wherever the route to this AD leads (a patched HID route: the host moved there).
+    FollowAd(Xid),
+    /// Explicitly: use the DAG's next edge.
+    Fallback,
+}
+
+/// How a route came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This router's own XIDs.
+    Own,
+    /// Configured (file or admin interface); never expires.
+    Static,
+    /// A neighbour router's beacon.
+    Beacon,
+    /// A host's registration.
+    Registered,
+    /// A route patch from a host that moved.
+    Patched,
+}
+
+impl Origin {
+    /// Short name for `route show`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Own => "own",
+            Origin::Static => "static",
+            Origin::Beacon => "beacon",
+            Origin::Registered => "registered",
+            Origin::Patched => "patched",
+        }
+    }
+}
+
+/// A table entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Where it leads.
+    pub target: Target,
+    /// How it came to be.
+    pub origin: Origin,
+    /// When it goes (`None`: never).
+    pub expires: Option<Instant>,
+}
+
+/// One line of `route show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// The destination (`None`: the default of `principal`'s table).
+    pub xid: Option<Xid>,
+    /// The table.
+    pub principal: Principal,
+    /// The route.
+    pub route: Route,
+}
+
+/// Why an admin change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The port index does not exist.
+    #[error("no port {0}")]
+    NoPort(usize),
+    /// The route names this router itself.
+    #[error("{0} is this router's own")]
+    Own(Xid),
+    /// Nothing to delete.
+    #[error("no such route")]
+    NotFound,
+    /// The table is full.
+    #[error("the table is full")]
+    Full,
+}
+
+/// Counters, all monotonic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Frames forwarded.
+    pub forwarded: u64,
+    /// Packets for this router itself.
+    pub delivered: u64,
+    /// Frames the router made (beacons, receipts, XCMP).
+    pub originated: u64,
+    /// Too short, or an XIP header that does not hold together.
+    pub drop_malformed: u64,
+    /// Not addressed to the port's MAC.
+    pub drop_not_for_us: u64,
+    /// Neither XIP nor XARP.
+    pub drop_ethertype: u64,
+    /// No usable edge: XCMP unreachable sent (unless rate-limited).
+    pub drop_unreachable: u64,
+    /// Hop limit exhausted: XCMP time exceeded sent (unless rate-limited).
+    pub drop_hop_limit: u64,
+    /// Larger than the outgoing port's MTU.
+    pub drop_too_big: u64,
+    /// Would go back out of the port it came in on to the MAC it came from.
+    pub drop_loop: u64,
+    /// For this router but of no use to it (an unknown transport, an unbound service).
+    pub drop_local: u64,
+    /// Control messages refused: malformed, bad signature, not for this AD or router.
+    pub drop_bad_control: u64,
+    /// Control messages refused as stale or replayed.
+    pub drop_stale_control: u64,
+    /// Route patches refused (bad signature, replay: also counted above).
+    pub patches_refused: u64,
+    /// Route patches applied.
+    pub patches_applied: u64,
+    /// Registrations accepted (refreshes included).
+    pub registrations: u64,
+    /// Beacons sent.
+    pub beacons_sent: u64,
+    /// Beacons of neighbour routers accepted.
+    pub beacons_heard: u64,
+    /// XCMP errors and replies sent.
+    pub xcmp_sent: u64,
+    /// XCMP errors not sent: over the rate.
+    pub xcmp_rate_limited: u64,
+    /// Frames made by the router dropped: out-queue full.
+    pub drop_queue_full: u64,
+    /// Routes refused: table full.
+    pub drop_table_full: u64,
+    /// Routes expired.
+    pub routes_expired: u64,
+}
+
+/// What to do with a frame just handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send the (rewritten) frame out of this port.
+    Forward(usize),
+    /// The router took it, or dropped it (counted).
+    Done,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    routes: XidMap<Route>,
+    default: Option<Route>,
+}
+
+const TABLES: [Principal; 5] = [Principal::Ad, Principal::Hid, Principal::Sid, Principal::Cid, Principal::Ip];
+
+fn table_index(p: Principal) -> Option<usize> {
+    match p {
+        Principal::Ad => Some(0),
+        Principal::Hid => Some(1),
+        Principal::Sid => Some(2),
+        Principal::Cid => Some(3),
+        Principal::Ip => Some(4),
+        _ => None,
+    }
+}
+
+/// A token bucket: `rate` per second, bursts of `rate`.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant, rate: u32) -> Bucket {
+        Bucket { tokens: f64::from(rate), rate: f64::from(rate), at: now }
+    }
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per neighbour-AD and per-HID sequence numbers: replays are refused.
+#[derive(Debug, Default)]
+struct Seqs {
+    beacon: SeqMap,
+    register: SeqMap,
+    patch: SeqMap,
+}
+
+/// The router.
+#[derive(Debug)]
+pub struct Router {
+    cfg: RouterConfig,
+    ad_key: Keypair,
+    key: Keypair,
+    ad: Xid,
+    hid: Xid,
+    ports: Vec<PortInfo>,
+    tables: [Table; 5],
+    seqs: Seqs,
+    beacon_seq: u64,
+    next_beacon: Instant,
+    next_expiry: Instant,
+    xcmp_budget: Bucket,
+    out: VecDeque<(usize, Vec<u8>)>,
+    wall_base_ms: u64,
+    instant_base: Instant,
+    stats: RouterStats,
+}
+
+/// Largest frame the router makes itself (beacons with a name-server DAG, receipts, XCMP).
+const MAX_OWN_FRAME: usize = 2048;
+
+impl Router {
+    /// A router of the AD whose key is `ad_key`, with HID key `key`, on `ports`. `wall_ms` is
+    /// the wall clock (ms since the Unix epoch) at `now`.
+    pub fn new(
+        cfg: RouterConfig,
+        ad_key: Keypair,
+        key: Keypair,
+        ports: Vec<PortInfo>,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Router {
+        let ad = ad_key.xid(Principal::Ad);
+        let hid = key.xid(Principal::Hid);
+        let mut r = Router {
+            xcmp_budget: Bucket::new(now, cfg.xcmp_rate),
+            cfg,
+            ad_key,
+            key,
+            ad,
+            hid,
+            ports,
+            tables: Default::default(),
+            seqs: Seqs::default(),
+            beacon_seq: control::seq_base(wall_ms),
+            next_beacon: now,
+            next_expiry: now,
+            out: VecDeque::new(),
+            wall_base_ms: wall_ms,
+            instant_base: now,
+            stats: RouterStats::default(),
+        };
+        let own = Route { target: Target::Local, origin: Origin::Own, expires: None };
+        for x in [ad, hid, HID_BROADCAST, SID_XHCP, SID_XROUTE] {
+            r.table_mut(x.principal()).routes.insert(*x.id(), own);
+        }
+        r
+    }
+
+    /// The AD.
+    pub fn ad(&self) -> Xid {
+        self.ad
+    }
+
+    /// The router's HID.
+    pub fn hid(&self) -> Xid {
+        self.hid
+    }
+
+    /// The router's DAG: `RE AD HID`.
+    pub fn dag(&self) -> Dag {
+        Dag::host(self.ad, self.hid).expect("AD and HID differ")
+    }
+
+    /// The ports.
+    pub fn ports(&self) -> &[PortInfo] {
+        &self.ports
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RouterStats {
+        self.stats
+    }
+
+    /// The wall clock (ms since the Unix epoch) at `now`.
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        self.wall_base_ms + now.saturating_duration_since(self.instant_base).as_millis() as u64
+    }
+
+    fn table(&self, p: Principal) -> Option<&Table> {
+        table_index(p).map(|i| &self.tables[i])
+    }
+
+    fn table_mut(&mut self, p: Principal) -> &mut Table {
+        // Only called with the principals of TABLES.
+        &mut self.tables[table_index(p).unwrap_or(0)]
+    }
+
+    // ------------------------------------------------------------------ routes
+
+    /// Every route, table by table (defaults first).
+    pub fn routes(&self) -> Vec<RouteEntry> {
+        let mut v = Vec::new();
+        for (p, t) in TABLES.iter().zip(&self.tables) {
+            if let Some(d) = t.default {
+                v.push(RouteEntry { xid: None, principal: *p, route: d });
+            }
+            let mut rs: Vec<_> = t
+                .routes
+                .iter()
+                .map(|(id, r)| RouteEntry { xid: Some(Xid::new(*p, *id)), principal: *p, route: *r })
+                .collect();
+            rs.sort_by_key(|e| e.xid);
+            v.extend(rs);
+        }
+        v
+    }
+
+    /// The route for `xid`, if any (the table's default is not consulted).
+    pub fn route(&self, xid: &Xid) -> Option<Route> {
+        self.table(xid.principal())?.routes.get(xid.id()).copied()
+    }
+
+    /// Adds (or replaces) a static route: `xid` (or, with `None`, the default of the
+    /// `principal` table) leads to `target`.
+    pub fn add_route(
+        &mut self,
+        principal: Principal,
+        xid: Option<Xid>,
+        target: Target,
+    ) -> Result<(), RouteError> {
+        if let Target::Via { port, .. } = target {
+            if port >= self.ports.len() {
+                return Err(RouteError::NoPort(port));
+            }
+        }
+        let route = Route { target, origin: Origin::Static, expires: None };
+        if table_index(principal).is_none() {
+            return Err(RouteError::NotFound);
+        }
+        match xid {
+            None => self.table_mut(principal).default = Some(route),
+            Some(x) => {
+                if self.route(&x).is_some_and(|r| r.origin == Origin::Own) {
+                    return Err(RouteError::Own(x));
+                }
+                let max = self.cfg.max_routes;
+                let t = self.table_mut(x.principal());
+                if t.routes.len() >= max && !t.routes.contains_key(x.id()) {
+                    return Err(RouteError::Full);
+                }
+                t.routes.insert(*x.id(), route);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a route (or, with `None`, the default of the `principal` table).
+    pub fn del_route(&mut self, principal: Principal, xid: Option<Xid>) -> Result<(), RouteError> {
+        if table_index(principal).is_none() {
+            return Err(RouteError::NotFound);
+        }
+        match xid {
+            None => self.table_mut(principal).default.take().map(|_| ()).ok_or(RouteError::NotFound),
+            Some(x) => {
+                if self.route(&x).is_some_and(|r| r.origin == Origin::Own) {
+                    return Err(RouteError::Own(x));
+                }
+                self.table_mut(x.principal()).routes.remove(x.id()).map(|_| ()).ok_or(RouteError::NotFound)
+            }
+        }
+    }
+
+    /// Inserts a learned route unless the table is full or a static/own route is there.
+    fn learn(&mut self, xid: Xid, route: Route) -> bool {
+        let max = self.cfg.max_routes;
+        let t = self.table_mut(xid.principal());
+        match t.routes.get(xid.id()) {
+            Some(r) if matches!(r.origin, Origin::Own | Origin::Static) => return false,
+            None if t.routes.len() >= max => {
+                self.stats.drop_table_full += 1;
+                return false;
+            }
+            _ => {}
+        }
+        t.routes.insert(*xid.id(), route);
+        true
+    }
+
+    /// What the tables say about `x` (one level of [`Target::FollowAd`] is followed).
+    fn lookup(&self, x: &Xid) -> Lookup<(usize, EthernetAddress)> {
+        let Some(t) = self.table(x.principal()) else { return Lookup::Miss };
+        let Some(r) = t.routes.get(x.id()).or(t.default.as_ref()) else { return Lookup::Miss };
+        let target = match r.target {
+            Target::FollowAd(ad) => {
+                match self.tables[0].routes.get(ad.id()).or(self.tables[0].default.as_ref()) {
+                    // The host moved to an AD routed through here: use that AD's route. A patch
+                    // pointing at this router's own AD is stale (the host came back): fall back.
+                    Some(ar) => ar.target,
+                    None => return Lookup::Miss,
+                }
+            }
+            t => t,
+        };
+        match target {
+            Target::Local => Lookup::Local,
+            Target::Via { port, mac } => Lookup::NextHop((port, mac)),
+            Target::FollowAd(_) | Target::Fallback => Lookup::Fallback,
+        }
+    }
+
+    // ------------------------------------------------------------------ timers
+
+    /// When [`Router::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_beacon.min(self.next_expiry)
+    }
+
+    /// Sends beacons that are due and expires routes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_beacon {
+            self.send_beacons(now);
+            self.next_beacon = now + self.cfg.beacon_interval;
+        }
+        if now >= self.next_expiry {
+            let mut expired = 0;
+            for t in &mut self.tables {
+                t.routes.retain(|_, r| {
+                    let keep = r.expires.is_none_or(|e| e > now);
+                    expired += u64::from(!keep);
+                    keep
+                });
+            }
+            self.stats.routes_expired += expired;
+            self.next_expiry = now + Duration::from_millis(20);
+        }
+    }
+
+    fn send_beacons(&mut self, now: Instant) {
+        self.beacon_seq += 1;
+        let body = ControlBody::Beacon(Box::new(Beacon {
+            ad: self.ad,
+            router_hid: self.hid,
+            stamp: Stamp {
+                seq: self.beacon_seq,
+                timestamp_ms: self.wall_ms(now),
+                millis: self.cfg.beacon_interval.as_millis().min(u128::from(u32::MAX)) as u32,
+            },
+            name_server: self.cfg.name_server.clone(),
+        }));
+        let Ok(msg) = body.seal(&self.ad_key) else { return };
+        let dst = Dag::linear(&[HID_BROADCAST, SID_XHCP]).expect("distinct XIDs");
+        let src = self.dag();
+        for port in 0..self.ports.len() {
+            if self.queue_dgram(port, EthernetAddress::BROADCAST, &dst, &src, &msg) {
+                self.stats.beacons_sent += 1;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ output
+
+    /// The next frame the router made, and the port it goes out of.
+    pub fn poll_transmit(&mut self) -> Option<(usize, Vec<u8>)> {
+        self.out.pop_front()
+    }
+
+    fn push_out(&mut self, port: usize, frame: Vec<u8>) -> bool {
+        if self.out.len() >= self.cfg.out_queue {
+            self.stats.drop_queue_full += 1;
+            return false;
+        }
+        self.stats.originated += 1;
+        self.out.push_back((port, frame));
+        true
+    }
+
+    fn build_frame(
+        &self,
+        port: usize,
+        mac: EthernetAddress,
+        next: NextHeader,
+        dst: &Dag,
+        src: &Dag,
+        payload: &[u8],
+    ) -> Option<Vec<u8>> {
+        let x = XipRepr::new(next, dst.clone(), src.clone(), payload.len());
+        let len = ethernet::HEADER_LEN + x.buffer_len();
+        if len > MAX_OWN_FRAME.max(ethernet::HEADER_LEN + self.ports[port].mtu) {
+            return None;
+        }
+        let mut f = vec![0u8; len];
+        EthernetRepr { src: self.ports[port].mac, dst: mac, ethertype: EtherType::Xip }
+            .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
+            .ok()?;
+        x.emit(&mut f[ethernet::HEADER_LEN..]).ok()?;
+        f[ethernet::HEADER_LEN + x.header_len()..].copy_from_slice(payload);
+        Some(f)
+    }
+
+    fn queue_dgram(&mut self, port: usize, mac: EthernetAddress, dst: &Dag, src: &Dag, msg: &[u8]) -> bool {
+        let d = DgramRepr { payload: msg };
+        let mut buf = vec![0u8; d.buffer_len()];
+        if d.emit(&mut buf).is_err() {
+            return false;
+        }
+        match self.build_frame(port, mac, NextHeader::Dgram, dst, src, &buf) {
+            Some(f) => self.push_out(port, f),
+            None => false,
+        }
+    }
+
+    /// Routes a packet the router makes itself to `dst`.
+    fn originate(&mut self, next: NextHeader, dst: &Dag, payload: &[u8]) -> bool {
+        let mut d = dst.clone();
+        let mut last = xia_core::select::LAST_NODE_ENTRY;
+        let hop = match select(&mut d, &mut last, |x| self.lookup(x)) {
+            Ok(Selection::Forward { hop, .. }) => hop,
+            _ => return false,
+        };
+        let src = self.dag();
+        match self.build_frame(hop.0, hop.1, next, dst, &src, payload) {
+            Some(f) => self.push_out(hop.0, f),
+            None => false,
+        }
+    }
+
+    // ------------------------------------------------------------------ input
+
+    /// Handles one frame received on `port`. On [`Action::Forward`] the frame has been rewritten
+    /// in place (MACs, hop limit, last node, visited bits) and goes out of the port given.
+    pub fn handle_frame(&mut self, now: Instant, port: usize, frame: &mut [u8]) -> Action {
+        self.stats.rx_frames += 1;
+        let Some(info) = self.ports.get(port) else { return Action::Done };
+        let in_mac = info.mac;
+        let Ok(eth) = ethernet::Frame::new_checked(&frame[..]) else {
+            self.stats.drop_malformed += 1;
+            return Action::Done;
+        };
+        let dst = eth.dst_addr();
+        if dst != in_mac && !dst.is_multicast() {
+            self.stats.drop_not_for_us += 1;
+            return Action::Done;
+        }
+        let from_mac = eth.src_addr();
+        match eth.ethertype() {
+            EtherType::Xip => {}
+            EtherType::Xarp => {
+                self.handle_xarp(now, port, &frame[ethernet::HEADER_LEN..]);
+                return Action::Done;
+            }
+            _ => {
+                self.stats.drop_ethertype += 1;
+                return Action::Done;
+            }
+        }
+        let (eth_head, body) = frame.split_at_mut(ethernet::HEADER_LEN);
+        let Ok(mut p) = xip::Packet::new_checked(&mut body[..]) else {
+            self.stats.drop_malformed += 1;
+            return Action::Done;
+        };
+        if p.version() != xip::VERSION {
+            self.stats.drop_malformed += 1;
+            return Action::Done;
+        }
+        let hop_limit = p.hop_limit();
+        let (mut nodes, last) = p.dst_nodes_mut();
+        let sel = select(&mut nodes, last, |x| self.lookup(x));
+        match sel {
+            Ok(Selection::Forward { hop: (out, mac), .. }) => {
+                if out == port && mac == from_mac {
+                    self.stats.drop_loop += 1;
+                    return Action::Done;
+                }
+                if hop_limit <= 1 {
+                    self.stats.drop_hop_limit += 1;
+                    self.send_xcmp_error(now, body, XcmpKind::TimeExceeded);
+                    return Action::Done;
+                }
+                let len = body.len();
+                if len > self.ports[out].mtu {
+                    self.stats.drop_too_big += 1;
+                    return Action::Done;
+                }
+                let mut p = xip::Packet::new_unchecked(&mut body[..]);
+                p.set_hop_limit(hop_limit - 1);
+                eth_head[..6].copy_from_slice(&mac.0);
+                eth_head[6..12].copy_from_slice(&self.ports[out].mac.0);
+                self.stats.forwarded += 1;
+                Action::Forward(out)
+            }
+            Ok(Selection::Deliver) => {
+                self.stats.delivered += 1;
+                self.deliver(now, port, from_mac, body);
+                Action::Done
+            }
+            Ok(Selection::Unreachable { at }) => {
+                self.stats.drop_unreachable += 1;
+                // The entry failed: no route to the AD (or whatever the DAG starts with); past
+                // it, to the host or the intent.
+                let reason = match at {
+                    None => Unreachable::Net,
+                    Some(_) => Unreachable::Host,
+                };
+                self.send_xcmp_error(now, body, XcmpKind::Unreachable(reason));
+                Action::Done
+            }
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                Action::Done
+            }
+        }
+    }
+
+    /// Answers "who has the router's HID" (hosts on a link without beacons ask).
+    fn handle_xarp(&mut self, now: Instant, port: usize, payload: &[u8]) {
+        let Ok(XarpRepr::Request { sender, sender_mac, target }) = XarpRepr::parse(payload) else {
+            self.stats.drop_local += 1;
+            return;
+        };
+        if target != self.hid {
+            return;
+        }
+        if !self.xcmp_budget.take(now) {
+            self.stats.xcmp_rate_limited += 1;
+            return;
+        }
+        let port_mac = self.ports[port].mac;
+        let binding = xarp::Binding::sign(&self.key, port_mac, self.wall_ms(now));
+        let reply = XarpRepr::Reply {
+            sender: self.hid,
+            sender_mac: port_mac,
+            target: sender,
+            target_mac: sender_mac,
+            binding,
+        };
+        let mut f = vec![0u8; ethernet::HEADER_LEN + reply.buffer_len()];
+        let ok = EthernetRepr { src: port_mac, dst: sender_mac, ethertype: EtherType::Xarp }
+            .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
+            .is_ok()
+            && reply.emit(&mut f[ethernet::HEADER_LEN..]).is_ok();
+        if ok {
+            self.push_out(port, f);
+        }
+    }
+
+    fn send_xcmp_error(&mut self, now: Instant, packet: &[u8], kind: XcmpKind) {
+        let p = xip::Packet::new_unchecked(packet);
+        // Never an error about an error (nor about a packet whose source cannot be read).
+        if p.validate().is_err() {
+            return;
+        }
+        if p.next_header() == NextHeader::Xcmp {
+            let payload = p.payload();
+            if !matches!(payload.first(), Some(0 | 8)) {
+                return;
+            }
+        }
+        let Ok(src) = p.src_dag() else { return };
+        if !self.xcmp_budget.take(now) {
+            self.stats.xcmp_rate_limited += 1;
+            return;
+        }
+        let original = xcmp::XcmpRepr::quote(packet);
+        let m = match kind {
+            XcmpKind::Unreachable(reason) => XcmpRepr::DstUnreachable { reason, original },
+            XcmpKind::TimeExceeded => XcmpRepr::TimeExceeded { code: 0, original },
+        };
+        let mut buf = vec![0u8; m.buffer_len()];
+        if m.emit(&mut buf).is_ok() && self.originate(NextHeader::Xcmp, &src, &buf) {
+            self.stats.xcmp_sent += 1;
+        }
+    }
+
+    /// A packet whose intent is this router.
+    fn deliver(&mut self, now: Instant, port: usize, from_mac: EthernetAddress, packet: &[u8]) {
+        let p = xip::Packet::new_unchecked(packet);
+        let Ok(x) = XipRepr::parse(&p) else {
+            self.stats.drop_malformed += 1;
+            return;
+        };
+        let payload = p.payload();
+        match x.next_header {
+            NextHeader::Dgram if *x.dst.intent() == SID_XHCP => {
+                let Ok(d) = dgram::Packet::new_checked(payload).and_then(|q| DgramRepr::parse(&q)) else {
+                    self.stats.drop_bad_control += 1;
+                    return;
+                };
+                self.handle_control(now, port, from_mac, d.payload);
+            }
+            NextHeader::Xcmp => {
+                let Ok(m) = xcmp::Packet::new_checked(payload).and_then(|q| XcmpRepr::parse(&q)) else {
+                    self.stats.drop_local += 1;
+                    return;
+                };
+                if let XcmpRepr::EchoRequest { ident, seq, data } = m {
+                    let reply = XcmpRepr::EchoReply { ident, seq, data };
+                    let mut buf = vec![0u8; reply.buffer_len()];
+                    if reply.emit(&mut buf).is_ok() && self.xcmp_budget.take(now) {
+                        let mut to = x.src.clone();
+                        to.clear_visited();
+                        if self.originate(NextHeader::Xcmp, &to, &buf) {
+                            self.stats.xcmp_sent += 1;
+                        }
+                    }
+                } else {
+                    self.stats.drop_local += 1;
+                }
+            }
+            _ => self.stats.drop_local += 1,
+        }
+    }
+
+    fn handle_control(&mut self, now: Instant, port: usize, from_mac: EthernetAddress, msg: &[u8]) {
+        let body = match control::open(msg) {
+            Ok(b) => b,
+            Err(e) => {
+                self.stats.drop_bad_control += 1;
+                // A patch with a bad signature is what an attacker would send.
+                if control::inspect(msg).is_ok_and(|(b, _)| matches!(b, ControlBody::RoutePatch(_))) {
+                    self.stats.patches_refused += 1;
+                }
+                tracing::debug!("control message refused: {e}");
+                return;
+            }
+        };
+        let wall = self.wall_ms(now);
+        let window = self.cfg.control_window.as_millis() as u64;
+        let stamp = body.stamp();
+        if !stamp.is_fresh(wall, window) {
+            self.stats.drop_stale_control += 1;
+            if matches!(body, ControlBody::RoutePatch(_)) {
+                self.stats.patches_refused += 1;
+            }
+            return;
+        }
+        match body {
+            ControlBody::Beacon(b) => {
+                let own = b.ad == self.ad && b.router_hid == self.hid;
+                if !own && !self.seqs.beacon.check(&b.router_hid, stamp.seq, stamp.timestamp_ms, wall, window)
+                {
+                    self.stats.drop_stale_control += 1;
+                    return;
+                }
+                self.handle_beacon(now, port, from_mac, &b)
+            }
+            ControlBody::HostRegister(r) => {
+                if r.ad != self.ad || r.router != self.hid {
+                    self.stats.drop_bad_control += 1;
+                    return;
+                }
+                if !self.seqs.register.check(&r.hid, stamp.seq, stamp.timestamp_ms, wall, window) {
+                    self.stats.drop_stale_control += 1;
+                    return;
+                }
+                let lifetime = Duration::from_millis(u64::from(r.stamp.millis)).min(self.cfg.max_lifetime);
+                if lifetime.is_zero() {
+                    self.table_mut(Principal::Hid).routes.remove(r.hid.id());
+                } else {
+                    let route = Route {
+                        target: Target::Via { port, mac: from_mac },
+                        origin: Origin::Registered,
+                        expires: Some(now + lifetime),
+                    };
+                    if !self.learn(r.hid, route) {
+                        self.stats.drop_bad_control += 1;
+                        return;
+                    }
+                }
+                self.stats.registrations += 1;
+                let receipt = ControlBody::HostRegistered(HostRegistered {
+                    hid: r.hid,
+                    ad: self.ad,
+                    router: self.hid,
+                    stamp: Stamp {
+                        seq: r.stamp.seq,
+                        timestamp_ms: wall,
+                        millis: lifetime.as_millis().min(u128::from(u32::MAX)) as u32,
+                    },
+                });
+                let Ok(sealed) = receipt.seal(&self.ad_key) else { return };
+                let dst = Dag::service(self.ad, r.hid, SID_XHCP).expect("distinct XIDs");
+                let src = self.dag();
+                self.queue_dgram(port, from_mac, &dst, &src, &sealed);
+            }
+            ControlBody::RoutePatch(p) => {
+                let hid = p.hid();
+                if !self.seqs.patch.check(&hid, stamp.seq, stamp.timestamp_ms, wall, window) {
+                    self.stats.drop_stale_control += 1;
+                    self.stats.patches_refused += 1;
+                    tracing::debug!("replayed route patch for {hid} refused");
+                    return;
+                }
+                if p.new_ad() == self.ad {
+                    // The host is (back) in this AD: its registration routes it.
+                    if self.route(&hid).is_some_and(|r| r.origin == Origin::Patched) {
+                        self.table_mut(Principal::Hid).routes.remove(hid.id());
+                    }
+                    self.stats.patches_applied += 1;
+                    return;
+                }
+                let lifetime = Duration::from_millis(u64::from(p.stamp.millis)).min(self.cfg.max_lifetime);
+                let route = Route {
+                    target: Target::FollowAd(p.new_ad()),
+                    origin: Origin::Patched,
+                    expires: Some(now + lifetime),
+                };
+                if self.learn(hid, route) {
+                    self.stats.patches_applied += 1;
+                    tracing::info!("route patch: {hid} is now in {}", p.new_ad());
+                } else {
+                    self.stats.patches_refused += 1;
+                }
+            }
+            ControlBody::HostRegistered(_) => self.stats.drop_bad_control += 1,
+        }
+    }
+
+    fn handle_beacon(&mut self, now: Instant, port: usize, from_mac: EthernetAddress, b: &Beacon) {
+        if b.ad == self.ad && b.router_hid == self.hid {
+            // Our own, looped back by a shared link.
+            return;
+        }
+        self.stats.beacons_heard += 1;
+        let interval = Duration::from_millis(u64::from(b.stamp.millis.max(1)));
+        let expires = Some(now + (interval * self.cfg.beacon_routes_last).min(self.cfg.max_lifetime));
+        let via = Target::Via { port, mac: from_mac };
+        // The neighbour router itself, by HID.
+        self.learn(b.router_hid, Route { target: via, origin: Origin::Beacon, expires });
+        if b.ad != self.ad {
+            self.learn(b.ad, Route { target: via, origin: Origin::Beacon, expires });
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum XcmpKind {
+    Unreachable(Unreachable),
+    TimeExceeded,
+}
+
+/// Last sequence number seen per signer, and the signer's time then.
+#[derive(Debug, Default)]
+struct SeqMap(XidMap<(u64, u64)>);
+
+/// Signers remembered at most per kind of message.
+const MAX_SIGNERS: usize = 1 << 18;
+
+impl SeqMap {
+    /// True (and remembered) when `seq` is above the last one seen from `who`. Entries older
+    /// than the freshness window make room when the map is full: a replay of their messages
+    /// would be refused as stale anyway. With no room, the message is refused.
+    fn check(&mut self, who: &Xid, seq: u64, ts_ms: u64, now_ms: u64, window_ms: u64) -> bool {
+        match self.0.get(who.id()) {
+            Some(&(last, _)) if seq <= last => return false,
+            None if self.0.len() >= MAX_SIGNERS => {
+                self.0.retain(|_, (_, t)| now_ms.abs_diff(*t) <= window_ms);
+                if self.0.len() >= MAX_SIGNERS {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        self.0.insert(*who.id(), (seq, ts_ms));
+        true
+    }
+}

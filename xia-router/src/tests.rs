@@ -1,0 +1,468 @@
+//! Routers and hosts (xia-core's) on simulated links: the paper's topologies, in virtual time.
+
+use std::time::{Duration, Instant};
+
+use xia_core::dag::Dag;
+use xia_core::host::{Host, HostConfig, HostEvent};
+use xia_core::keys::Keypair;
+use xia_core::link::sim::{SimConfig, SimLink};
+use xia_core::wire::control::{ControlBody, RoutePatch, Stamp};
+use xia_core::wire::dgram::DgramRepr;
+use xia_core::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
+use xia_core::wire::xip::{NextHeader, XipRepr};
+use xia_core::xid::{Principal, Xid, SID_XHCP};
+
+use crate::router::{Origin, PortInfo, Router, RouterConfig, Target};
+
+const MTU: usize = 1500;
+const WALL: u64 = 1_800_000_000_000;
+
+#[derive(Debug)]
+enum Node {
+    Host(Box<Host>, Vec<HostEvent>),
+    Router(Box<Router>),
+}
+
+/// One end of a link: node index and port.
+type End = (usize, usize);
+
+#[derive(Debug)]
+struct Wire {
+    a: End,
+    b: End,
+    ab: SimLink,
+    ba: SimLink,
+}
+
+#[derive(Debug)]
+struct World {
+    now: Instant,
+    nodes: Vec<Node>,
+    wires: Vec<Wire>,
+    buf: Vec<u8>,
+    seed: u64,
+}
+
+fn mac(node: usize, port: usize) -> EthernetAddress {
+    EthernetAddress([2, 0, 0, 0, node as u8, port as u8])
+}
+
+impl World {
+    fn new(seed: u64) -> World {
+        World { now: Instant::now(), nodes: Vec::new(), wires: Vec::new(), buf: vec![0; MTU + 14], seed }
+    }
+
+    fn host(&mut self, key_seed: u8) -> usize {
+        let i = self.nodes.len();
+        let cfg = HostConfig { mtu: MTU, seed: Some(self.seed + i as u64), ..HostConfig::default() };
+        let h = Host::new(cfg, Keypair::from_seed([key_seed; 32]), mac(i, 0), self.now, WALL);
+        self.nodes.push(Node::Host(Box::new(h), Vec::new()));
+        i
+    }
+
+    fn router(&mut self, ad_seed: u8, key_seed: u8, ports: usize) -> usize {
+        let i = self.nodes.len();
+        let ports =
+            (0..ports).map(|p| PortInfo { name: format!("p{p}"), mac: mac(i, p), mtu: MTU }).collect();
+        let r = Router::new(
+            RouterConfig::default(),
+            Keypair::from_seed([ad_seed; 32]),
+            Keypair::from_seed([key_seed; 32]),
+            ports,
+            self.now,
+            WALL,
+        );
+        self.nodes.push(Node::Router(Box::new(r)));
+        i
+    }
+
+    fn link(&mut self, a: End, b: End) -> usize {
+        let s = self.seed + 100 * self.wires.len() as u64;
+        let cfg = SimConfig::default();
+        self.wires.push(Wire { a, b, ab: SimLink::new(cfg.clone(), s), ba: SimLink::new(cfg, s + 1) });
+        self.wires.len() - 1
+    }
+
+    fn h(&mut self, i: usize) -> &mut Host {
+        match &mut self.nodes[i] {
+            Node::Host(h, _) => h,
+            Node::Router(_) => panic!("node {i} is a router"),
+        }
+    }
+
+    fn r(&mut self, i: usize) -> &mut Router {
+        match &mut self.nodes[i] {
+            Node::Router(r) => r,
+            Node::Host(..) => panic!("node {i} is a host"),
+        }
+    }
+
+    fn events(&mut self, i: usize) -> Vec<HostEvent> {
+        match &mut self.nodes[i] {
+            Node::Host(_, ev) => std::mem::take(ev),
+            Node::Router(_) => Vec::new(),
+        }
+    }
+
+    fn wire_from(&mut self, end: End, frame: Vec<u8>) {
+        let now = self.now;
+        for w in &mut self.wires {
+            if w.a == end {
+                w.ab.send(now, frame);
+                return;
+            } else if w.b == end {
+                w.ba.send(now, frame);
+                return;
+            }
+        }
+    }
+
+    /// Hands a frame to `end`'s node.
+    fn receive(&mut self, end: End, mut frame: Vec<u8>) {
+        let now = self.now;
+        match &mut self.nodes[end.0] {
+            Node::Host(h, _) => h.handle_frame(now, &frame),
+            Node::Router(r) => {
+                if let crate::router::Action::Forward(out) = r.handle_frame(now, end.1, &mut frame) {
+                    self.wire_from((end.0, out), frame);
+                }
+            }
+        }
+    }
+
+    /// Moves everything that is due; true if anything moved.
+    fn step(&mut self) -> bool {
+        let now = self.now;
+        let mut moved = false;
+        for i in 0..self.nodes.len() {
+            let mut out = Vec::new();
+            match &mut self.nodes[i] {
+                Node::Host(h, ev) => {
+                    if h.poll_timeout().is_some_and(|t| t <= now) {
+                        h.handle_timeout(now);
+                    }
+                    while let Some(n) = h.poll_transmit(now, &mut self.buf) {
+                        out.push((0, self.buf[..n].to_vec()));
+                    }
+                    while let Some(e) = h.poll_event() {
+                        ev.push(e);
+                    }
+                }
+                Node::Router(r) => {
+                    if r.poll_timeout() <= now {
+                        r.handle_timeout(now);
+                    }
+                    while let Some(f) = r.poll_transmit() {
+                        out.push(f);
+                    }
+                }
+            }
+            for (port, f) in out {
+                moved = true;
+                self.wire_from((i, port), f);
+            }
+        }
+        for w in 0..self.wires.len() {
+            loop {
+                let (a, b) = (self.wires[w].a, self.wires[w].b);
+                if let Some(f) = self.wires[w].ab.poll_deliver(now) {
+                    self.receive(b, f);
+                } else if let Some(f) = self.wires[w].ba.poll_deliver(now) {
+                    self.receive(a, f);
+                } else {
+                    break;
+                }
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// Runs for `d` of virtual time, in 1 ms ticks.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            while self.step() {}
+            self.now += Duration::from_millis(1);
+        }
+    }
+
+    /// Runs until `done` holds, at most `d`.
+    fn run_until(&mut self, d: Duration, mut done: impl FnMut(&mut World) -> bool) -> bool {
+        let end = self.now + d;
+        while self.now < end {
+            while self.step() {}
+            if done(self) {
+                return true;
+            }
+            self.now += Duration::from_millis(1);
+        }
+        false
+    }
+
+    /// Pings `dst` from host `from`; the events of the ping.
+    fn ping(&mut self, from: usize, dst: &Dag) -> Vec<HostEvent> {
+        let now = self.now;
+        let p = self.h(from).ping_open();
+        self.h(from).ping_send(now, p, dst, 1, b"hello").expect("ping sent");
+        let mut got = Vec::new();
+        self.run_until(Duration::from_secs(1), |w| {
+            got.extend(w.events(from).into_iter().filter(|e| {
+                matches!(e, HostEvent::EchoReply { owner, .. } | HostEvent::EchoError { owner, .. } if *owner == p)
+            }));
+            !got.is_empty()
+        });
+        got
+    }
+}
+
+/// Fig. 1a: hosts A, B, C and router R1, one AD.
+fn fig1a() -> (World, [usize; 4]) {
+    let mut w = World::new(1);
+    let r1 = w.router(0xa1, 0xb1, 3);
+    let a = w.host(1);
+    let b = w.host(2);
+    let c = w.host(3);
+    w.link((a, 0), (r1, 0));
+    w.link((b, 0), (r1, 1));
+    w.link((c, 0), (r1, 2));
+    (w, [r1, a, b, c])
+}
+
+/// Fig. 1b: R1 (AD1) with A and C, R2 (AD2) with B; R1 and R2 linked.
+fn fig1b() -> (World, [usize; 5]) {
+    let mut w = World::new(2);
+    let r1 = w.router(0xa1, 0xb1, 3);
+    let r2 = w.router(0xa2, 0xb2, 2);
+    let a = w.host(1);
+    let b = w.host(2);
+    let c = w.host(3);
+    w.link((a, 0), (r1, 0));
+    w.link((c, 0), (r1, 1));
+    w.link((r1, 2), (r2, 0));
+    w.link((b, 0), (r2, 1));
+    (w, [r1, r2, a, b, c])
+}
+
+fn registered(w: &mut World, hosts: &[usize]) -> bool {
+    hosts.iter().all(|&h| w.h(h).registration_receipt().is_some())
+}
+
+#[test]
+fn fig1a_hosts_attach_register_and_ping_through_the_router() {
+    let (mut w, [r1, a, b, c]) = fig1a();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, b, c])), "hosts registered");
+    let ad1 = w.r(r1).ad();
+    for h in [a, b, c] {
+        assert_eq!(w.h(h).ad(), Some(ad1));
+        assert_eq!(w.h(h).gateway(), Some(w.r(r1).hid()));
+        let hid = w.h(h).hid();
+        assert_eq!(w.r(r1).route(&hid).map(|r| r.origin), Some(Origin::Registered));
+    }
+    for dst in [a, b] {
+        let dag = w.h(dst).dag();
+        let ev = w.ping(c, &dag);
+        assert!(matches!(ev.as_slice(), [HostEvent::EchoReply { .. }]), "C pings {dst}: {ev:?}");
+    }
+    // The router answers pings itself.
+    let rdag = w.r(r1).dag();
+    assert!(matches!(w.ping(c, &rdag).as_slice(), [HostEvent::EchoReply { .. }]));
+    assert!(w.r(r1).stats().forwarded >= 4);
+}
+
+#[test]
+fn unknown_ad_gets_unreachable_and_the_fallback_edge_delivers() {
+    let (mut w, [r1, a, _b, c]) = fig1a();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, c])));
+    let nowhere = Xid::new(Principal::Ad, [0x77; 20]);
+    let hid_a = w.h(a).hid();
+    let ev = w.ping(c, &Dag::host(nowhere, hid_a).unwrap());
+    assert!(
+        matches!(ev.as_slice(), [HostEvent::EchoError { kind: 3, code: 0, .. }]),
+        "no route to the AD: {ev:?}"
+    );
+    assert_eq!(w.r(r1).stats().drop_unreachable, 1);
+    // The same with AD1 as the fallback of the unknown AD: delivered.
+    let ad1 = w.r(r1).ad();
+    let dag = Dag::from_paths(&[&[nowhere, hid_a], &[ad1, hid_a]]).unwrap();
+    let ev = w.ping(c, &dag);
+    assert!(matches!(ev.as_slice(), [HostEvent::EchoReply { .. }]), "over the fallback: {ev:?}");
+}
+
+#[test]
+fn fig1b_routers_learn_each_others_ad_and_forward_across() {
+    let (mut w, [r1, r2, a, b, c]) = fig1b();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, b, c])));
+    let (ad1, ad2) = (w.r(r1).ad(), w.r(r2).ad());
+    assert_eq!(w.h(a).ad(), Some(ad1));
+    assert_eq!(w.h(b).ad(), Some(ad2));
+    assert_eq!(w.r(r1).route(&ad2).map(|r| r.origin), Some(Origin::Beacon));
+    assert_eq!(w.r(r2).route(&ad1).map(|r| r.origin), Some(Origin::Beacon));
+    let dag_b = w.h(b).dag();
+    let dag_a = w.h(a).dag();
+    assert!(matches!(w.ping(c, &dag_b).as_slice(), [HostEvent::EchoReply { .. }]));
+    assert!(matches!(w.ping(b, &dag_a).as_slice(), [HostEvent::EchoReply { .. }]));
+    // Beacons stop (the link goes): the learned route expires.
+    w.wires[2].ab = SimLink::new(SimConfig::impaired(1.0, 0.0, 0.0), 9);
+    w.wires[2].ba = SimLink::new(SimConfig::impaired(1.0, 0.0, 0.0), 10);
+    w.run(Duration::from_secs(1));
+    assert_eq!(w.r(r1).route(&ad2), None);
+    assert!(w.r(r1).stats().routes_expired >= 1);
+}
+
+/// A route patch for `host` (now registered in its new AD), signed by `key`.
+fn patch_frame(
+    w: &mut World,
+    host: usize,
+    key: &Keypair,
+    seq: u64,
+    to_router: usize,
+    port: usize,
+) -> Vec<u8> {
+    let receipt = w.h(host).registration_receipt().expect("registered").to_vec();
+    let Ok(ControlBody::HostRegistered(r)) = xia_core::wire::control::open(&receipt) else {
+        panic!("receipt")
+    };
+    let now = w.now;
+    let wall = w.r(to_router).wall_ms(now);
+    let body = ControlBody::RoutePatch(Box::new(RoutePatch {
+        stamp: Stamp { seq, timestamp_ms: wall, millis: 60_000 },
+        receipt: r,
+        sealed_receipt: receipt,
+    }));
+    let msg = body.seal(key).expect("seal");
+    let d = DgramRepr { payload: &msg };
+    let mut dg = vec![0u8; d.buffer_len()];
+    d.emit(&mut dg).unwrap();
+    let (rad, rhid) = (w.r(to_router).ad(), w.r(to_router).hid());
+    let dst = Dag::service(rad, rhid, SID_XHCP).unwrap();
+    let src = w.h(host).service_dag(SID_XHCP);
+    let x = XipRepr::new(NextHeader::Dgram, dst, src, dg.len());
+    let mut f = vec![0u8; 14 + x.buffer_len()];
+    let rmac = w.r(to_router).ports()[port].mac;
+    EthernetRepr { src: mac(99, 0), dst: rmac, ethertype: EtherType::Xip }
+        .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
+        .unwrap();
+    x.emit(&mut f[14..]).unwrap();
+    f[14 + x.header_len()..].copy_from_slice(&dg);
+    f
+}
+
+#[test]
+fn a_patched_hid_route_sends_traffic_for_the_old_dag_to_the_new_ad() {
+    // A (key 1) starts in AD1; a second host with A's key (the moved VM) sits in AD2.
+    let (mut w, [r1, r2, a, b, c]) = fig1b();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, b, c])));
+    let old_dag = w.h(a).dag();
+    // A moves: its link to R1 goes, and "A" comes up behind R2 (a new port on a new wire).
+    w.wires[0].ab = SimLink::new(SimConfig::impaired(1.0, 0.0, 0.0), 9);
+    w.wires[0].ba = SimLink::new(SimConfig::impaired(1.0, 0.0, 0.0), 10);
+    let moved = w.host(1);
+    // R2 gets a third port: rebuild it with one (its state is only beacons and registrations).
+    let r2_ports: Vec<PortInfo> =
+        (0..3).map(|p| PortInfo { name: format!("p{p}"), mac: mac(r2, p), mtu: MTU }).collect();
+    let now = w.now;
+    *w.r(r2) = Router::new(
+        RouterConfig::default(),
+        Keypair::from_seed([0xa2; 32]),
+        Keypair::from_seed([0xb2; 32]),
+        r2_ports,
+        now,
+        WALL + 2000,
+    );
+    w.link((moved, 0), (r2, 2));
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[moved, b])));
+    // The restarted R2's beacons are news to R1 (sequence numbers follow the clock).
+    w.run(Duration::from_secs(1));
+    let ad2 = w.r(r2).ad();
+    assert_eq!(w.r(r1).route(&ad2).map(|r| r.origin), Some(Origin::Beacon));
+    let key = Keypair::from_seed([1; 32]);
+    // Before the patch, R1 still has A's registration (to the dead link): the ping is lost.
+    assert!(w.ping(c, &old_dag).is_empty());
+    // A patch signed by someone else is refused and counted.
+    let rogue = Keypair::from_seed([0x66; 32]);
+    let mut forged = patch_frame(&mut w, moved, &key, 1, r1, 1);
+    let sig_at = forged.len() - 96;
+    forged[sig_at..sig_at + 32].copy_from_slice(&rogue.public().0);
+    w.receive((r1, 1), forged);
+    assert_eq!(w.r(r1).stats().patches_refused, 1);
+    // The real one is applied; packets to the old DAG reach the host in AD2.
+    let f = patch_frame(&mut w, moved, &key, 1, r1, 1);
+    w.receive((r1, 1), f.clone());
+    assert_eq!(w.r(r1).stats().patches_applied, 1);
+    let hid = w.h(moved).hid();
+    assert_eq!(w.r(r1).route(&hid).map(|r| r.target), Some(Target::FollowAd(ad2)));
+    let ev = w.ping(c, &old_dag);
+    assert!(matches!(ev.as_slice(), [HostEvent::EchoReply { .. }]), "old DAG after the patch: {ev:?}");
+    // A replay is refused.
+    w.receive((r1, 1), f);
+    assert_eq!(w.r(r1).stats().patches_refused, 2);
+    assert_eq!(w.r(r1).stats().patches_applied, 1);
+}
+
+#[test]
+fn hop_limit_exhaustion_gets_time_exceeded() {
+    let (mut w, [r1, a, _b, c]) = fig1a();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, c])));
+    // A ping from C to A with hop limit 1, built by hand.
+    let x = XipRepr { hop_limit: 1, ..XipRepr::new(NextHeader::Xcmp, w.h(a).dag(), w.h(c).dag(), 13) };
+    let echo = xia_core::wire::xcmp::XcmpRepr::EchoRequest { ident: 7, seq: 1, data: b"hello" };
+    let mut f = vec![0u8; 14 + x.buffer_len()];
+    let rmac = w.r(r1).ports()[2].mac;
+    EthernetRepr { src: w.h(c).mac(), dst: rmac, ethertype: EtherType::Xip }
+        .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
+        .unwrap();
+    x.emit(&mut f[14..]).unwrap();
+    echo.emit(&mut f[14 + x.header_len()..]).unwrap();
+    let before = w.r(r1).stats();
+    w.receive((r1, 2), f);
+    let after = w.r(r1).stats();
+    assert_eq!(after.drop_hop_limit, before.drop_hop_limit + 1);
+    assert_eq!(after.xcmp_sent, before.xcmp_sent + 1);
+    let (port, out) = w.r(r1).poll_transmit().expect("time exceeded sent");
+    assert_eq!(port, 2);
+    let p = xia_core::wire::xip::Packet::new_checked(&out[14..]).unwrap();
+    assert_eq!(p.next_header(), NextHeader::Xcmp);
+    assert_eq!(p.payload()[0], 11, "XCMP time exceeded");
+}
+
+#[test]
+fn garbage_is_counted_and_survived() {
+    let (mut w, [r1, a, _b, c]) = fig1a();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, c])));
+    let mut rng = xia_core::link::sim::Rng::new(5);
+    let template = w.h(a).dag();
+    let x = XipRepr::new(NextHeader::Xcmp, template, w.h(c).dag(), 16);
+    let mut good = vec![0u8; 14 + x.buffer_len()];
+    let rmac = w.r(r1).ports()[2].mac;
+    EthernetRepr { src: w.h(c).mac(), dst: rmac, ethertype: EtherType::Xip }
+        .emit(&mut ethernet::Frame::new_unchecked(&mut good[..]))
+        .unwrap();
+    x.emit(&mut good[14..]).unwrap();
+    for i in 0..20_000 {
+        let mut f = good.clone();
+        match i % 3 {
+            0 => {
+                let n = rng.below(f.len() as u64) as usize;
+                f.truncate(n.max(1));
+            }
+            1 => {
+                for _ in 0..4 {
+                    let k = 14 + rng.below((f.len() - 14) as u64) as usize;
+                    f[k] = rng.next_u64() as u8;
+                }
+            }
+            _ => rng.fill(&mut f[14..]),
+        }
+        let now = w.now;
+        let _ = w.r(r1).handle_frame(now, 2, &mut f);
+        while w.r(r1).poll_transmit().is_some() {}
+    }
+    let s = w.r(r1).stats();
+    assert!(s.drop_malformed > 5000, "{s:?}");
+    assert!(s.xcmp_sent <= 1000 + 10, "XCMP errors are rate-limited: {s:?}");
+    // Still routing.
+    let dag = w.h(a).dag();
+    w.run(Duration::from_secs(1));
+    assert!(matches!(w.ping(c, &dag).as_slice(), [HostEvent::EchoReply { .. }]));
+}
