@@ -4,6 +4,8 @@
 //! [`router::Router`] is the whole router as a sans-IO state machine; the `xia-router` binary
 //! runs it on AF_PACKET ports with batched I/O and an admin socket.
 
+pub mod admin;
+pub mod daemon;
 pub mod router;
 
 #[cfg(test)]

@@ -218,6 +218,36 @@ pub struct RouterStats {
     pub routes_expired: u64,
 }
 
+/// The counters as (name, value) pairs, in declaration order (for `stats`).
+pub fn stats_fields(s: &RouterStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("rx_frames", s.rx_frames),
+        ("forwarded", s.forwarded),
+        ("delivered", s.delivered),
+        ("originated", s.originated),
+        ("drop_malformed", s.drop_malformed),
+        ("drop_not_for_us", s.drop_not_for_us),
+        ("drop_ethertype", s.drop_ethertype),
+        ("drop_unreachable", s.drop_unreachable),
+        ("drop_hop_limit", s.drop_hop_limit),
+        ("drop_too_big", s.drop_too_big),
+        ("drop_loop", s.drop_loop),
+        ("drop_local", s.drop_local),
+        ("drop_bad_control", s.drop_bad_control),
+        ("drop_stale_control", s.drop_stale_control),
+        ("patches_refused", s.patches_refused),
+        ("patches_applied", s.patches_applied),
+        ("registrations", s.registrations),
+        ("beacons_sent", s.beacons_sent),
+        ("beacons_heard", s.beacons_heard),
+        ("xcmp_sent", s.xcmp_sent),
+        ("xcmp_rate_limited", s.xcmp_rate_limited),
+        ("drop_queue_full", s.drop_queue_full),
+        ("drop_table_full", s.drop_table_full),
+        ("routes_expired", s.routes_expired),
+    ]
+}
+
 /// What to do with a frame just handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

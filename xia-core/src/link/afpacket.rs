@@ -157,6 +157,11 @@ impl RecvBatch {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
+
+    /// Frames one receive can take.
+    pub fn capacity(&self) -> usize {
+        self.bufs.len()
+    }
 }
 
 /// An AF_PACKET socket on one interface.

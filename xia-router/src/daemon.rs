@@ -1,0 +1,289 @@
+//! The router daemon's event loop: one AF_PACKET socket per port read in batches (`recvmmsg`),
+//! frames forwarded in place in the receive buffers and sent in batches (`sendmmsg`) per
+//! outgoing port, the router's own frames after them, timers from the router, the admin socket,
+//! signals through a signalfd. One thread, no locks.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use xia_core::keys::Keypair;
+use xia_core::link::afpacket::{LinkOptions, PacketSocket, RecvBatch};
+use xia_core::pcap::PcapWriter;
+
+use crate::admin;
+use crate::router::{Action, PortInfo, Router, RouterConfig, RouterStats};
+
+/// What the daemon needs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Interfaces to own, in port order.
+    pub ports: Vec<String>,
+    /// The AD's key file (created if missing): the AD is its public key's SHA-1.
+    pub ad_key: PathBuf,
+    /// The router's key file (created if missing): its HID.
+    pub key: PathBuf,
+    /// The admin socket.
+    pub admin: PathBuf,
+    /// Static routes to load at start (the `route add` language, a route per line).
+    pub routes: Option<PathBuf>,
+    /// Router tunables.
+    pub router: RouterConfig,
+    /// Link options of every port.
+    pub link: LinkOptions,
+    /// Record every frame in and out of every port.
+    pub pcap: Option<PathBuf>,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Blocks SIGTERM and SIGINT and returns a signalfd that reports them.
+fn signal_fd() -> io::Result<OwnedFd> {
+    // SAFETY: sigset manipulation on a local, then signalfd on it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        cvt(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
+        let fd = cvt(libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn load_key(path: &std::path::Path) -> io::Result<Keypair> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    Keypair::load_or_generate(path).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
+}
+
+/// Batches of frames read from one port before the others get their turn.
+const BATCHES_PER_TURN: usize = 8;
+
+/// Counters of the drops the log reports, once a second at most.
+fn drops(s: &RouterStats) -> [(&'static str, u64); 6] {
+    [
+        ("malformed", s.drop_malformed),
+        ("bad control", s.drop_bad_control),
+        ("stale or replayed control", s.drop_stale_control),
+        ("refused route patches", s.patches_refused),
+        ("unreachable", s.drop_unreachable),
+        ("hop limit", s.drop_hop_limit),
+    ]
+}
+
+/// Runs the router until SIGTERM or SIGINT. `ready` is called once it forwards.
+pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
+    let signals = signal_fd()?;
+    if cfg.ports.is_empty() {
+        return Err(io::Error::other("no ports"));
+    }
+    let ad_key = load_key(&cfg.ad_key)?;
+    let key = load_key(&cfg.key)?;
+    let mut socks = Vec::new();
+    let mut infos = Vec::new();
+    for name in &cfg.ports {
+        let s = PacketSocket::open(name, &cfg.link).map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
+        infos.push(PortInfo { name: name.clone(), mac: s.mac(), mtu: s.mtu() });
+        socks.push(s);
+    }
+    let start = Instant::now();
+    let mut router = Router::new(cfg.router.clone(), ad_key, key, infos, start, wall_ms());
+    if let Some(p) = &cfg.routes {
+        let text = std::fs::read_to_string(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        let n = admin::load_routes(&mut router, &text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {e}", p.display())))?;
+        tracing::info!("{n} static routes from {}", p.display());
+    }
+    if let Some(dir) = cfg.admin.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(&cfg.admin);
+    let listener = UnixListener::bind(&cfg.admin)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cfg.admin.display())))?;
+    std::fs::set_permissions(&cfg.admin, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    let mut pcap = match &cfg.pcap {
+        Some(p) => Some(PcapWriter::new(BufWriter::new(File::create(p)?))?),
+        None => None,
+    };
+
+    let mut batches: Vec<RecvBatch> = socks.iter().map(|s| RecvBatch::new(cfg.link.batch, s.max_frame())).collect();
+    let mut outs: Vec<Vec<usize>> = vec![Vec::new(); socks.len()];
+    let mut tx_dropped = 0u64;
+    let mut pfds: Vec<libc::pollfd> = [signals.as_raw_fd(), listener.as_raw_fd()]
+        .into_iter()
+        .chain(socks.iter().map(|s| s.as_raw_fd()))
+        .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+        .collect();
+    let mut last_report = start;
+    let mut reported = drops(&router.stats());
+    router.handle_timeout(start);
+    ready(&router);
+
+    loop {
+        let now = Instant::now();
+        let wait = router.poll_timeout().saturating_duration_since(now).min(Duration::from_secs(1));
+        // Round up: waking a little late beats spinning until the deadline.
+        let ms = wait.as_micros().div_ceil(1000) as i32;
+        // SAFETY: `pfds` is a valid array of its length.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        if pfds[0].revents != 0 {
+            tracing::info!("signal: stopping");
+            break;
+        }
+        if pfds[1].revents != 0 {
+            while let Ok((conn, _)) = listener.accept() {
+                let extra = link_stats(&socks, tx_dropped);
+                if let Err(e) = serve_admin(conn, &mut router, &extra) {
+                    tracing::debug!("admin connection: {e}");
+                }
+            }
+        }
+        for i in 0..socks.len() {
+            if pfds[2 + i].revents == 0 {
+                continue;
+            }
+            for _ in 0..BATCHES_PER_TURN {
+                let n = match socks[i].recv_batch(&mut batches[i]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Err(e),
+                };
+                if n == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                for o in &mut outs {
+                    o.clear();
+                }
+                for (k, f) in batches[i].frames_mut().enumerate() {
+                    if let Some(w) = pcap.as_mut() {
+                        w.write_frame(f)?;
+                    }
+                    if let Action::Forward(o) = router.handle_frame(now, i, f) {
+                        outs[o].push(k);
+                    }
+                }
+                let frames: Vec<&[u8]> = batches[i].frames().collect();
+                for (o, idx) in outs.iter().enumerate() {
+                    if idx.is_empty() {
+                        continue;
+                    }
+                    let list: Vec<&[u8]> = idx.iter().map(|&k| frames[k]).collect();
+                    if let Some(w) = pcap.as_mut() {
+                        for f in &list {
+                            w.write_frame(f)?;
+                        }
+                    }
+                    // A full socket buffer is a full output queue: what does not fit is dropped,
+                    // as a router's would be.
+                    let sent = socks[o].send_batch(&list)?;
+                    tx_dropped += (list.len() - sent) as u64;
+                }
+                if n < batches[i].capacity() {
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        if router.poll_timeout() <= now {
+            router.handle_timeout(now);
+        }
+        while let Some((port, f)) = router.poll_transmit() {
+            if let Some(w) = pcap.as_mut() {
+                w.write_frame(&f)?;
+            }
+            if !socks[port].send(&f).unwrap_or(false) {
+                tx_dropped += 1;
+            }
+        }
+        if now.duration_since(last_report) >= Duration::from_secs(1) {
+            last_report = now;
+            let d = drops(&router.stats());
+            let news: Vec<String> = d
+                .iter()
+                .zip(&reported)
+                .filter(|((_, v), (_, old))| v > old)
+                .map(|((k, v), (_, old))| format!("{} {k}", v - old))
+                .collect();
+            if !news.is_empty() {
+                tracing::warn!("dropped in the last second: {}", news.join(", "));
+            }
+            reported = d;
+        }
+    }
+    if let Some(w) = pcap {
+        w.into_inner()?.flush()?;
+    }
+    let _ = std::fs::remove_file(&cfg.admin);
+    Ok(())
+}
+
+fn link_stats(socks: &[PacketSocket], tx_dropped: u64) -> Vec<(String, u64)> {
+    let mut v = vec![("tx_queue_dropped".to_string(), tx_dropped)];
+    for s in socks {
+        let st = s.stats();
+        let n = s.ifname();
+        v.extend([
+            (format!("{n}.rx_frames"), st.rx_frames),
+            (format!("{n}.tx_frames"), st.tx_frames),
+            (format!("{n}.tx_dropped"), st.tx_dropped),
+            (format!("{n}.tx_errors"), st.tx_errors),
+            (format!("{n}.rx_kernel_dropped"), st.rx_kernel_dropped),
+        ]);
+    }
+    v
+}
+
+/// One admin command per connection: a line in, the reply out.
+fn serve_admin(conn: UnixStream, router: &mut Router, extra: &[(String, u64)]) -> io::Result<()> {
+    conn.set_nonblocking(false)?;
+    // The forwarding loop waits for this: a client that does not send its line is cut short.
+    conn.set_read_timeout(Some(Duration::from_millis(200)))?;
+    conn.set_write_timeout(Some(Duration::from_millis(200)))?;
+    let mut line = String::new();
+    BufReader::new(io::Read::take(&conn, 4096)).read_line(&mut line)?;
+    let reply = match admin::parse(&line) {
+        Ok(cmd) => admin::execute(router, Instant::now(), &cmd, extra),
+        Err(e) => format!("error: {e}\n"),
+    };
+    (&conn).write_all(reply.as_bytes())
+}
+
+/// Sends one admin command to the daemon at `socket`; the reply, or the daemon's error.
+pub fn admin_request(socket: &std::path::Path, line: &str) -> io::Result<Result<String, String>> {
+    let mut conn = UnixStream::connect(socket)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e} (is xia-router running?)", socket.display())))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.write_all(line.as_bytes())?;
+    conn.write_all(b"\n")?;
+    let mut reply = String::new();
+    io::Read::read_to_string(&mut conn, &mut reply)?;
+    Ok(match reply.split_once('\n') {
+        Some(("ok", rest)) => Ok(rest.to_string()),
+        Some((e, _)) => Err(e.strip_prefix("error: ").unwrap_or(e).to_string()),
+        None => Err(format!("no reply ({reply})")),
+    })
+}

@@ -1,0 +1,144 @@
+//! `xia-router`: the XIA router daemon (`xia-router run`) and its admin commands
+//! (`xia-router route show|add|del`, `xia-router stats`, `xia-router info`), which talk to the
+//! running daemon over its admin socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use xia_core::dag::Dag;
+use xia_core::link::afpacket::LinkOptions;
+use xia_router::daemon::{admin_request, run, DaemonConfig};
+use xia_router::router::RouterConfig;
+
+const DEFAULT_ADMIN: &str = "/run/xia/router.sock";
+
+/// The XIA router.
+#[derive(Debug, Parser)]
+#[command(name = "xia-router", version)]
+struct Args {
+    /// The daemon's admin socket.
+    #[arg(long, global = true, default_value = DEFAULT_ADMIN)]
+    admin: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Runs the router on the given interfaces (prints `xia-router ready ...` when it forwards).
+    Run {
+        /// An interface to route on (repeat for each port, in port order).
+        #[arg(short, long = "port", required = true)]
+        ports: Vec<String>,
+        /// The AD's key file (created if missing): the AD is its public key's SHA-1. Every
+        /// router of an AD holds it.
+        #[arg(long, default_value = "/var/lib/xia/ad.key")]
+        ad_key: PathBuf,
+        /// This router's key file (created if missing): its HID.
+        #[arg(short, long, default_value = "/var/lib/xia/router.key")]
+        key: PathBuf,
+        /// Static routes: a `route add` argument list per line (`#` comments).
+        #[arg(long)]
+        routes: Option<PathBuf>,
+        /// Time between beacons, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        beacon_ms: u64,
+        /// The AD's name server, announced in beacons (a DAG, `RE ...` or `DAG ...`).
+        #[arg(long)]
+        name_server: Option<String>,
+        /// Record every frame in and out of every port to this pcap file.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        /// More log output (repeat for more).
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
+        /// Less log output.
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        quiet: u8,
+    },
+    /// Routes: `route show`, `route add <dest> via <port> <mac> | local | fallback | follow
+    /// <AD>`, `route del <dest>`; <dest> is an XID or `default <PRINCIPAL>`.
+    Route {
+        /// show, add or del, and their arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The router's counters.
+    Stats,
+    /// The router's AD, HID, DAG and ports.
+    Info,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let line = match args.cmd {
+        Cmd::Run { ports, ad_key, key, routes, beacon_ms, name_server, pcap, verbose, quiet } => {
+            xia_core::cli::init_logging(verbose, quiet);
+            let name_server = match name_server.map(|s| s.parse::<Dag>()) {
+                None => None,
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    eprintln!("xia-router: --name-server: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let cfg = DaemonConfig {
+                ports,
+                ad_key,
+                key,
+                admin: args.admin.clone(),
+                routes,
+                router: RouterConfig {
+                    beacon_interval: Duration::from_millis(beacon_ms.max(1)),
+                    name_server,
+                    ..RouterConfig::default()
+                },
+                link: LinkOptions::default(),
+                pcap,
+            };
+            let admin = args.admin;
+            let r = run(cfg, |r| {
+                let ports: Vec<String> = r.ports().iter().map(|p| format!("{}/{}", p.name, p.mac)).collect();
+                println!(
+                    "xia-router ready admin={} ad={} hid={} ports={} dag={}",
+                    admin.display(),
+                    r.ad(),
+                    r.hid(),
+                    ports.join(","),
+                    r.dag().to_dag_string()
+                );
+            });
+            return match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xia-router: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Cmd::Route { args } => format!("route {}", args.join(" ")),
+        Cmd::Stats => "stats".to_string(),
+        Cmd::Info => "info".to_string(),
+    };
+    // Refuse bad commands here, with the parser's words, before bothering the daemon.
+    if let Err(e) = xia_router::admin::parse(&line) {
+        eprintln!("xia-router: {e}");
+        return ExitCode::from(2);
+    }
+    match admin_request(&args.admin, &line) {
+        Ok(Ok(out)) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("xia-router: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("xia-router: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
