@@ -195,3 +195,152 @@ pub struct Impaired {
 pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim)
 }
+
+impl Xiad {
+    /// Waits for the daemon's gateway to confirm its registration; the host's DAG then (its
+    /// AD is the router's).
+    pub fn await_registered(&mut self, timeout: Duration) -> io::Result<String> {
+        let line = self.child.wait_for_line(|l| l.starts_with("xiad registered "), timeout)?;
+        self.dag = line.split_once("dag=").map(|(_, d)| d.to_string()).unwrap_or_default();
+        Ok(self.dag.clone())
+    }
+}
+
+/// A running `xia-router`.
+#[derive(Debug)]
+pub struct XRouter {
+    /// The daemon process (stopped on drop).
+    pub child: Child,
+    /// Its admin socket.
+    pub admin: PathBuf,
+    /// Its AD (`AD:<hex>`).
+    pub ad: String,
+    /// Its HID (`HID:<hex>`).
+    pub hid: String,
+}
+
+impl XRouter {
+    /// Starts `xia-router` in `ns` on `ports`, with the AD key `<ad_key>.key` and its own key
+    /// `<name>.key` under `dir`, and waits for it to forward. `extra`: more `run` arguments.
+    pub fn start(
+        ns: &Netns,
+        ports: &[&str],
+        dir: &Path,
+        name: &str,
+        ad_key: &str,
+        extra: &[&str],
+    ) -> io::Result<XRouter> {
+        let admin = dir.join(format!("{name}.sock"));
+        let mut cmd = ns.cmd(bin("xia-router"));
+        cmd.arg("--admin").arg(&admin).arg("run");
+        for p in ports {
+            cmd.args(["-p", p]);
+        }
+        cmd.arg("--ad-key").arg(dir.join(format!("{ad_key}.key")));
+        cmd.arg("-k").arg(dir.join(format!("{name}.key")));
+        cmd.args(extra);
+        let mut child = Child::spawn(cmd)?;
+        let ready = child.wait_for_line(|l| l.starts_with("xia-router ready"), Duration::from_secs(20))?;
+        let field = |k: &str| {
+            ready.split(' ').find_map(|w| w.strip_prefix(k)).map(str::to_string).unwrap_or_default()
+        };
+        Ok(XRouter { ad: field("ad="), hid: field("hid="), child, admin })
+    }
+
+    /// Runs an admin command (`["route", "show"]`, `["stats"]`...) in `ns`; its output.
+    pub fn admin(&self, ns: &Netns, args: &[&str]) -> io::Result<String> {
+        let out = ns.cmd(bin("xia-router")).arg("--admin").arg(&self.admin).args(args).output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The router's counters.
+    pub fn stats(&self, ns: &Netns) -> io::Result<std::collections::HashMap<String, u64>> {
+        Ok(self
+            .admin(ns, &["stats"])?
+            .lines()
+            .filter_map(|l| l.split_once(' ').and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?))))
+            .collect())
+    }
+}
+
+/// The paper's Fig. 1 testbeds. 1a: hosts A, B, C on router R1 (one AD). 1b: R1 (AD1) with A
+/// and C, R2 (AD2) with B, R1 and R2 linked. Every host has registered when this returns.
+#[derive(Debug)]
+pub struct Fig1 {
+    // Field order is drop order: daemons, then namespaces, then the directory.
+    /// Host A's daemon.
+    pub a: Xiad,
+    /// Host B's daemon.
+    pub b: Xiad,
+    /// Host C's daemon.
+    pub c: Xiad,
+    /// Router R1 (AD1).
+    pub r1: XRouter,
+    /// Router R2 (AD2), in Fig. 1b.
+    pub r2: Option<XRouter>,
+    /// A's namespace (interface `eth0`; the others likewise).
+    pub ns_a: Netns,
+    /// B's namespace.
+    pub ns_b: Netns,
+    /// C's namespace.
+    pub ns_c: Netns,
+    /// R1's namespace (ports `r1a`, `r1b` or `r1r2`, `r1c`).
+    pub ns_r1: Netns,
+    /// R2's namespace (ports `r2r1`, `r2b`), in Fig. 1b.
+    pub ns_r2: Option<Netns>,
+    /// Keys, sockets, captures.
+    pub dir: TempDir,
+}
+
+impl Fig1 {
+    /// Brings up Fig. 1a (`two_ads` false) or 1b, with links of MTU `mtu`; `pcap_r1` records
+    /// R1's frames to `r1.pcap` in the directory. In 1b, `spare_a` also links A (`eth1`, no
+    /// daemon on it) to R2 (port `r2a`): where A goes when it moves to AD2.
+    pub fn new(two_ads: bool, mtu: u32, pcap_r1: bool, spare_a: bool) -> io::Result<Fig1> {
+        let dir = TempDir::new("xia-fig1")?;
+        let ns_a = Netns::new("fa")?;
+        let ns_b = Netns::new("fb")?;
+        let ns_c = Netns::new("fc")?;
+        let ns_r1 = Netns::new("fr1")?;
+        let pcap = dir.path().join("r1.pcap");
+        let r1_extra: Vec<&str> =
+            if pcap_r1 { vec!["--pcap", pcap.to_str().unwrap_or_default()] } else { vec![] };
+        let (r1, r2, ns_r2) = if two_ads {
+            let ns_r2 = Netns::new("fr2")?;
+            veth(&ns_a, "eth0", &ns_r1, "r1a", mtu)?;
+            veth(&ns_c, "eth0", &ns_r1, "r1c", mtu)?;
+            veth(&ns_r1, "r1r2", &ns_r2, "r2r1", mtu)?;
+            veth(&ns_b, "eth0", &ns_r2, "r2b", mtu)?;
+            let mut r2_ports = vec!["r2r1", "r2b"];
+            if spare_a {
+                veth(&ns_a, "eth1", &ns_r2, "r2a", mtu)?;
+                r2_ports.push("r2a");
+            }
+            let r1 = XRouter::start(&ns_r1, &["r1a", "r1c", "r1r2"], dir.path(), "r1", "ad1", &r1_extra)?;
+            let r2 = XRouter::start(&ns_r2, &r2_ports, dir.path(), "r2", "ad2", &[])?;
+            (r1, Some(r2), Some(ns_r2))
+        } else {
+            veth(&ns_a, "eth0", &ns_r1, "r1a", mtu)?;
+            veth(&ns_b, "eth0", &ns_r1, "r1b", mtu)?;
+            veth(&ns_c, "eth0", &ns_r1, "r1c", mtu)?;
+            let r1 = XRouter::start(&ns_r1, &["r1a", "r1b", "r1c"], dir.path(), "r1", "ad1", &r1_extra)?;
+            (r1, None, None)
+        };
+        let mut a = Xiad::start(&ns_a, "eth0", dir.path(), "a", None, None)?;
+        let mut b = Xiad::start(&ns_b, "eth0", dir.path(), "b", None, None)?;
+        let mut c = Xiad::start(&ns_c, "eth0", dir.path(), "c", None, None)?;
+        for h in [&mut a, &mut b, &mut c] {
+            h.await_registered(Duration::from_secs(10))?;
+        }
+        Ok(Fig1 { a, b, c, r1, r2, ns_a, ns_b, ns_c, ns_r1, ns_r2, dir })
+    }
+}
+
+/// A DAG in one-line `DAG` form as `RE ...` words for `xping` (linear DAGs only).
+pub fn re_words(dag: &str) -> Vec<String> {
+    let d: xia_core::dag::Dag = dag.parse().expect("a DAG the daemon printed");
+    d.to_re_string().expect("a linear DAG").split(' ').map(str::to_string).collect()
+}

@@ -31,6 +31,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::UnixStream;
@@ -161,6 +162,19 @@ impl Xia {
         let mut f = Framed::open(&self.path).await?;
         match f.call(&Msg::Info).await? {
             Msg::Info2(i) => Ok(*i),
+            m => Err(unexpected(&m)),
+        }
+    }
+
+    /// Sends a route patch to the router whose DAG is `router` (where this host was before it
+    /// moved): packets still addressed to the host's old DAG are sent on to where it is now
+    /// registered, for `lifetime`. Fails if no router has confirmed a registration yet.
+    pub async fn patch_route(&self, router: &Dag, lifetime: Duration) -> io::Result<()> {
+        let mut f = Framed::open(&self.path).await?;
+        let lifetime_ms = lifetime.as_millis().min(u128::from(u32::MAX)) as u32;
+        match f.call(&Msg::PatchRoute { router: router.clone(), lifetime_ms }).await? {
+            Msg::Ok => Ok(()),
+            Msg::Error { code, message } => Err(remote_error(code, message)),
             m => Err(unexpected(&m)),
         }
     }

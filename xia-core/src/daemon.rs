@@ -239,6 +239,8 @@ fn host_error_code(e: &HostError) -> ErrorCode {
         HostError::Store(StoreError::TooLarge(_)) => ErrorCode::TooLarge,
         HostError::Store(StoreError::Full { .. }) => ErrorCode::NoSpace,
         HostError::NotAService => ErrorCode::NotAService,
+        HostError::NotRegistered => ErrorCode::NotRegistered,
+        HostError::NotAPath => ErrorCode::BadRequest,
     }
 }
 
@@ -902,6 +904,13 @@ impl Daemon {
                 }
                 _ => self.reply(id, Msg::Error { code: ErrorCode::BadRequest, message: "not a ping".into() }),
             },
+            Msg::PatchRoute { router, lifetime_ms } => {
+                let lifetime = Duration::from_millis(u64::from(lifetime_ms));
+                match self.host.send_route_patch(Instant::now(), &router, lifetime) {
+                    Ok(()) => self.reply(id, Msg::Ok),
+                    Err(e) => self.reply(id, error_msg(e)),
+                }
+            }
             Msg::Info => {
                 let info = HostInfo {
                     hid: self.host.hid(),
@@ -1063,7 +1072,14 @@ impl Daemon {
                     }
                 }
                 HostEvent::Attached { ad, router } => tracing::info!("attached to {ad} via router {router}"),
-                HostEvent::Registered { ad, router } => tracing::info!("registered in {ad} with {router}"),
+                HostEvent::Registered { ad, router } => {
+                    tracing::info!("registered in {ad} with {router}");
+                    // For scripts and tests to wait on, like the ready line.
+                    println!(
+                        "xiad registered ad={ad} router={router} dag={}",
+                        self.host.dag().to_dag_string().replace('\n', "")
+                    );
+                }
             }
         }
     }

@@ -128,6 +128,12 @@ pub enum HostError {
     /// The intent of a stream or datagram destination must be a SID.
     #[error("the destination's intent must be a SID")]
     NotAService,
+    /// No router has confirmed this host's registration (a route patch needs its receipt).
+    #[error("not registered with a router")]
+    NotRegistered,
+    /// A router's DAG must be a path (`RE AD HID`).
+    #[error("the router's DAG must be a path (RE AD HID)")]
+    NotAPath,
 }
 
 /// What the host tells the layer above.
@@ -433,6 +439,8 @@ pub struct Host {
     ad: Option<Xid>,
     gateway: Option<Gateway>,
     registration: Option<Registration>,
+    /// Sequence number of the last route patch sent.
+    patch_seq: u64,
     neighbours: XidMap<(EthernetAddress, Instant)>,
     /// The signed "our HID is at our MAC" that XARP replies carry, renewed now and then.
     xarp_binding: Option<xarp::Binding>,
@@ -494,6 +502,7 @@ impl Host {
             mac,
             gateway: None,
             registration: None,
+            patch_seq: 0,
             neighbours: XidMap::default(),
             xarp_binding: None,
             xarp_budget: TokenBucket::new(now, 100, 1000),
@@ -1059,6 +1068,51 @@ impl Host {
             }
             // Registrations and patches are for routers.
             ControlBody::HostRegister(_) | ControlBody::RoutePatch(_) => self.stats.drop_bad_control += 1,
+        }
+    }
+
+    /// Sends a route patch to the router whose DAG is `router` (`RE AD HID`, typically the
+    /// gateway of the AD this host was in before it moved): "traffic for my HID goes to the AD
+    /// I am registered in now", signed with the host's key and carrying that AD's receipt. The
+    /// router keeps the patched route for `lifetime`.
+    pub fn send_route_patch(
+        &mut self,
+        now: Instant,
+        router: &Dag,
+        lifetime: Duration,
+    ) -> Result<(), HostError> {
+        let sealed = self.registration_receipt().ok_or(HostError::NotRegistered)?.to_vec();
+        let Ok(ControlBody::HostRegistered(receipt)) = control::open(&sealed) else {
+            return Err(HostError::NotRegistered);
+        };
+        if router.to_re_string().is_none() {
+            return Err(HostError::NotAPath);
+        }
+        let mut path: Vec<Xid> = router.nodes().iter().map(|n| n.xid).collect();
+        if path.last() != Some(&SID_XHCP) {
+            path.push(SID_XHCP);
+        }
+        let dst = Dag::linear(&path).map_err(|_| HostError::NotAPath)?;
+        let wall = self.wall_ms(now);
+        self.patch_seq = (self.patch_seq + 1).max(control::seq_base(wall));
+        let body = ControlBody::RoutePatch(Box::new(control::RoutePatch {
+            stamp: Stamp {
+                seq: self.patch_seq,
+                timestamp_ms: wall,
+                millis: lifetime.as_millis().min(u128::from(u32::MAX)) as u32,
+            },
+            receipt,
+            sealed_receipt: sealed,
+        }));
+        let msg = body.seal(&self.key).map_err(|_| HostError::NotRegistered)?;
+        let d = DgramRepr { payload: &msg };
+        let mut buf = vec![0u8; d.buffer_len()];
+        d.emit(&mut buf).map_err(|_| HostError::TooLarge { len: msg.len(), max: self.cfg.mtu })?;
+        let src = self.service_dag(SID_XHCP);
+        if self.send_packet(now, NextHeader::Dgram, &dst, &src, &buf) {
+            Ok(())
+        } else {
+            Err(HostError::Unreachable)
         }
     }
 

@@ -62,6 +62,8 @@ pub enum ErrorCode {
     Closed = 12,
     /// No room left (the content store is full of published chunks).
     NoSpace = 13,
+    /// The host is not registered with a router (no receipt to show).
+    NotRegistered = 14,
     /// Anything else.
     Other = 255,
 }
@@ -83,6 +85,7 @@ impl ErrorCode {
             Corrupt,
             Closed,
             NoSpace,
+            NotRegistered,
             Other,
         ]
         .into_iter()
@@ -105,6 +108,7 @@ impl ErrorCode {
             ErrorCode::Corrupt => K::InvalidData,
             ErrorCode::Closed => K::NotConnected,
             ErrorCode::NoSpace => K::StorageFull,
+            ErrorCode::NotRegistered => K::NotConnected,
             ErrorCode::Other => K::Other,
         }
     }
@@ -183,6 +187,9 @@ pub enum Msg {
     Stats,
     /// Ask why stream `id` ended.
     StreamStatus { id: u64 },
+    /// Send a route patch to the router at `router` (its DAG): traffic for this host's HID
+    /// goes to where it is registered now, for `lifetime_ms`.
+    PatchRoute { router: Dag, lifetime_ms: u32 },
     // ---- answers and notices
     /// A stream is up; the connection is in raw mode from the next byte on.
     Connected { id: u64, local: Dag, peer: Dag },
@@ -369,6 +376,7 @@ impl Msg {
             Msg::Info => w.u8(11),
             Msg::Stats => w.u8(12),
             Msg::StreamStatus { id } => w.u8(13).u64(*id),
+            Msg::PatchRoute { router, lifetime_ms } => w.u8(14).dag(router).u32(*lifetime_ms),
             Msg::Connected { id, local, peer } => w.u8(100).u64(*id).dag(local).dag(peer),
             Msg::Listening { dag } => w.u8(101).dag(dag),
             Msg::Incoming { id, peer } => w.u8(102).u64(*id).dag(peer),
@@ -447,6 +455,7 @@ impl Msg {
             11 => Msg::Info,
             12 => Msg::Stats,
             13 => Msg::StreamStatus { id: r.u64()? },
+            14 => Msg::PatchRoute { router: r.dag()?, lifetime_ms: r.u32()? },
             100 => Msg::Connected { id: r.u64()?, local: r.dag()?, peer: r.dag()? },
             101 => Msg::Listening { dag: r.dag()? },
             102 => Msg::Incoming { id: r.u64()?, peer: r.dag()? },
@@ -522,6 +531,7 @@ mod tests {
             Msg::Info,
             Msg::Stats,
             Msg::StreamStatus { id: 3 },
+            Msg::PatchRoute { router: dag(), lifetime_ms: 60_000 },
             Msg::Connected { id: 1, local: dag(), peer: dag() },
             Msg::Listening { dag: dag() },
             Msg::Incoming { id: 2, peer: dag() },

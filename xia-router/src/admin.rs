@@ -222,7 +222,13 @@ pub fn execute(router: &mut Router, now: Instant, cmd: &Command, extra_stats: &[
             }
         }
         Command::Info => {
-            let _ = writeln!(out, "ok\nad {}\nhid {}\ndag {}", router.ad(), router.hid(), router.dag().to_dag_string());
+            let _ = writeln!(
+                out,
+                "ok\nad {}\nhid {}\ndag {}",
+                router.ad(),
+                router.hid(),
+                router.dag().to_dag_string().replace('\n', "")
+            );
             if let Some(re) = router.dag().to_re_string() {
                 let _ = writeln!(out, "re {re}");
             }
@@ -250,7 +256,11 @@ mod tests {
         let c = parse("route add default HID fallback").unwrap();
         assert_eq!(
             c,
-            Command::RouteAdd(RouteSpec { principal: Principal::Hid, xid: None, target: TargetSpec::Fallback })
+            Command::RouteAdd(RouteSpec {
+                principal: Principal::Hid,
+                xid: None,
+                target: TargetSpec::Fallback
+            })
         );
         assert!(matches!(parse(&format!("route del {ad}")).unwrap(), Command::RouteDel { xid: Some(_), .. }));
         for bad in [

@@ -98,14 +98,16 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
     let mut socks = Vec::new();
     let mut infos = Vec::new();
     for name in &cfg.ports {
-        let s = PacketSocket::open(name, &cfg.link).map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
+        let s = PacketSocket::open(name, &cfg.link)
+            .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
         infos.push(PortInfo { name: name.clone(), mac: s.mac(), mtu: s.mtu() });
         socks.push(s);
     }
     let start = Instant::now();
     let mut router = Router::new(cfg.router.clone(), ad_key, key, infos, start, wall_ms());
     if let Some(p) = &cfg.routes {
-        let text = std::fs::read_to_string(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
         let n = admin::load_routes(&mut router, &text)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {e}", p.display())))?;
         tracing::info!("{n} static routes from {}", p.display());
@@ -123,7 +125,8 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
         None => None,
     };
 
-    let mut batches: Vec<RecvBatch> = socks.iter().map(|s| RecvBatch::new(cfg.link.batch, s.max_frame())).collect();
+    let mut batches: Vec<RecvBatch> =
+        socks.iter().map(|s| RecvBatch::new(cfg.link.batch, s.max_frame())).collect();
     let mut outs: Vec<Vec<usize>> = vec![Vec::new(); socks.len()];
     let mut tx_dropped = 0u64;
     let mut pfds: Vec<libc::pollfd> = [signals.as_raw_fd(), listener.as_raw_fd()]
@@ -274,8 +277,9 @@ fn serve_admin(conn: UnixStream, router: &mut Router, extra: &[(String, u64)]) -
 
 /// Sends one admin command to the daemon at `socket`; the reply, or the daemon's error.
 pub fn admin_request(socket: &std::path::Path, line: &str) -> io::Result<Result<String, String>> {
-    let mut conn = UnixStream::connect(socket)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e} (is xia-router running?)", socket.display())))?;
+    let mut conn = UnixStream::connect(socket).map_err(|e| {
+        io::Error::new(e.kind(), format!("{}: {e} (is xia-router running?)", socket.display()))
+    })?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     conn.write_all(line.as_bytes())?;
     conn.write_all(b"\n")?;

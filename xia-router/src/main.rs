@@ -107,7 +107,7 @@ fn main() -> ExitCode {
                     r.ad(),
                     r.hid(),
                     ports.join(","),
-                    r.dag().to_dag_string()
+                    r.dag().to_dag_string().replace('\n', "")
                 );
             });
             return match r {

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
@@ -40,6 +40,17 @@ enum Cmd {
     Info,
     /// The daemon's counters.
     Stats,
+    /// After a move: asks the router at ROUTER (the old gateway's DAG, `RE AD HID`) to send
+    /// traffic for this host's HID on to the AD it is registered in now. Signed with the host's
+    /// key, carrying the new AD's receipt.
+    PatchRoute {
+        /// Seconds the router keeps the patched route.
+        #[arg(long, default_value_t = 600)]
+        lifetime: u64,
+        /// The old gateway router's DAG.
+        #[arg(required = true, num_args = 1..)]
+        router: Vec<String>,
+    },
     /// Accepts one stream and reads it to the end: prints `listening <DAG>`, then the byte
     /// count, SHA-256 and rate.
     StreamRecv {
@@ -234,6 +245,11 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
             line(format!("mtu {}", i.mtu));
         }
         Cmd::Stats => print!("{}", xia.stats().await.map_err(e)?),
+        Cmd::PatchRoute { lifetime, router } => {
+            let router = parse_dag(&router)?;
+            xia.patch_route(&router, Duration::from_secs(lifetime)).await.map_err(e)?;
+            line(format!("patch sent to {}", one_line(&router)));
+        }
         Cmd::StreamRecv { sid, out, no_sha } => {
             let mut l = xia.listen(sid).await.map_err(e)?;
             line(format!("listening {}", one_line(l.dag())));

@@ -1,5 +1,6 @@
 //! `xiad`: the XIA host daemon. One per host (network namespace); applications reach it over
-//! a Unix socket. Prints one `xiad ready ...` line on stdout when it serves.
+//! a Unix socket. Prints one `xiad ready ...` line on stdout when it serves, and an `xiad
+//! registered ad=... router=... dag=...` line whenever a gateway router confirms its registration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
