@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 testbed/deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests run the project's binaries (xiad, xia-router, ...): build them all first
+# (cargo test builds only the binaries of the package under test).
+cargo build --workspace --bins --locked
 cargo test --workspace --locked

@@ -184,6 +184,13 @@ fn fig1b_across_two_routers_byte_exact_and_decoded_by_tshark() {
     let fetched = run_ok(fetch);
     assert_eq!(field(&served, "sha256 "), field(&fetched, "sha256 "), "{served}\n{fetched}");
     assert!(fetched.contains("in 32 chunks"), "{fetched}");
+    // C (AD1) fetches the same content: R1 cached it on the way to A and answers.
+    let mut again = f.c.xia(&f.ns_c);
+    again.arg("chunk-fetch").arg(&manifest);
+    let again = run_ok(again);
+    assert_eq!(field(&served, "sha256 "), field(&again, "sha256 "), "{served}\n{again}");
+    let s1 = f.r1.stats(&f.ns_r1).unwrap();
+    assert!(s1["cache_chunks_stored"] >= 32 && s1["cache_hits"] >= 32, "{s1:?}");
     drop(serve);
 
     // Both routers forwarded it all: STREAM and CHUNK both ways.

@@ -72,6 +72,9 @@ fn load_key(path: &std::path::Path) -> io::Result<Keypair> {
     Keypair::load_or_generate(path).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
 }
 
+/// Frames of the router's own sent per turn of the loop, at most.
+const OWN_FRAMES_PER_TURN: usize = 256;
+
 /// Batches of frames read from one port before the others get their turn.
 const BATCHES_PER_TURN: usize = 8;
 
@@ -134,6 +137,8 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
         .chain(socks.iter().map(|s| s.as_raw_fd()))
         .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
         .collect();
+    // A frame of the router's own that the socket buffer had no room for, sent first when it has.
+    let mut held: Option<(usize, Vec<u8>)> = None;
     let mut last_report = start;
     let mut reported = drops(&router.stats());
     router.handle_timeout(start);
@@ -141,7 +146,14 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
 
     loop {
         let now = Instant::now();
-        let wait = router.poll_timeout().saturating_duration_since(now).min(Duration::from_secs(1));
+        let mut wait = router.poll_timeout().saturating_duration_since(now).min(Duration::from_secs(1));
+        if held.is_none() && router.has_output() {
+            wait = Duration::ZERO;
+        }
+        for (i, p) in pfds[2..].iter_mut().enumerate() {
+            let blocked = held.as_ref().is_some_and(|(port, _)| *port == i);
+            p.events = if blocked { libc::POLLIN | libc::POLLOUT } else { libc::POLLIN };
+        }
         // Round up: waking a little late beats spinning until the deadline.
         let ms = wait.as_micros().div_ceil(1000) as i32;
         // SAFETY: `pfds` is a valid array of its length.
@@ -214,12 +226,21 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
         if router.poll_timeout() <= now {
             router.handle_timeout(now);
         }
-        while let Some((port, f)) = router.poll_transmit() {
-            if let Some(w) = pcap.as_mut() {
-                w.write_frame(&f)?;
-            }
-            if !socks[port].send(&f).unwrap_or(false) {
-                tx_dropped += 1;
+        // The router's own frames (cache answers may be many): a bounded number per turn, so
+        // input is read in between; a full socket buffer holds them until it drains.
+        for _ in 0..OWN_FRAMES_PER_TURN {
+            let Some((port, f)) = held.take().or_else(|| router.poll_transmit()) else { break };
+            match socks[port].send(&f) {
+                Ok(true) => {
+                    if let Some(w) = pcap.as_mut() {
+                        w.write_frame(&f)?;
+                    }
+                }
+                Ok(false) => {
+                    held = Some((port, f));
+                    break;
+                }
+                Err(_) => tx_dropped += 1,
             }
         }
         if now.duration_since(last_report) >= Duration::from_secs(1) {

@@ -42,6 +42,9 @@ enum Cmd {
         /// Static routes: a `route add` argument list per line (`#` comments).
         #[arg(long)]
         routes: Option<PathBuf>,
+        /// MiB of chunks cached from the CHUNK responses passing through; 0 turns the cache off.
+        #[arg(long, default_value_t = 256)]
+        cache_mib: usize,
         /// Time between beacons, in milliseconds.
         #[arg(long, default_value_t = 100)]
         beacon_ms: u64,
@@ -74,7 +77,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let args = Args::parse();
     let line = match args.cmd {
-        Cmd::Run { ports, ad_key, key, routes, beacon_ms, name_server, pcap, verbose, quiet } => {
+        Cmd::Run { ports, ad_key, key, routes, cache_mib, beacon_ms, name_server, pcap, verbose, quiet } => {
             xia_core::cli::init_logging(verbose, quiet);
             let name_server = match name_server.map(|s| s.parse::<Dag>()) {
                 None => None,
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
                 router: RouterConfig {
                     beacon_interval: Duration::from_millis(beacon_ms.max(1)),
                     name_server,
+                    cache_bytes: cache_mib << 20,
                     ..RouterConfig::default()
                 },
                 link: LinkOptions::default(),

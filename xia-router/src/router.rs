@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 use xia_core::dag::Dag;
 use xia_core::keys::Keypair;
 use xia_core::select::{select, Lookup, Selection};
+use xia_core::transport::chunk::{ContentStore, ServeJob};
+use xia_core::transport::ranges::RangeSet;
+use xia_core::wire::chunk::{self as chunk_wire, ChunkRepr};
 use xia_core::wire::control::{self, Beacon, ControlBody, HostRegistered, Stamp};
 use xia_core::wire::dgram::{self, DgramRepr};
 use xia_core::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
@@ -52,6 +55,15 @@ pub struct RouterConfig {
     pub out_queue: usize,
     /// Routes at most in each table (registrations and learned routes beyond are refused).
     pub max_routes: usize,
+    /// Bytes of chunks cached from the CHUNK responses passing through (0: no cache).
+    pub cache_bytes: usize,
+    /// Largest chunk cached.
+    pub max_chunk: usize,
+    /// Bytes of chunks being put together from passing responses, at most (the oldest are
+    /// given up first).
+    pub assembly_bytes: usize,
+    /// Bytes sent at most in answer to one request from the cache.
+    pub max_serve: usize,
 }
 
 impl Default for RouterConfig {
@@ -65,6 +77,10 @@ impl Default for RouterConfig {
             xcmp_rate: 1000,
             out_queue: 4096,
             max_routes: 1 << 20,
+            cache_bytes: 256 << 20,
+            max_chunk: 4 << 20,
+            assembly_bytes: 64 << 20,
+            max_serve: 4 << 20,
         }
     }
 }
@@ -216,6 +232,18 @@ pub struct RouterStats {
     pub drop_table_full: u64,
     /// Routes expired.
     pub routes_expired: u64,
+    /// CHUNK response pieces seen passing through (with the cache on).
+    pub cache_pieces_seen: u64,
+    /// Chunks put together from passing pieces, verified and cached.
+    pub cache_chunks_stored: u64,
+    /// Chunks put together whose bytes did not hash to their CID (not cached).
+    pub cache_chunks_corrupt: u64,
+    /// Chunks given up half assembled (room for newer ones).
+    pub cache_assemblies_dropped: u64,
+    /// Requests answered from the cache.
+    pub cache_hits: u64,
+    /// Response pieces sent from the cache.
+    pub cache_pieces_out: u64,
 }
 
 /// The counters as (name, value) pairs, in declaration order (for `stats`).
@@ -245,6 +273,12 @@ pub fn stats_fields(s: &RouterStats) -> Vec<(&'static str, u64)> {
         ("drop_queue_full", s.drop_queue_full),
         ("drop_table_full", s.drop_table_full),
         ("routes_expired", s.routes_expired),
+        ("cache_pieces_seen", s.cache_pieces_seen),
+        ("cache_chunks_stored", s.cache_chunks_stored),
+        ("cache_chunks_corrupt", s.cache_chunks_corrupt),
+        ("cache_assemblies_dropped", s.cache_assemblies_dropped),
+        ("cache_hits", s.cache_hits),
+        ("cache_pieces_out", s.cache_pieces_out),
     ]
 }
 
@@ -325,6 +359,10 @@ pub struct Router {
     next_expiry: Instant,
     xcmp_budget: Bucket,
     out: VecDeque<(usize, Vec<u8>)>,
+    cache: Option<ContentStore>,
+    assembling: XidMap<Assembly>,
+    assembling_bytes: usize,
+    serving: VecDeque<Serve>,
     wall_base_ms: u64,
     instant_base: Instant,
     stats: RouterStats,
@@ -348,7 +386,7 @@ impl Router {
         let hid = key.xid(Principal::Hid);
         let mut r = Router {
             xcmp_budget: Bucket::new(now, cfg.xcmp_rate),
-            cfg,
+            cfg: cfg.clone(),
             ad_key,
             key,
             ad,
@@ -360,6 +398,10 @@ impl Router {
             next_beacon: now,
             next_expiry: now,
             out: VecDeque::new(),
+            cache: (cfg.cache_bytes > 0).then(|| ContentStore::new(cfg.cache_bytes, cfg.max_chunk)),
+            assembling: XidMap::default(),
+            assembling_bytes: 0,
+            serving: VecDeque::new(),
             wall_base_ms: wall_ms,
             instant_base: now,
             stats: RouterStats::default(),
@@ -503,6 +545,9 @@ impl Router {
 
     /// What the tables say about `x` (one level of [`Target::FollowAd`] is followed).
     fn lookup(&self, x: &Xid) -> Lookup<(usize, EthernetAddress)> {
+        if x.principal() == Principal::Cid && self.cache.as_ref().is_some_and(|c| c.contains(x)) {
+            return Lookup::Local;
+        }
         let Some(t) = self.table(x.principal()) else { return Lookup::Miss };
         let Some(r) = t.routes.get(x.id()).or(t.default.as_ref()) else { return Lookup::Miss };
         let target = match r.target {
@@ -576,7 +621,45 @@ impl Router {
 
     /// The next frame the router made, and the port it goes out of.
     pub fn poll_transmit(&mut self) -> Option<(usize, Vec<u8>)> {
-        self.out.pop_front()
+        if let Some(f) = self.out.pop_front() {
+            return Some(f);
+        }
+        self.next_cache_piece()
+    }
+
+    /// True when [`Router::poll_transmit`] has frames (the daemon then waits for room to send
+    /// them, not for input).
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty() || !self.serving.is_empty()
+    }
+
+    fn next_cache_piece(&mut self) -> Option<(usize, Vec<u8>)> {
+        loop {
+            let s = self.serving.front_mut()?;
+            let hlen = s.header.len();
+            let room =
+                self.ports[s.port].mtu.saturating_sub(hlen - ethernet::HEADER_LEN + chunk_wire::HEADER_LEN);
+            let Some(piece) = s.job.next_piece(room) else {
+                self.serving.pop_front();
+                continue;
+            };
+            let n = piece.buffer_len();
+            let mut f = vec![0u8; hlen + n];
+            f[..hlen].copy_from_slice(&s.header);
+            if piece.emit(&mut f[hlen..]).is_err() {
+                self.serving.pop_front();
+                continue;
+            }
+            // The XIP payload length, now that the piece's is known.
+            f[ethernet::HEADER_LEN + 2..ethernet::HEADER_LEN + 4].copy_from_slice(&(n as u16).to_be_bytes());
+            let port = s.port;
+            if s.job.is_done() {
+                self.serving.pop_front();
+            }
+            self.stats.cache_pieces_out += 1;
+            self.stats.originated += 1;
+            return Some((port, f));
+        }
     }
 
     fn push_out(&mut self, port: usize, frame: Vec<u8>) -> bool {
@@ -698,6 +781,9 @@ impl Router {
                 }
                 let mut p = xip::Packet::new_unchecked(&mut body[..]);
                 p.set_hop_limit(hop_limit - 1);
+                if self.cache.is_some() && p.next_header() == NextHeader::Chunk {
+                    self.observe_chunk(now, &body[..]);
+                }
                 eth_head[..6].copy_from_slice(&mac.0);
                 eth_head[6..12].copy_from_slice(&self.ports[out].mac.0);
                 self.stats.forwarded += 1;
@@ -821,7 +907,114 @@ impl Router {
                     self.stats.drop_local += 1;
                 }
             }
+            NextHeader::Chunk => self.serve_from_cache(&x, payload),
             _ => self.stats.drop_local += 1,
+        }
+    }
+
+    /// A CHUNK request whose CID this router has cached: answered from the cache, from a
+    /// content DAG of this router (the requester matches answers by CID and request id).
+    fn serve_from_cache(&mut self, x: &XipRepr, payload: &[u8]) {
+        let Ok(c) = chunk_wire::Packet::new_checked(payload).and_then(|q| ChunkRepr::parse(&q)) else {
+            self.stats.drop_local += 1;
+            return;
+        };
+        let cid = *x.dst.intent();
+        let data = match (&c, self.cache.as_mut().and_then(|s| s.get(&cid))) {
+            (ChunkRepr::Request { .. }, Some(d)) => d,
+            _ => {
+                self.stats.drop_local += 1;
+                return;
+            }
+        };
+        let Ok(job) = ServeJob::new(data, &c, self.cfg.max_serve) else {
+            self.stats.drop_local += 1;
+            return;
+        };
+        let mut to = x.src.clone();
+        to.clear_visited();
+        let mut d = to.clone();
+        let mut last = xia_core::select::LAST_NODE_ENTRY;
+        let Ok(Selection::Forward { hop: (port, mac), .. }) = select(&mut d, &mut last, |x| self.lookup(x))
+        else {
+            self.stats.drop_unreachable += 1;
+            return;
+        };
+        let Ok(src) = Dag::content(cid, self.ad, self.hid) else { return };
+        let Some(header) = self.build_frame(port, mac, NextHeader::Chunk, &to, &src, &[]) else { return };
+        if self.serving.len() >= MAX_SERVING {
+            self.stats.drop_queue_full += 1;
+            return;
+        }
+        self.stats.cache_hits += 1;
+        self.serving.push_back(Serve { port, header, job });
+    }
+
+    /// A CHUNK packet being forwarded: a response's piece goes into the chunk it belongs to,
+    /// which is cached once complete and verified against its CID.
+    fn observe_chunk(&mut self, now: Instant, packet: &[u8]) {
+        let p = xip::Packet::new_unchecked(packet);
+        let Ok(ChunkRepr::Response { offset, total_len, data, .. }) =
+            chunk_wire::Packet::new_checked(p.payload()).and_then(|q| ChunkRepr::parse(&q))
+        else {
+            return;
+        };
+        let Some(cid) = p.src_intent() else { return };
+        if cid.principal() != Principal::Cid {
+            return;
+        }
+        self.stats.cache_pieces_seen += 1;
+        let total = total_len as usize;
+        let (start, end) = (offset as usize, offset as usize + data.len());
+        if total == 0
+            || total > self.cfg.max_chunk
+            || end > total
+            || self.cache.as_ref().is_some_and(|c| c.contains(&cid))
+        {
+            return;
+        }
+        if !self.assembling.contains_key(cid.id()) {
+            // Room for it: the oldest assemblies go first.
+            while self.assembling_bytes + total > self.cfg.assembly_bytes
+                || self.assembling.len() >= MAX_ASSEMBLIES
+            {
+                let Some((&old, _)) = self.assembling.iter().min_by_key(|(_, a)| a.touched) else { break };
+                if let Some(a) = self.assembling.remove(&old) {
+                    self.assembling_bytes -= a.data.len();
+                    self.stats.cache_assemblies_dropped += 1;
+                }
+            }
+            if self.assembling_bytes + total > self.cfg.assembly_bytes {
+                return;
+            }
+            self.assembling_bytes += total;
+            self.assembling.insert(
+                *cid.id(),
+                Assembly { data: vec![0u8; total], have: RangeSet::new(64), touched: now },
+            );
+        }
+        let Some(a) = self.assembling.get_mut(cid.id()) else { return };
+        if a.data.len() != total {
+            // Pieces disagree on the chunk's length: not a chunk worth keeping.
+            self.assembling_bytes -= a.data.len();
+            self.assembling.remove(cid.id());
+            return;
+        }
+        a.touched = now;
+        a.data[start..end].copy_from_slice(data);
+        a.have.insert(start as u64, end as u64);
+        if !a.have.contains(0, total as u64) {
+            return;
+        }
+        let Some(a) = self.assembling.remove(cid.id()) else { return };
+        self.assembling_bytes -= a.data.len();
+        if Xid::cid_of(&a.data) != cid {
+            self.stats.cache_chunks_corrupt += 1;
+            return;
+        }
+        if let Some(c) = self.cache.as_mut() {
+            c.insert_verified(cid, a.data.into());
+            self.stats.cache_chunks_stored += 1;
         }
     }
 
@@ -947,6 +1140,29 @@ impl Router {
     }
 }
 
+/// A chunk being put together from the pieces passing through.
+#[derive(Debug)]
+struct Assembly {
+    data: Vec<u8>,
+    have: RangeSet,
+    touched: Instant,
+}
+
+/// Answers to a request, from the cache.
+#[derive(Debug)]
+struct Serve {
+    port: usize,
+    /// Ethernet and XIP headers of every piece (the payload length filled per piece).
+    header: Vec<u8>,
+    job: ServeJob,
+}
+
+/// Chunks being put together at once, at most.
+const MAX_ASSEMBLIES: usize = 256;
+
+/// Requests being answered from the cache at once, at most.
+const MAX_SERVING: usize = 256;
+
 #[derive(Debug, Clone, Copy)]
 enum XcmpKind {
     Unreachable(Unreachable),
@@ -977,5 +1193,17 @@ impl SeqMap {
         }
         self.0.insert(*who.id(), (seq, ts_ms));
         true
+    }
+}
+
+#[cfg(test)]
+mod stats_tests {
+    #[test]
+    fn every_counter_is_listed() {
+        let decl = include_str!("router.rs");
+        let body =
+            decl.split("pub struct RouterStats {").nth(1).and_then(|s| s.split('}').next()).unwrap_or("");
+        let declared = body.matches(": u64,").count();
+        assert_eq!(super::stats_fields(&super::RouterStats::default()).len(), declared);
     }
 }

@@ -466,3 +466,91 @@ fn garbage_is_counted_and_survived() {
     w.run(Duration::from_secs(1));
     assert!(matches!(w.ping(c, &dag).as_slice(), [HostEvent::EchoReply { .. }]));
 }
+
+/// Fetches `cid` from `dag` at host `h`; the fetched bytes.
+fn fetch(w: &mut World, h: usize, cid: Xid, dag: &Dag) -> Option<Vec<u8>> {
+    let now = w.now;
+    let owner = w.h(h).fetch_owner();
+    w.h(h).chunk_fetch(now, owner, cid, dag.clone(), None, 7);
+    let mut got = None;
+    w.run_until(Duration::from_secs(5), |w| {
+        for e in w.events(h) {
+            if let HostEvent::ChunkDone { tag: 7, result, .. } = e {
+                got = Some(result.ok());
+            }
+        }
+        got.is_some()
+    });
+    got.flatten()
+}
+
+#[test]
+fn the_chunk_cache_answers_a_repeated_fetch() {
+    let (mut w, [r1, r2, a, b, c]) = fig1b();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, b, c])));
+    // B publishes 1 MiB; A (AD1) fetches it through R2 and R1, which cache it on the way.
+    let mut data = vec![0u8; 1 << 20];
+    xia_core::link::sim::Rng::new(3).fill(&mut data);
+    let cid = w.h(b).chunk_put(data.clone().into()).unwrap();
+    let dag = w.h(b).content_dag(cid);
+    assert_eq!(fetch(&mut w, a, cid, &dag).as_deref(), Some(&data[..]));
+    for r in [r1, r2] {
+        let s = w.r(r).stats();
+        assert_eq!(s.cache_chunks_stored, 1, "{s:?}");
+        assert_eq!(s.cache_hits, 0);
+    }
+    // C, also in AD1, fetches it again: R1 answers; B sees no new request.
+    let served = w.h(b).stats().chunk_requests_served;
+    assert_eq!(fetch(&mut w, c, cid, &dag).as_deref(), Some(&data[..]));
+    assert!(w.r(r1).stats().cache_hits >= 1);
+    assert_eq!(w.h(b).stats().chunk_requests_served, served, "the publisher was not asked again");
+}
+
+#[test]
+fn corrupt_pieces_are_not_cached() {
+    let cfg = RouterConfig { cache_bytes: 1 << 20, ..RouterConfig::default() };
+    let now = Instant::now();
+    let ports = (0..2).map(|p| PortInfo { name: format!("p{p}"), mac: mac(0, p), mtu: MTU }).collect();
+    let mut r = Router::new(cfg, Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]), ports, now, WALL);
+    let hop = mac(5, 0);
+    let ad_x = Xid::new(Principal::Ad, [0x0a; 20]);
+    r.add_route(Principal::Ad, Some(ad_x), Target::Via { port: 1, mac: hop }).unwrap();
+    let data = vec![7u8; 3000];
+    let cid = Xid::cid_of(&data);
+    let src =
+        Dag::content(cid, Xid::new(Principal::Ad, [0x0b; 20]), Xid::new(Principal::Hid, [0x0c; 20])).unwrap();
+    let dst = Dag::host(ad_x, Xid::new(Principal::Hid, [0x0d; 20])).unwrap();
+    let piece = |offset: usize, bytes: &[u8]| {
+        let c = xia_core::wire::chunk::ChunkRepr::Response {
+            request_id: 1,
+            offset: offset as u32,
+            total_len: 3000,
+            data: bytes,
+        };
+        let mut p = vec![0u8; c.buffer_len()];
+        c.emit(&mut p).unwrap();
+        let x = XipRepr::new(NextHeader::Chunk, dst.clone(), src.clone(), p.len());
+        let mut f = vec![0u8; 14 + x.buffer_len()];
+        EthernetRepr { src: mac(9, 0), dst: mac(0, 0), ethertype: EtherType::Xip }
+            .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
+            .unwrap();
+        x.emit(&mut f[14..]).unwrap();
+        f[14 + x.header_len()..].copy_from_slice(&p);
+        f
+    };
+    // One byte wrong: assembled, refused.
+    let mut bad = data.clone();
+    bad[2000] ^= 1;
+    for (off, chunk) in [(0, &bad[..1000]), (1000, &bad[1000..2000]), (2000, &bad[2000..])] {
+        assert_eq!(r.handle_frame(now, 0, &mut piece(off, chunk)), crate::router::Action::Forward(1));
+    }
+    assert_eq!((r.stats().cache_chunks_corrupt, r.stats().cache_chunks_stored), (1, 0));
+    assert_eq!(r.route(&cid), None);
+    // The right bytes, out of order and with a duplicate: cached.
+    for (off, chunk) in
+        [(2000, &data[2000..]), (0, &data[..1000]), (2000, &data[2000..]), (1000, &data[1000..2000])]
+    {
+        r.handle_frame(now, 0, &mut piece(off, chunk));
+    }
+    assert_eq!(r.stats().cache_chunks_stored, 1);
+}
