@@ -64,6 +64,7 @@ measure() { # measure PKTGEN-ARGS...
   before=$(rx)
   out=$(ip netns exec "$ns_s" "$B/xia-pktgen" -i s0 --dst-mac "$r0_mac" --seconds "$SECS" "$@")
   after=$(rx)
+  echo "  offered: $out" >&2
   secs=$(echo "$out" | sed -n 's/.* in \([0-9.]*\) s:.*/\1/p')
   echo "$after $before $secs" | awk '{ printf "%.0f\n", ($1 - $2) / $3 }'
 }

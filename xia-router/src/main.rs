@@ -99,7 +99,8 @@ fn main() -> ExitCode {
                     cache_bytes: cache_mib << 20,
                     ..RouterConfig::default()
                 },
-                link: LinkOptions::default(),
+                // The qdisc is skipped: a router's ports shape nothing.
+                link: LinkOptions { qdisc_bypass: true, ..LinkOptions::default() },
                 pcap,
             };
             let admin = args.admin;
