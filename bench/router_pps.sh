@@ -58,28 +58,39 @@ router_pid=$!
 for _ in $(seq 1 200); do grep -q "xia-router ready" "$dir/r.out" && break; sleep 0.05; done
 grep -q "xia-router ready" "$dir/r.out" || { cat "$dir/r.log" >&2; exit 1; }
 
-# One measurement: prints packets per second arriving at the receiver.
+# CPU time of the router process so far, in clock ticks (user + system).
+cpu() { [ -n "$router_pid" ] && awk '{ print $14 + $15 }' "/proc/$router_pid/stat" || echo 0; }
+TCK=$(getconf CLK_TCK)
+
+# One measurement: prints packets per second arriving at the receiver, and the router's CPU
+# time per forwarded packet in ns (0 without the router).
 measure() { # measure PKTGEN-ARGS...
-  local before after out secs
+  local before after out secs c0 c1
   before=$(rx)
+  c0=$(cpu)
   out=$(ip netns exec "$ns_s" "$B/xia-pktgen" -i s0 --dst-mac "$r0_mac" --seconds "$SECS" "$@")
+  c1=$(cpu)
   after=$(rx)
   echo "  offered: $out" >&2
   secs=$(echo "$out" | sed -n 's/.* in \([0-9.]*\) s:.*/\1/p')
-  echo "$after $before $secs" | awk '{ printf "%.0f\n", ($1 - $2) / $3 }'
+  echo "$after $before $secs $c0 $c1 $TCK" |
+    awk '{ n = $1 - $2; printf "%.0f %.0f\n", n / $3, (n > 0 ? ($5 - $4) / $6 * 1e9 / n : 0) }'
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-declare -A result
+declare -A result cost
 run() { # run NAME PKTGEN-ARGS...
   local name=$1
   shift
-  local all=()
+  local pps=() ns=() m
   for i in $(seq 1 "$RUNS"); do
-    all+=("$(measure "$@")")
-    echo "$name run $i: ${all[-1]} pps" >&2
+    m=$(measure "$@")
+    pps+=("${m% *}")
+    ns+=("${m#* }")
+    echo "$name run $i: ${m% *} pps, router CPU ${m#* } ns/packet" >&2
   done
-  result[$name]=$(printf '%s\n' "${all[@]}" | median)
+  result[$name]=$(printf '%s\n' "${pps[@]}" | median)
+  cost[$name]=$(printf '%s\n' "${ns[@]}" | median)
 }
 
 DAG0="RE $X $H $S"
@@ -111,15 +122,16 @@ echo
 echo "router: $(grep -E '^(forwarded|drop_unreachable|drop_malformed) ' "$dir/r.stats" | tr '\n' ' ')"
 echo "Medians of $RUNS runs of ${SECS} s, $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%d)"
 echo
-echo "| frame | xia-router (pps) | Linux IPv4 forwarding (pps) | xia-router / Linux |"
-echo "|---|---|---|---|"
+echo "| frame | xia-router (pps) | router CPU per packet (ns) | one router core (pps) | Linux IPv4 forwarding (pps) | xia-router / Linux |"
+echo "|---|---|---|---|---|---|"
 for size in small 1514; do
   k=${result[ipv4-$size]}
   for f in 0 1 3; do
     v=${result[xip$f-$size]}
-    echo "| $size, $f fallbacks | $v | $k | $(echo "$v $k" | awk '{ printf "%.2f", $1 / $2 }') |"
+    c=${cost[xip$f-$size]}
+    echo "| $size, $f fallbacks | $v | $c | $(echo "$c" | awk '{ printf "%.0f", ($1 > 0 ? 1e9 / $1 : 0) }') | $k | $(echo "$v $k" | awk '{ printf "%.2f", $1 / $2 }') |"
   done
 done
 for size in small 1514; do
-  echo "3 fallbacks / 0 fallbacks, $size frames: cost ratio $(echo "${result[xip0-$size]} ${result[xip3-$size]}" | awk '{ printf "%.2f", $1 / $2 }')x"
+  echo "3 fallbacks / 0 fallbacks, $size frames: router CPU per packet ratio $(echo "${cost[xip3-$size]} ${cost[xip0-$size]}" | awk '{ printf "%.2f", $1 / $2 }')x"
 done

@@ -1,5 +1,6 @@
-//! The router daemon's event loop: one AF_PACKET socket per port read in batches (`recvmmsg`),
-//! frames forwarded in place in the receive buffers and sent in batches (`sendmmsg`) per
+//! The router daemon's event loop: one AF_PACKET socket per port, read through a receive ring
+//! (no system call per frame), frames forwarded in place in the ring and sent in batches
+//! (`sendmmsg`) per
 //! outgoing port, the router's own frames after them, timers from the router, the admin socket,
 //! signals through a signalfd. One thread, no locks.
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use xia_core::keys::Keypair;
-use xia_core::link::afpacket::{LinkOptions, PacketSocket, RecvBatch};
+use xia_core::link::afpacket::{LinkOptions, PacketSocket, RxRing};
 use xia_core::pcap::PcapWriter;
 
 use crate::admin;
@@ -128,8 +129,13 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
         None => None,
     };
 
-    let mut batches: Vec<RecvBatch> =
-        socks.iter().map(|s| RecvBatch::new(cfg.link.batch, s.max_frame())).collect();
+    let mut rings: Vec<RxRing> = socks
+        .iter_mut()
+        .map(|s| {
+            s.take_rx_ring()
+                .ok_or_else(|| io::Error::other("ports need a receive ring (LinkOptions::rx_ring)"))
+        })
+        .collect::<io::Result<_>>()?;
     let mut outs: Vec<Vec<usize>> = vec![Vec::new(); socks.len()];
     let mut tx_dropped = 0u64;
     let mut pfds: Vec<libc::pollfd> = [signals.as_raw_fd(), listener.as_raw_fd()]
@@ -170,7 +176,7 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
         }
         if pfds[1].revents != 0 {
             while let Ok((conn, _)) = listener.accept() {
-                let extra = link_stats(&socks, tx_dropped);
+                let extra = link_stats(&socks, &rings, tx_dropped);
                 if let Err(e) = serve_admin(conn, &mut router, &extra) {
                     tracing::debug!("admin connection: {e}");
                 }
@@ -181,11 +187,7 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
                 continue;
             }
             for _ in 0..BATCHES_PER_TURN {
-                let n = match socks[i].recv_batch(&mut batches[i]) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                    Err(e) => return Err(e),
-                };
+                let n = rings[i].poll();
                 if n == 0 {
                     break;
                 }
@@ -193,7 +195,7 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
                 for o in &mut outs {
                     o.clear();
                 }
-                for (k, f) in batches[i].frames_mut().enumerate() {
+                for (k, f) in rings[i].frames_mut().enumerate() {
                     if let Some(w) = pcap.as_mut() {
                         w.write_frame(f)?;
                     }
@@ -201,7 +203,7 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
                         outs[o].push(k);
                     }
                 }
-                let frames: Vec<&[u8]> = batches[i].frames().collect();
+                let frames: Vec<&[u8]> = rings[i].frames().collect();
                 for (o, idx) in outs.iter().enumerate() {
                     if idx.is_empty() {
                         continue;
@@ -217,10 +219,12 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
                     let sent = socks[o].send_batch(&list)?;
                     tx_dropped += (list.len() - sent) as u64;
                 }
-                if n < batches[i].capacity() {
+                if n < rings[i].capacity() {
                     break;
                 }
             }
+            // The frames were copied out by sendmmsg: their slots go back to the kernel.
+            rings[i].release();
         }
         let now = Instant::now();
         if router.poll_timeout() <= now {
@@ -265,13 +269,14 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
     Ok(())
 }
 
-fn link_stats(socks: &[PacketSocket], tx_dropped: u64) -> Vec<(String, u64)> {
+fn link_stats(socks: &[PacketSocket], rings: &[RxRing], tx_dropped: u64) -> Vec<(String, u64)> {
     let mut v = vec![("tx_queue_dropped".to_string(), tx_dropped)];
-    for s in socks {
+    for (s, r) in socks.iter().zip(rings) {
         let st = s.stats();
         let n = s.ifname();
         v.extend([
-            (format!("{n}.rx_frames"), st.rx_frames),
+            (format!("{n}.rx_frames"), r.stats().rx_frames),
+            (format!("{n}.rx_truncated"), r.stats().rx_truncated),
             (format!("{n}.tx_frames"), st.tx_frames),
             (format!("{n}.tx_dropped"), st.tx_dropped),
             (format!("{n}.tx_errors"), st.tx_errors),

@@ -99,8 +99,9 @@ fn main() -> ExitCode {
                     cache_bytes: cache_mib << 20,
                     ..RouterConfig::default()
                 },
-                // The qdisc is skipped: a router's ports shape nothing.
-                link: LinkOptions { qdisc_bypass: true, ..LinkOptions::default() },
+                // Frames are read in place from a receive ring; the qdisc is skipped (a router's
+                // ports shape nothing).
+                link: LinkOptions { rx_ring: Some(4096), qdisc_bypass: true, ..LinkOptions::default() },
                 pcap,
             };
             let admin = args.admin;

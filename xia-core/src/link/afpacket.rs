@@ -33,6 +33,10 @@ pub struct LinkOptions {
     /// Frames of a transmit ring (PACKET_TX_RING): frames are built in memory shared with the
     /// kernel, which sends them without copying them. `None`: `sendmmsg`.
     pub tx_ring: Option<usize>,
+    /// Frames of a receive ring (PACKET_RX_RING): the kernel writes frames into memory shared
+    /// with us, no system call per batch ([`PacketSocket::take_rx_ring`]). `None`: `recvmmsg`.
+    /// Not together with `tx_ring`. The ring takes at most 64 MiB (fewer frames at large MTUs).
+    pub rx_ring: Option<usize>,
 }
 
 impl Default for LinkOptions {
@@ -43,6 +47,7 @@ impl Default for LinkOptions {
             batch: 64,
             qdisc_bypass: false,
             tx_ring: None,
+            rx_ring: None,
         }
     }
 }
@@ -174,6 +179,7 @@ pub struct PacketSocket {
     mtu: usize,
     stats: LinkStats,
     tx_ring: Option<TxRing>,
+    rx_ring: Option<RxRing>,
     tx_scratch: MsgScratch,
     /// The kernel's drop counter resets when read: the sum so far.
     kernel_dropped: std::cell::Cell<u64>,
@@ -293,8 +299,18 @@ impl PacketSocket {
         if opts.qdisc_bypass {
             setsockopt_int(raw, SOL_PACKET, PACKET_QDISC_BYPASS, 1)?;
         }
+        if opts.tx_ring.is_some() && opts.rx_ring.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a receive and a transmit ring together",
+            ));
+        }
         let tx_ring = match opts.tx_ring {
             Some(frames) => Some(TxRing::new(raw, frames, mtu + HEADER_LEN)?),
+            None => None,
+        };
+        let rx_ring = match opts.rx_ring {
+            Some(frames) => Some(RxRing::new(raw, frames, mtu + HEADER_LEN, opts.batch)?),
             None => None,
         };
         // SAFETY: an all-zero sockaddr_ll is valid; fields set below.
@@ -320,7 +336,14 @@ impl PacketSocket {
             tx_scratch: MsgScratch::default(),
             kernel_dropped: std::cell::Cell::new(0),
             tx_ring,
+            rx_ring,
         })
+    }
+
+    /// The receive ring ([`LinkOptions::rx_ring`]), to read frames from in place while the
+    /// socket is used to send (its counters are its own: [`RxRing::stats`]).
+    pub fn take_rx_ring(&mut self) -> Option<RxRing> {
+        self.rx_ring.take()
     }
 
     /// The interface's MAC address.
@@ -703,6 +726,199 @@ impl TxRing {
         unsafe { std::ptr::write_volatile(p.cast::<u32>(), TP_STATUS_SEND_REQUEST) };
         self.next = (self.next + 1) % self.frames;
         self.queued += 1;
+    }
+}
+
+const PACKET_RX_RING: libc::c_int = 5;
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_COPY: u32 = 2;
+
+/// A PACKET_RX_RING (TPACKET_V2) mapped into our memory: the kernel writes each frame into the
+/// next free slot; we read (and may rewrite) frames in place, then hand the slots back.
+///
+/// Mirrors [`RecvBatch`]: [`RxRing::poll`] takes the frames waiting (up to a batch),
+/// [`RxRing::frames_mut`] / [`RxRing::frames`] show them, [`RxRing::release`] gives their slots
+/// back. Readiness is the socket's (poll it for input).
+#[derive(Debug)]
+pub struct RxRing {
+    base: *mut u8,
+    map_len: usize,
+    frame_size: usize,
+    frames_per_block: usize,
+    block_size: usize,
+    frames: usize,
+    next: usize,
+    batch: usize,
+    /// (slot, data offset, length) of the frames taken by the last poll.
+    taken: Vec<(usize, usize, usize)>,
+    /// Slots taken by the last poll, frames dropped among them included.
+    held: usize,
+    stats: LinkStats,
+}
+
+// SAFETY: the mapping belongs to this object alone; the kernel side is synchronized through the
+// status words (volatile accesses and fences).
+unsafe impl Send for RxRing {}
+
+impl RxRing {
+    fn new(fd: RawFd, frames: usize, max_frame: usize, batch: usize) -> io::Result<RxRing> {
+        // The kernel puts the frame at TPACKET_ALIGN(TPACKET2_HDRLEN + 16) - 14 = 66 bytes into
+        // the slot for an Ethernet header (TPACKET2_HDRLEN: the header and a sockaddr_ll).
+        let frame_size = (80 + max_frame).next_power_of_two().max(2048);
+        let block_size = frame_size.max(1 << 16);
+        let frames_per_block = block_size / frame_size;
+        // At most 64 MiB of ring, whatever the MTU.
+        let frames = frames.min((64 << 20) / frame_size);
+        let blocks = frames.max(1).div_ceil(frames_per_block);
+        let frames = blocks * frames_per_block;
+        setsockopt_int(fd, SOL_PACKET, PACKET_VERSION, TPACKET_V2)?;
+        #[repr(C)]
+        struct TpacketReq {
+            block_size: u32,
+            block_nr: u32,
+            frame_size: u32,
+            frame_nr: u32,
+        }
+        let req = TpacketReq {
+            block_size: block_size as u32,
+            block_nr: blocks as u32,
+            frame_size: frame_size as u32,
+            frame_nr: frames as u32,
+        };
+        // SAFETY: `req` is a valid tpacket_req for the call.
+        cvt(unsafe {
+            libc::setsockopt(
+                fd,
+                SOL_PACKET,
+                PACKET_RX_RING,
+                (&req as *const TpacketReq).cast(),
+                mem::size_of::<TpacketReq>() as libc::socklen_t,
+            )
+        })?;
+        let map_len = block_size * blocks;
+        // SAFETY: mapping the ring the kernel just made for this socket.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RxRing {
+            base: base.cast(),
+            map_len,
+            frame_size,
+            frames_per_block,
+            block_size,
+            frames,
+            next: 0,
+            batch: batch.max(1),
+            taken: Vec::with_capacity(batch.max(1)),
+            held: 0,
+            stats: LinkStats::default(),
+        })
+    }
+
+    fn frame_ptr(&self, i: usize) -> *mut u8 {
+        let off =
+            (i / self.frames_per_block) * self.block_size + (i % self.frames_per_block) * self.frame_size;
+        // SAFETY: `i < frames`, so the offset is inside the mapping.
+        unsafe { self.base.add(off) }
+    }
+
+    fn status(&self, i: usize) -> u32 {
+        // SAFETY: the status word heads every frame; the kernel writes it concurrently.
+        let s = unsafe { std::ptr::read_volatile(self.frame_ptr(i).cast::<u32>()) };
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        s
+    }
+
+    /// Takes the frames waiting, up to a batch (releasing those of the previous poll first);
+    /// returns how many. Frames the slot could not hold whole are counted and skipped.
+    pub fn poll(&mut self) -> usize {
+        self.release();
+        while self.held < self.batch {
+            let i = (self.next + self.held) % self.frames;
+            let status = self.status(i);
+            if status & TP_STATUS_USER == 0 {
+                break;
+            }
+            let p = self.frame_ptr(i);
+            // SAFETY: a frame whose status says USER is ours; tp_len at 4, tp_snaplen at 8,
+            // tp_mac at 12 (u16).
+            let (len, snap, mac) = unsafe {
+                (
+                    std::ptr::read_volatile(p.add(4).cast::<u32>()) as usize,
+                    std::ptr::read_volatile(p.add(8).cast::<u32>()) as usize,
+                    std::ptr::read_volatile(p.add(12).cast::<u16>()) as usize,
+                )
+            };
+            self.held += 1;
+            if status & TP_STATUS_COPY != 0 || snap < len || mac + snap > self.frame_size {
+                self.stats.rx_truncated += 1;
+                continue;
+            }
+            self.stats.rx_frames += 1;
+            self.stats.rx_bytes += len as u64;
+            self.taken.push((i, mac, len));
+        }
+        self.taken.len()
+    }
+
+    /// Gives the slots of the last poll back to the kernel.
+    pub fn release(&mut self) {
+        for k in 0..self.held {
+            let p = self.frame_ptr((self.next + k) % self.frames);
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            // SAFETY: handing a slot we own back to the kernel.
+            unsafe { std::ptr::write_volatile(p.cast::<u32>(), TP_STATUS_KERNEL) };
+        }
+        self.next = (self.next + self.held) % self.frames;
+        self.held = 0;
+        self.taken.clear();
+    }
+
+    /// The frames of the last poll, writable (in-place forwarding).
+    pub fn frames_mut(&mut self) -> impl Iterator<Item = &mut [u8]> + '_ {
+        let base = self.base;
+        let (fpb, bs, fs) = (self.frames_per_block, self.block_size, self.frame_size);
+        self.taken.iter().map(move |&(i, off, len)| {
+            // SAFETY: slots taken by the last poll are ours until released; distinct slots do
+            // not overlap, and `off + len` fits in the slot (checked by poll).
+            unsafe { std::slice::from_raw_parts_mut(base.add((i / fpb) * bs + (i % fpb) * fs + off), len) }
+        })
+    }
+
+    /// The frames of the last poll.
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.taken.iter().map(move |&(i, off, len)| {
+            // SAFETY: as in frames_mut, read only.
+            unsafe { std::slice::from_raw_parts(self.frame_ptr(i).add(off), len) }
+        })
+    }
+
+    /// Frames the last poll could take, at most.
+    pub fn capacity(&self) -> usize {
+        self.batch
+    }
+
+    /// Counters of what the ring received (frames, bytes, truncated).
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(self.base.cast(), self.map_len) };
     }
 }
 
