@@ -9,6 +9,7 @@
 //! route add <dest> fallback             # use the DAG's next edge
 //! route add <dest> follow <AD>          # wherever the route to <AD> leads
 //! route del <dest>
+//! cache <MIB>                          # resize the chunk cache (emptying it); 0: off
 //! stats
 //! info
 //! <dest> = <XID> (e.g. AD:<40 hex>) | default <PRINCIPAL> (e.g. default AD)
@@ -40,6 +41,8 @@ pub enum Command {
     Stats,
     /// `info`.
     Info,
+    /// `cache <MIB>`.
+    Cache(usize),
 }
 
 /// A route to add, as written (the port by name).
@@ -117,6 +120,10 @@ pub fn parse(line: &str) -> Result<Command, String> {
     match first {
         "stats" => Ok(Command::Stats),
         "info" => Ok(Command::Info),
+        "cache" => match rest.trim().parse::<usize>() {
+            Ok(mib) if mib <= 1 << 20 => Ok(Command::Cache(mib)),
+            _ => Err(format!("cache {}: wants a size in MiB (0 turns the cache off)", rest.trim())),
+        },
         "route" => {
             let rest = rest.trim();
             let (verb, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
@@ -134,7 +141,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
                 other => Err(format!("route {other}: expected show, add or del")),
             }
         }
-        other => Err(format!("{other}: expected route, stats or info")),
+        other => Err(format!("{other}: expected route, cache, stats or info")),
     }
 }
 
@@ -221,6 +228,10 @@ pub fn execute(router: &mut Router, now: Instant, cmd: &Command, extra_stats: &[
                 let _ = writeln!(out, "{k} {v}");
             }
         }
+        Command::Cache(mib) => {
+            router.set_cache_bytes(mib << 20);
+            out.push_str("ok\n");
+        }
         Command::Info => {
             let _ = writeln!(
                 out,
@@ -232,6 +243,8 @@ pub fn execute(router: &mut Router, now: Instant, cmd: &Command, extra_stats: &[
             if let Some(re) = router.dag().to_re_string() {
                 let _ = writeln!(out, "re {re}");
             }
+            let (size, held) = router.cache_usage();
+            let _ = writeln!(out, "cache {} MiB, {held} bytes held", size >> 20);
             for (i, p) in router.ports().iter().enumerate() {
                 let _ = writeln!(out, "port {i} {} mac {} mtu {}", p.name, p.mac, p.mtu);
             }
@@ -249,6 +262,8 @@ mod tests {
         let ad = "AD:".to_string() + &"ab".repeat(20);
         assert_eq!(parse("route show").unwrap(), Command::RouteShow);
         assert_eq!(parse("stats").unwrap(), Command::Stats);
+        assert_eq!(parse("cache 0").unwrap(), Command::Cache(0));
+        assert!(parse("cache lots").is_err());
         let c = parse(&format!("route add {ad} via eth1 02:00:00:00:00:01")).unwrap();
         let Command::RouteAdd(spec) = c else { panic!() };
         assert_eq!(spec.principal, Principal::Ad);

@@ -68,6 +68,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Resizes the chunk cache, emptying it (0 turns it off).
+    Cache {
+        /// Size in MiB.
+        mib: usize,
+    },
     /// The router's counters.
     Stats,
     /// The router's AD, HID, DAG and ports.
@@ -75,6 +80,13 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Chunk buffers of the cache (a MiB each) are reused from the heap instead of being mapped
+    // and faulted in afresh every time.
+    // SAFETY: mallopt only tunes the allocator; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
     let args = Args::parse();
     let line = match args.cmd {
         Cmd::Run { ports, ad_key, key, routes, cache_mib, beacon_ms, name_server, pcap, verbose, quiet } => {
@@ -126,6 +138,7 @@ fn main() -> ExitCode {
         }
         Cmd::Route { args } => format!("route {}", args.join(" ")),
         Cmd::Stats => "stats".to_string(),
+        Cmd::Cache { mib } => format!("cache {mib}"),
         Cmd::Info => "info".to_string(),
     };
     // Refuse bad commands here, with the parser's words, before bothering the daemon.

@@ -234,9 +234,9 @@ pub struct RouterStats {
     pub routes_expired: u64,
     /// CHUNK response pieces seen passing through (with the cache on).
     pub cache_pieces_seen: u64,
-    /// Chunks put together from passing pieces, verified and cached.
+    /// Chunks put together from passing pieces and cached (hashed when first asked for).
     pub cache_chunks_stored: u64,
-    /// Chunks put together whose bytes did not hash to their CID (not cached).
+    /// Cached chunks whose bytes did not hash to their CID when first asked for (dropped).
     pub cache_chunks_corrupt: u64,
     /// Chunks given up half assembled (room for newer ones).
     pub cache_assemblies_dropped: u64,
@@ -360,6 +360,8 @@ pub struct Router {
     xcmp_budget: Bucket,
     out: VecDeque<(usize, Vec<u8>)>,
     cache: Option<ContentStore>,
+    /// Cached chunks not hashed yet: checked against their CID when first asked for.
+    unverified: XidMap<()>,
     assembling: XidMap<Assembly>,
     assembling_bytes: usize,
     serving: VecDeque<Serve>,
@@ -399,6 +401,7 @@ impl Router {
             next_expiry: now,
             out: VecDeque::new(),
             cache: (cfg.cache_bytes > 0).then(|| ContentStore::new(cfg.cache_bytes, cfg.max_chunk)),
+            unverified: XidMap::default(),
             assembling: XidMap::default(),
             assembling_bytes: 0,
             serving: VecDeque::new(),
@@ -453,6 +456,21 @@ impl Router {
     }
 
     // ------------------------------------------------------------------ routes
+
+    /// Resizes the chunk cache to `bytes` (0 turns it off); what it held is dropped, as are
+    /// chunks being put together.
+    pub fn set_cache_bytes(&mut self, bytes: usize) {
+        self.cfg.cache_bytes = bytes;
+        self.cache = (bytes > 0).then(|| ContentStore::new(bytes, self.cfg.max_chunk));
+        self.unverified.clear();
+        self.assembling.clear();
+        self.assembling_bytes = 0;
+    }
+
+    /// The chunk cache's size in bytes (0: off) and the bytes it holds.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        (self.cfg.cache_bytes, self.cache.as_ref().map_or(0, ContentStore::bytes))
+    }
 
     /// Every route, table by table (defaults first).
     pub fn routes(&self) -> Vec<RouteEntry> {
@@ -927,6 +945,16 @@ impl Router {
                 return;
             }
         };
+        // Hashed on first use, not on the way: the traffic that fills the cache pays a copy,
+        // and only chunks asked for again pay the hash. A bad one is dropped with its request
+        // (the requester asks again, and finds the way to the publisher).
+        if self.unverified.remove(cid.id()).is_some() && Xid::cid_of(&data) != cid {
+            self.stats.cache_chunks_corrupt += 1;
+            if let Some(c) = self.cache.as_mut() {
+                c.remove(&cid);
+            }
+            return;
+        }
         let Ok(job) = ServeJob::new(data, &c, self.cfg.max_serve) else {
             self.stats.drop_local += 1;
             return;
@@ -980,7 +1008,7 @@ impl Router {
             {
                 let Some((&old, _)) = self.assembling.iter().min_by_key(|(_, a)| a.touched) else { break };
                 if let Some(a) = self.assembling.remove(&old) {
-                    self.assembling_bytes -= a.data.len();
+                    self.assembling_bytes -= a.total;
                     self.stats.cache_assemblies_dropped += 1;
                 }
             }
@@ -990,30 +1018,38 @@ impl Router {
             self.assembling_bytes += total;
             self.assembling.insert(
                 *cid.id(),
-                Assembly { data: vec![0u8; total], have: RangeSet::new(64), touched: now },
+                Assembly { data: Vec::with_capacity(total), total, have: RangeSet::new(64), touched: now },
             );
         }
         let Some(a) = self.assembling.get_mut(cid.id()) else { return };
-        if a.data.len() != total {
+        if a.total != total {
             // Pieces disagree on the chunk's length: not a chunk worth keeping.
-            self.assembling_bytes -= a.data.len();
+            self.assembling_bytes -= a.total;
             self.assembling.remove(cid.id());
             return;
         }
         a.touched = now;
-        a.data[start..end].copy_from_slice(data);
+        // Pieces mostly come in order: appended, nothing to zero first.
+        if start > a.data.len() {
+            a.data.resize(start, 0);
+        }
+        let overlap = (a.data.len() - start).min(data.len());
+        a.data[start..start + overlap].copy_from_slice(&data[..overlap]);
+        a.data.extend_from_slice(&data[overlap..]);
         a.have.insert(start as u64, end as u64);
         if !a.have.contains(0, total as u64) {
             return;
         }
         let Some(a) = self.assembling.remove(cid.id()) else { return };
-        self.assembling_bytes -= a.data.len();
-        if Xid::cid_of(&a.data) != cid {
-            self.stats.cache_chunks_corrupt += 1;
-            return;
-        }
+        self.assembling_bytes -= a.total;
         if let Some(c) = self.cache.as_mut() {
             c.insert_verified(cid, a.data.into());
+            if self.unverified.len() >= 4096 {
+                // Forget chunks the cache evicted since.
+                let cache = &*c;
+                self.unverified.retain(|id, _| cache.contains(&Xid::new(Principal::Cid, *id)));
+            }
+            self.unverified.insert(*cid.id(), ());
             self.stats.cache_chunks_stored += 1;
         }
     }
@@ -1143,7 +1179,9 @@ impl Router {
 /// A chunk being put together from the pieces passing through.
 #[derive(Debug)]
 struct Assembly {
+    /// The bytes from 0 to the furthest piece seen (gaps zero until filled).
     data: Vec<u8>,
+    total: usize,
     have: RangeSet,
     touched: Instant,
 }

@@ -507,19 +507,31 @@ fn the_chunk_cache_answers_a_repeated_fetch() {
 }
 
 #[test]
-fn corrupt_pieces_are_not_cached() {
+fn corrupt_chunks_are_cached_but_never_served() {
     let cfg = RouterConfig { cache_bytes: 1 << 20, ..RouterConfig::default() };
     let now = Instant::now();
     let ports = (0..2).map(|p| PortInfo { name: format!("p{p}"), mac: mac(0, p), mtu: MTU }).collect();
     let mut r = Router::new(cfg, Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]), ports, now, WALL);
     let hop = mac(5, 0);
     let ad_x = Xid::new(Principal::Ad, [0x0a; 20]);
+    let hid_x = Xid::new(Principal::Hid, [0x0d; 20]);
     r.add_route(Principal::Ad, Some(ad_x), Target::Via { port: 1, mac: hop }).unwrap();
     let data = vec![7u8; 3000];
     let cid = Xid::cid_of(&data);
-    let src =
-        Dag::content(cid, Xid::new(Principal::Ad, [0x0b; 20]), Xid::new(Principal::Hid, [0x0c; 20])).unwrap();
-    let dst = Dag::host(ad_x, Xid::new(Principal::Hid, [0x0d; 20])).unwrap();
+    // Pieces from the publisher (in AD X) to a host in AD Y, back through port 0... routed
+    // out of port 1 here: what matters is that they pass.
+    let publisher = Dag::content(cid, ad_x, hid_x).unwrap();
+    let frame = |dst: &Dag, src: &Dag, payload: &[u8]| {
+        let x = XipRepr::new(NextHeader::Chunk, dst.clone(), src.clone(), payload.len());
+        let mut f = vec![0u8; 14 + x.buffer_len()];
+        EthernetRepr { src: mac(9, 0), dst: mac(0, 0), ethertype: EtherType::Xip }
+            .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
+            .unwrap();
+        x.emit(&mut f[14..]).unwrap();
+        f[14 + x.header_len()..].copy_from_slice(payload);
+        f
+    };
+    let to_host = Dag::host(ad_x, Xid::new(Principal::Hid, [0x0e; 20])).unwrap();
     let piece = |offset: usize, bytes: &[u8]| {
         let c = xia_core::wire::chunk::ChunkRepr::Response {
             request_id: 1,
@@ -529,28 +541,44 @@ fn corrupt_pieces_are_not_cached() {
         };
         let mut p = vec![0u8; c.buffer_len()];
         c.emit(&mut p).unwrap();
-        let x = XipRepr::new(NextHeader::Chunk, dst.clone(), src.clone(), p.len());
-        let mut f = vec![0u8; 14 + x.buffer_len()];
-        EthernetRepr { src: mac(9, 0), dst: mac(0, 0), ethertype: EtherType::Xip }
-            .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
-            .unwrap();
-        x.emit(&mut f[14..]).unwrap();
-        f[14 + x.header_len()..].copy_from_slice(&p);
-        f
+        frame(&to_host, &publisher, &p)
     };
-    // One byte wrong: assembled, refused.
+    let request = || {
+        let c = xia_core::wire::chunk::ChunkRepr::Request { request_id: 9, offset: 0, length: 0 };
+        let mut p = vec![0u8; c.buffer_len()];
+        c.emit(&mut p).unwrap();
+        frame(&publisher, &to_host, &p)
+    };
+    // One byte wrong, out of order and with a duplicate: put together and cached...
     let mut bad = data.clone();
     bad[2000] ^= 1;
-    for (off, chunk) in [(0, &bad[..1000]), (1000, &bad[1000..2000]), (2000, &bad[2000..])] {
+    for (off, chunk) in
+        [(2000, &bad[2000..]), (0, &bad[..1000]), (2000, &bad[2000..]), (1000, &bad[1000..2000])]
+    {
         assert_eq!(r.handle_frame(now, 0, &mut piece(off, chunk)), crate::router::Action::Forward(1));
     }
-    assert_eq!((r.stats().cache_chunks_corrupt, r.stats().cache_chunks_stored), (1, 0));
-    assert_eq!(r.route(&cid), None);
-    // The right bytes, out of order and with a duplicate: cached.
-    for (off, chunk) in
-        [(2000, &data[2000..]), (0, &data[..1000]), (2000, &data[2000..]), (1000, &data[1000..2000])]
-    {
+    assert_eq!(r.stats().cache_chunks_stored, 1);
+    // ...but the first request finds it bad: dropped, never served.
+    assert_eq!(r.handle_frame(now, 0, &mut request()), crate::router::Action::Done);
+    assert_eq!((r.stats().cache_chunks_corrupt, r.stats().cache_hits), (1, 0));
+    assert!(r.poll_transmit().is_none());
+    // The next request goes on to the publisher.
+    assert_eq!(r.handle_frame(now, 0, &mut request()), crate::router::Action::Forward(1));
+    // The right bytes: cached, and served.
+    for (off, chunk) in [(0, &data[..1000]), (1000, &data[1000..2000]), (2000, &data[2000..])] {
         r.handle_frame(now, 0, &mut piece(off, chunk));
     }
-    assert_eq!(r.stats().cache_chunks_stored, 1);
+    assert_eq!(r.handle_frame(now, 0, &mut request()), crate::router::Action::Done);
+    assert_eq!(r.stats().cache_hits, 1);
+    let mut got = vec![0u8; 3000];
+    while let Some((_, f)) = r.poll_transmit() {
+        let p = xia_core::wire::xip::Packet::new_checked(&f[14..]).unwrap();
+        if let Ok(xia_core::wire::chunk::ChunkRepr::Response { offset, data, .. }) =
+            xia_core::wire::chunk::Packet::new_checked(p.payload())
+                .and_then(|q| xia_core::wire::chunk::ChunkRepr::parse(&q))
+        {
+            got[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        }
+    }
+    assert_eq!(got, data);
 }
