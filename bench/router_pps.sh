@@ -61,36 +61,43 @@ grep -q "xia-router ready" "$dir/r.out" || { cat "$dir/r.log" >&2; exit 1; }
 # CPU time of the router process so far, in clock ticks (user + system).
 cpu() { [ -n "$router_pid" ] && awk '{ print $14 + $15 }' "/proc/$router_pid/stat" || echo 0; }
 TCK=$(getconf CLK_TCK)
+# Busy CPU time of the whole machine so far, in clock ticks (user, nice, system, irq, softirq).
+busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 
-# One measurement: prints packets per second arriving at the receiver, and the router's CPU
-# time per forwarded packet in ns (0 without the router).
+# One measurement: prints packets per second arriving at the receiver, the router's CPU time
+# per forwarded packet in ns (0 without the router), and the whole machine's (sender, forwarder
+# and receiver together: what compares the two forwarders when the sender limits both).
 measure() { # measure PKTGEN-ARGS...
-  local before after out secs c0 c1
+  local before after out secs c0 c1 b0 b1
   before=$(rx)
   c0=$(cpu)
+  b0=$(busy)
   out=$(ip netns exec "$ns_s" "$B/xia-pktgen" -i s0 --dst-mac "$r0_mac" --seconds "$SECS" "$@")
   c1=$(cpu)
+  b1=$(busy)
   after=$(rx)
   echo "  offered: $out" >&2
   secs=$(echo "$out" | sed -n 's/.* in \([0-9.]*\) s:.*/\1/p')
-  echo "$after $before $secs $c0 $c1 $TCK" |
-    awk '{ n = $1 - $2; printf "%.0f %.0f\n", n / $3, (n > 0 ? ($5 - $4) / $6 * 1e9 / n : 0) }'
+  echo "$after $before $secs $c0 $c1 $TCK $b0 $b1" |
+    awk '{ n = $1 - $2; printf "%.0f %.0f %.0f\n", n / $3, (n > 0 ? ($5 - $4) / $6 * 1e9 / n : 0), (n > 0 ? ($8 - $7) / $6 * 1e9 / n : 0) }'
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-declare -A result cost
+declare -A result cost total
 run() { # run NAME PKTGEN-ARGS...
   local name=$1
   shift
-  local pps=() ns=() m
+  local pps=() ns=() all=() m
   for i in $(seq 1 "$RUNS"); do
-    m=$(measure "$@")
-    pps+=("${m% *}")
-    ns+=("${m#* }")
-    echo "$name run $i: ${m% *} pps, router CPU ${m#* } ns/packet" >&2
+    read -r -a m <<<"$(measure "$@")"
+    pps+=("${m[0]}")
+    ns+=("${m[1]}")
+    all+=("${m[2]}")
+    echo "$name run $i: ${m[0]} pps, router CPU ${m[1]} ns/packet, machine CPU ${m[2]} ns/packet" >&2
   done
   result[$name]=$(printf '%s\n' "${pps[@]}" | median)
   cost[$name]=$(printf '%s\n' "${ns[@]}" | median)
+  total[$name]=$(printf '%s\n' "${all[@]}" | median)
 }
 
 DAG0="RE $X $H $S"
@@ -122,14 +129,16 @@ echo
 echo "router: $(grep -E '^(forwarded|drop_unreachable|drop_malformed) ' "$dir/r.stats" | tr '\n' ' ')"
 echo "Medians of $RUNS runs of ${SECS} s, $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%d)"
 echo
-echo "| frame | xia-router (pps) | router CPU per packet (ns) | one router core (pps) | Linux IPv4 forwarding (pps) | xia-router / Linux |"
-echo "|---|---|---|---|---|---|"
+echo "| frame | xia-router (pps) | Linux IPv4 (pps) | pps ratio | router CPU/packet (ns) | one router core (pps) | machine CPU/packet, XIA (ns) | machine CPU/packet, Linux (ns) |"
+echo "|---|---|---|---|---|---|---|---|"
 for size in small 1514; do
   k=${result[ipv4-$size]}
+  kt=${total[ipv4-$size]}
   for f in 0 1 3; do
     v=${result[xip$f-$size]}
     c=${cost[xip$f-$size]}
-    echo "| $size, $f fallbacks | $v | $c | $(echo "$c" | awk '{ printf "%.0f", ($1 > 0 ? 1e9 / $1 : 0) }') | $k | $(echo "$v $k" | awk '{ printf "%.2f", $1 / $2 }') |"
+    t=${total[xip$f-$size]}
+    echo "| $size, $f fallbacks | $v | $k | $(echo "$v $k" | awk '{ printf "%.2f", $1 / $2 }') | $c | $(echo "$c" | awk '{ printf "%.0f", ($1 > 0 ? 1e9 / $1 : 0) }') | $t | $kt |"
   done
 done
 for size in small 1514; do
