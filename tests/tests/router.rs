@@ -326,3 +326,122 @@ fn a_host_moves_to_another_ad_and_its_old_dag_follows_it_after_a_patch() {
     assert!(s["drop_bad_control"] >= 1 && s["drop_stale_control"] >= 1, "{s:?}");
     drop(r2);
 }
+
+/// Resident memory of a process, from /proc (kB).
+fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_bad_frames_and_rogue_control_is_survived_and_counted() {
+    if !require_root() {
+        return;
+    }
+    use xia_core::link::sim::Rng;
+    use xia_core::wire::control::Beacon;
+    let f = Fig1::new(false, 1500, false, false).unwrap();
+    let mut sock = raw(&f.ns_c, "eth0");
+    let r1_mac = mac_of(&f.ns_r1, "r1c");
+    let a: Dag = f.a.dag.parse().unwrap();
+    let c: Dag = f.c.dag.parse().unwrap();
+    let template =
+        frame(sock.mac(), r1_mac, &XipRepr::new(NextHeader::Dgram, a.clone(), c.clone(), 32), &[0; 32]);
+    // Rogue control: a beacon claiming R1's own AD and one claiming a neighbour AD, both signed
+    // by a key that owns neither (its public key swapped in), and a beacon for the rogue's own
+    // AD with a bad signature.
+    let rogue = Keypair::from_seed([0x99; 32]);
+    let ad1: Xid = f.r1.ad.parse().unwrap();
+    let bcast: Dag = format!("RE HID:{} {SID_XHCP}", "f".repeat(40)).parse().unwrap();
+    let beacon = |ad: Xid| {
+        let key = Keypair::from_seed([0x42; 32]);
+        let body = ControlBody::Beacon(Box::new(Beacon {
+            ad: key.xid(Principal::Ad),
+            router_hid: rogue.xid(Principal::Hid),
+            stamp: Stamp { seq: control::seq_base(wall_ms()), timestamp_ms: wall_ms(), millis: 100 },
+            name_server: None,
+        }));
+        let mut msg = body.seal(&key).unwrap();
+        // Claim `ad` instead (the body's first XID), keeping the signature: it no longer checks.
+        msg[4 + 4..4 + 24].copy_from_slice(ad.id());
+        let d = DgramRepr { payload: &msg };
+        let mut dg = vec![0u8; d.buffer_len()];
+        d.emit(&mut dg).unwrap();
+        let x = XipRepr::new(NextHeader::Dgram, bcast.clone(), c.clone(), dg.len());
+        frame(sock.mac(), EthernetAddress::BROADCAST, &x, &dg)
+    };
+    let rogue_beacons = [beacon(ad1), beacon(Xid::new(Principal::Ad, [0x31; 20]))];
+    let pid = f.r1.child.id();
+    let rss_before = rss_kb(pid);
+    let before = f.r1.stats(&f.ns_r1).unwrap();
+    let mut ping =
+        Child::spawn(xping(&f.ns_c, &f.c, &["-i", "0.05", "-w", "12", "-W", "1"], &re_words(&f.a.dag)))
+            .unwrap();
+    let mut rng = Rng::new(7);
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    while t0.elapsed() < Duration::from_secs(10) {
+        batch.clear();
+        for i in 0..64u32 {
+            let mut v = match i % 5 {
+                0 => {
+                    let mut v = vec![0u8; 14 + rng.below(1400) as usize];
+                    rng.fill(&mut v);
+                    v
+                }
+                1 => {
+                    let mut v = template.clone();
+                    let k = 14 + rng.below((v.len() - 14) as u64) as usize;
+                    v[k] ^= 1 << rng.below(8);
+                    v
+                }
+                2 => {
+                    let mut v = template.clone();
+                    v.truncate(14 + rng.below((v.len() - 14) as u64) as usize);
+                    v
+                }
+                3 => {
+                    let mut v = template.clone();
+                    v[14 + 2] = rng.next_u64() as u8;
+                    v[14 + 5] = rng.below(40) as u8;
+                    v
+                }
+                _ => rogue_beacons[(i / 5 % 2) as usize].clone(),
+            };
+            if i % 5 != 4 {
+                v[..6].copy_from_slice(&r1_mac.0);
+                v[12..14].copy_from_slice(&0xC0DEu16.to_be_bytes());
+            }
+            batch.push(v);
+        }
+        let refs: Vec<&[u8]> = batch.iter().map(|f| &f[..]).collect();
+        sent += sock.send_batch(&refs).unwrap() as u64;
+    }
+    let rss_after = rss_kb(pid);
+    let s = f.r1.stats(&f.ns_r1).unwrap();
+    let d = |k: &str| s[k] - before[k];
+    eprintln!(
+        "router flood: {sent} frames sent, {} received, malformed {}, bad control {}, unreachable {}, RSS {rss_before} -> {rss_after} kB",
+        d("rx_frames"),
+        d("drop_malformed"),
+        d("drop_bad_control"),
+        d("drop_unreachable")
+    );
+    assert!(sent > 100_000, "the flood was too slow to mean anything: {sent}");
+    assert!(d("drop_malformed") > sent / 10, "{s:?}");
+    assert!(d("drop_bad_control") > sent / 20, "rogue beacons counted: {s:?}");
+    assert_eq!(d("beacons_heard"), 0, "no rogue beacon accepted");
+    let routes = f.r1.admin(&f.ns_r1, &["route", "show"]).unwrap();
+    assert!(!routes.contains("proto beacon"), "no route learned from a rogue: {routes}");
+    assert!(rss_after < rss_before + 16 * 1024, "memory stays bounded: {rss_before} -> {rss_after} kB");
+    // Forwarding went on: the pings through R1 during the flood came back.
+    let out = ping.wait_for_line(|l| l.contains("packets transmitted"), Duration::from_secs(20)).unwrap();
+    let received: u32 =
+        out.split(", ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!(received >= 150, "pings through the flooded router: {out}");
+    assert!(f.r1.admin(&f.ns_r1, &["info"]).is_ok(), "still answering its admin socket");
+}
