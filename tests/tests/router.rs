@@ -445,3 +445,89 @@ fn a_flood_of_bad_frames_and_rogue_control_is_survived_and_counted() {
     assert!(received >= 150, "pings through the flooded router: {out}");
     assert!(f.r1.admin(&f.ns_r1, &["info"]).is_ok(), "still answering its admin socket");
 }
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; how long it took.
+fn within(timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if cond() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn three_ads_in_a_line_route_by_distance_vectors_and_converge() {
+    if !require_root() {
+        return;
+    }
+    use xia_tests::{veth, TempDir, XRouter};
+    // Drop order: daemons, namespaces, directory.
+    let dir = TempDir::new("xia-chain").unwrap();
+    let ns: Vec<Netns> = ["ca", "cr1", "cr2", "cr3", "cc"].iter().map(|p| Netns::new(p).unwrap()).collect();
+    let (na, n1, n2, n3, nc) = (&ns[0], &ns[1], &ns[2], &ns[3], &ns[4]);
+    veth(na, "eth0", n1, "r1a", 1500).unwrap();
+    veth(n1, "r1r2", n2, "r2r1", 1500).unwrap();
+    veth(n2, "r2r3", n3, "r3r2", 1500).unwrap();
+    veth(n3, "r3c", nc, "eth0", 1500).unwrap();
+    let r1 = XRouter::start(n1, &["r1a", "r1r2"], dir.path(), "r1", "ad1", &[]).unwrap();
+    let r2 = XRouter::start(n2, &["r2r1", "r2r3"], dir.path(), "r2", "ad2", &[]).unwrap();
+    let r3 = XRouter::start(n3, &["r3r2", "r3c"], dir.path(), "r3", "ad3", &[]).unwrap();
+    let mut a = Xiad::start(na, "eth0", dir.path(), "a", None, None).unwrap();
+    let mut c = Xiad::start(nc, "eth0", dir.path(), "c", None, None).unwrap();
+    a.await_registered(Duration::from_secs(10)).unwrap();
+    c.await_registered(Duration::from_secs(10)).unwrap();
+    let has_ad3 = || f_routes(&r1, n1).lines().any(|l| l.starts_with(&r3.ad));
+    within(Duration::from_secs(5), has_ad3).expect("R1 learns AD3 through R2");
+    let routes = f_routes(&r1, n1);
+    assert!(
+        routes.lines().any(|l| l.starts_with(&r3.ad) && l.contains("proto routing metric 2")),
+        "{routes}"
+    );
+    let out = run_ok(xping(na, &a, &["-c", "10", "-i", "0.01", "-W", "2"], &re_words(&c.dag)));
+    assert!(out.contains("10 received"), "A to C across three ADs: {out}");
+
+    // The R2-R3 link goes down: R1 forgets AD3 (R3's beacons stop at R2, R2 withdraws it).
+    n2.run(&["ip", "link", "set", "r2r3", "down"]).unwrap();
+    let took = within(Duration::from_secs(5), || !has_ad3()).expect("R1 forgets AD3");
+    eprintln!("AD3 withdrawn at R1 {took:?} after the link went down");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let out = xping(na, &a, &["-c", "2", "-i", "0.01", "-W", "1"], &re_words(&c.dag)).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Destination Unreachable"), "{out:?}");
+    // Up again.
+    n2.run(&["ip", "link", "set", "r2r3", "up"]).unwrap();
+    // Converged when both ends have their routes back: R1 to AD3 and R3 to AD1.
+    // (A route learned before the link went down may linger a moment: only a refreshed one
+    // counts.)
+    let r3_has_ad1 = || {
+        f_routes(&r3, n3).lines().any(|l| {
+            l.starts_with(&r1.ad)
+                && l.rsplit(' ')
+                    .next()
+                    .and_then(|e| e.strip_suffix("ms")?.parse::<u64>().ok())
+                    .is_some_and(|ms| ms > 1000)
+        })
+    };
+    let took = within(Duration::from_secs(5), || has_ad3() && r3_has_ad1()).expect("routes come back");
+    eprintln!("AD3 back at R1 and AD1 at R3 {took:?} after the link came up");
+    let out = xping(na, &a, &["-c", "5", "-i", "0.01", "-W", "2"], &re_words(&c.dag)).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("5 received"),
+        "{text}\nR1:\n{}\nR2:\n{}\nR3:\n{}\nR2 stats: {:?}\nR3 stats: {:?}",
+        f_routes(&r1, n1),
+        f_routes(&r2, n2),
+        f_routes(&r3, n3),
+        r2.stats(n2).unwrap(),
+        r3.stats(n3).unwrap()
+    );
+    let s = r2.stats(n2).unwrap();
+    assert!(s["dv_sent"] > 0 && s["dv_heard"] > 0 && s["drop_bad_control"] == 0, "{s:?}");
+    drop((a, c, r1, r2, r3));
+}
+
+fn f_routes(r: &xia_tests::XRouter, ns: &Netns) -> String {
+    r.admin(ns, &["route", "show"]).unwrap()
+}

@@ -1067,7 +1067,9 @@ impl Host {
                 }
             }
             // Registrations and patches are for routers.
-            ControlBody::HostRegister(_) | ControlBody::RoutePatch(_) => self.stats.drop_bad_control += 1,
+            ControlBody::HostRegister(_) | ControlBody::RoutePatch(_) | ControlBody::AdRoutes(_) => {
+                self.stats.drop_bad_control += 1
+            }
         }
     }
 

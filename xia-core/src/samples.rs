@@ -7,7 +7,7 @@ use crate::dag::Dag;
 use crate::keys::Keypair;
 use crate::select::{select, Lookup};
 use crate::wire::chunk::{ChunkRepr, NackReason};
-use crate::wire::control::{Beacon, ControlBody, HostRegistered, RoutePatch, Stamp};
+use crate::wire::control::{AdRoutes, Beacon, ControlBody, HostRegistered, RoutePatch, Stamp};
 use crate::wire::dgram::DgramRepr;
 use crate::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
 use crate::wire::stream::{Flags, SackBlocks, StreamRepr};
@@ -200,6 +200,19 @@ pub fn samples() -> Vec<Sample> {
         Dag::host(c.ad2, c.host_a).expect("distinct XIDs"),
         patch_bytes,
     ));
+
+    // Router 1's distance vector: its own AD, and AD 2 one hop away.
+    let dv = ControlBody::AdRoutes(Box::new(AdRoutes {
+        ad: c.ad1,
+        router_hid: c.router1,
+        stamp: stamp(500),
+        routes: vec![(c.ad1, 0), (c.ad2, 1)],
+    }));
+    let dv_msg = dv.seal(&c.ad1_key).expect("AD key signs its routes");
+    let dv_dgram = DgramRepr { payload: &dv_msg };
+    let dv_bytes = bytes(|b| dv_dgram.emit(b), dv_dgram.buffer_len());
+    let to_routers = Dag::linear(&[HID_BROADCAST, crate::xid::SID_XROUTE]).expect("broadcast DAG");
+    out.push(sample("control-ad-routes", NextHeader::Dgram, to_routers, r1.clone(), dv_bytes));
 
     // As it leaves the destination AD's router: AD satisfied, edge marked visited.
     let mut fwd = out[0].clone();

@@ -201,6 +201,9 @@ pub fn execute(router: &mut Router, now: Instant, cmd: &Command, extra_stats: &[
                     Target::Via { port, mac } => format!("via {} {mac}", router.ports()[port].name),
                 };
                 let _ = write!(out, "{dest} {target} proto {}", e.route.origin.name());
+                if e.principal == Principal::Ad {
+                    let _ = write!(out, " metric {}", e.route.metric);
+                }
                 if let Some(t) = e.route.expires {
                     let _ = write!(out, " expires {}ms", t.saturating_duration_since(now).as_millis());
                 }

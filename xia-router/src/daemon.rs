@@ -186,6 +186,13 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
             if pfds[2 + i].revents == 0 {
                 continue;
             }
+            if pfds[2 + i].revents & libc::POLLERR != 0 {
+                // The link went down (or away): the error is taken (and counted) here, so the
+                // first frames sent once it is back are not refused for it.
+                if let Some(e) = socks[i].take_error() {
+                    tracing::warn!("{}: {e}", socks[i].ifname());
+                }
+            }
             for _ in 0..BATCHES_PER_TURN {
                 let n = rings[i].poll();
                 if n == 0 {

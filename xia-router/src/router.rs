@@ -11,6 +11,9 @@
 //!   so the DAG's fallback edges are taken;
 //! - beacons its AD on every port (signed by the AD key); a router of another AD hearing the
 //!   beacon learns a route to that AD through the sender, which expires when beacons stop;
+//! - exchanges distance vectors with the routers of other ADs (signed by the AD key, the whole
+//!   table each time, split horizon with poisoned reverse, sent periodically and at once when
+//!   routes change), so that ADs several hops away are routed;
 //! - registers hosts (their HID routes, signed by the HID key, expiring unless refreshed) and
 //!   answers with the AD's receipt;
 //! - takes route patches: "HID X is now in AD Y", signed by X's key and carrying Y's receipt;
@@ -64,6 +67,8 @@ pub struct RouterConfig {
     pub assembly_bytes: usize,
     /// Bytes sent at most in answer to one request from the cache.
     pub max_serve: usize,
+    /// Time between distance vectors sent to neighbour routers (sooner when routes change).
+    pub dv_interval: Duration,
 }
 
 impl Default for RouterConfig {
@@ -81,6 +86,7 @@ impl Default for RouterConfig {
             max_chunk: 4 << 20,
             assembly_bytes: 64 << 20,
             max_serve: 4 << 20,
+            dv_interval: Duration::from_millis(500),
         }
     }
 }
@@ -127,6 +133,8 @@ pub enum Origin {
     Registered,
     /// A route patch from a host that moved.
     Patched,
+    /// A neighbour router's distance vector (AD routes over several hops).
+    Routing,
 }
 
 impl Origin {
@@ -138,6 +146,7 @@ impl Origin {
             Origin::Beacon => "beacon",
             Origin::Registered => "registered",
             Origin::Patched => "patched",
+            Origin::Routing => "routing",
         }
     }
 }
@@ -151,6 +160,9 @@ pub struct Route {
     pub origin: Origin,
     /// When it goes (`None`: never).
     pub expires: Option<Instant>,
+    /// AD-level hops to the destination (AD routes; 0 for this router's own, 1 for a
+    /// neighbour's AD or a static route).
+    pub metric: u8,
 }
 
 /// One line of `route show`.
@@ -244,6 +256,10 @@ pub struct RouterStats {
     pub cache_hits: u64,
     /// Response pieces sent from the cache.
     pub cache_pieces_out: u64,
+    /// Distance vectors sent (one per port with a neighbour router).
+    pub dv_sent: u64,
+    /// Distance vectors of neighbour routers accepted.
+    pub dv_heard: u64,
 }
 
 /// The counters as (name, value) pairs, in declaration order (for `stats`).
@@ -279,6 +295,8 @@ pub fn stats_fields(s: &RouterStats) -> Vec<(&'static str, u64)> {
         ("cache_assemblies_dropped", s.cache_assemblies_dropped),
         ("cache_hits", s.cache_hits),
         ("cache_pieces_out", s.cache_pieces_out),
+        ("dv_sent", s.dv_sent),
+        ("dv_heard", s.dv_heard),
     ]
 }
 
@@ -339,6 +357,7 @@ impl Bucket {
 #[derive(Debug, Default)]
 struct Seqs {
     beacon: SeqMap,
+    dv: SeqMap,
     register: SeqMap,
     patch: SeqMap,
 }
@@ -356,6 +375,12 @@ pub struct Router {
     seqs: Seqs,
     beacon_seq: u64,
     next_beacon: Instant,
+    dv_seq: u64,
+    next_dv: Instant,
+    last_dv: Instant,
+    /// Per port: until when a router of another AD was heard there (distance vectors go to
+    /// those ports only).
+    neighbour_ports: Vec<Option<Instant>>,
     next_expiry: Instant,
     xcmp_budget: Bucket,
     out: VecDeque<(usize, Vec<u8>)>,
@@ -384,6 +409,7 @@ impl Router {
         now: Instant,
         wall_ms: u64,
     ) -> Router {
+        let nports = ports.len();
         let ad = ad_key.xid(Principal::Ad);
         let hid = key.xid(Principal::Hid);
         let mut r = Router {
@@ -398,6 +424,10 @@ impl Router {
             seqs: Seqs::default(),
             beacon_seq: control::seq_base(wall_ms),
             next_beacon: now,
+            dv_seq: control::seq_base(wall_ms),
+            next_dv: now,
+            last_dv: now,
+            neighbour_ports: vec![None; nports],
             next_expiry: now,
             out: VecDeque::new(),
             cache: (cfg.cache_bytes > 0).then(|| ContentStore::new(cfg.cache_bytes, cfg.max_chunk)),
@@ -409,7 +439,7 @@ impl Router {
             instant_base: now,
             stats: RouterStats::default(),
         };
-        let own = Route { target: Target::Local, origin: Origin::Own, expires: None };
+        let own = Route { target: Target::Local, origin: Origin::Own, expires: None, metric: 0 };
         for x in [ad, hid, HID_BROADCAST, SID_XHCP, SID_XROUTE] {
             r.table_mut(x.principal()).routes.insert(*x.id(), own);
         }
@@ -508,7 +538,7 @@ impl Router {
                 return Err(RouteError::NoPort(port));
             }
         }
-        let route = Route { target, origin: Origin::Static, expires: None };
+        let route = Route { target, origin: Origin::Static, expires: None, metric: 1 };
         if table_index(principal).is_none() {
             return Err(RouteError::NotFound);
         }
@@ -590,7 +620,7 @@ impl Router {
 
     /// When [`Router::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_beacon.min(self.next_expiry)
+        self.next_beacon.min(self.next_expiry).min(self.next_dv)
     }
 
     /// Sends beacons that are due and expires routes.
@@ -610,6 +640,137 @@ impl Router {
             }
             self.stats.routes_expired += expired;
             self.next_expiry = now + Duration::from_millis(20);
+            if expired > 0 {
+                tracing::debug!("{expired} routes expired");
+                self.dv_changed(now);
+            }
+        }
+        if now >= self.next_dv {
+            self.send_dv(now);
+            self.last_dv = now;
+            self.next_dv = now + self.cfg.dv_interval;
+        }
+    }
+
+    /// AD routes changed: neighbours hear of it soon (at most every 20 ms).
+    fn dv_changed(&mut self, now: Instant) {
+        tracing::debug!("AD routes changed");
+        self.next_dv = self.next_dv.min((self.last_dv + Duration::from_millis(20)).max(now));
+    }
+
+    /// The distance vector for `port`: this router's AD, and every AD routed elsewhere;
+    /// routes through `port` itself are advertised as unreachable (poisoned), so that the
+    /// neighbour there never routes them back through us.
+    fn distance_vector(&self, port: usize) -> Vec<(Xid, u8)> {
+        let mut v = vec![(self.ad, 0)];
+        for (id, r) in &self.tables[0].routes {
+            let ad = Xid::new(Principal::Ad, *id);
+            if ad == self.ad {
+                continue;
+            }
+            let hops = match r.target {
+                Target::Via { port: p, .. } if p == port => control::AD_HOPS_INFINITY,
+                Target::Via { .. } => r.metric.min(control::AD_HOPS_INFINITY),
+                _ => continue,
+            };
+            v.push((ad, hops));
+        }
+        v.sort();
+        v
+    }
+
+    fn send_dv(&mut self, now: Instant) {
+        let dst = Dag::linear(&[HID_BROADCAST, SID_XROUTE]).expect("distinct XIDs");
+        let src = self.dag();
+        for port in 0..self.ports.len() {
+            if self.neighbour_ports[port].is_none_or(|until| until <= now) {
+                continue;
+            }
+            let mut routes = self.distance_vector(port);
+            if routes.len() > control::MAX_AD_ROUTES {
+                tracing::warn!("{} ADs routed: only {} advertised", routes.len(), control::MAX_AD_ROUTES);
+                routes.truncate(control::MAX_AD_ROUTES);
+            }
+            self.dv_seq += 1;
+            let body = ControlBody::AdRoutes(Box::new(control::AdRoutes {
+                ad: self.ad,
+                router_hid: self.hid,
+                stamp: Stamp {
+                    seq: self.dv_seq,
+                    timestamp_ms: self.wall_ms(now),
+                    millis: self.cfg.dv_interval.as_millis().min(u128::from(u32::MAX)) as u32,
+                },
+                routes,
+            }));
+            let Ok(msg) = body.seal(&self.ad_key) else { continue };
+            if self.queue_dgram(port, EthernetAddress::BROADCAST, &dst, &src, &msg) {
+                self.stats.dv_sent += 1;
+            }
+        }
+    }
+
+    /// A router of another AD was heard on `port`: distance vectors go there from now on, and
+    /// a new neighbour gets ours at once.
+    fn note_neighbour(&mut self, now: Instant, port: usize, interval: Duration) {
+        let until = now + interval * self.cfg.beacon_routes_last;
+        let known = self.neighbour_ports[port].is_some_and(|u| u > now);
+        self.neighbour_ports[port] = Some(until.max(self.neighbour_ports[port].unwrap_or(until)));
+        if !known {
+            tracing::debug!("a neighbour router on {}", self.ports[port].name);
+            self.dv_changed(now);
+        }
+    }
+
+    /// A neighbour router's distance vector, heard on `port` from `from_mac`.
+    fn handle_dv(&mut self, now: Instant, port: usize, from_mac: EthernetAddress, r: &control::AdRoutes) {
+        if r.ad == self.ad {
+            // A router of this same AD: its routes are ours already.
+            return;
+        }
+        self.stats.dv_heard += 1;
+        let via = Target::Via { port, mac: from_mac };
+        let interval = Duration::from_millis(u64::from(r.stamp.millis.max(1)));
+        self.note_neighbour(now, port, interval);
+        let expires = Some(now + (interval * self.cfg.beacon_routes_last).min(self.cfg.max_lifetime));
+        let mut changed = false;
+        // The message is the neighbour's whole table: what it no longer lists (or lists as
+        // unreachable) is no longer reachable through it.
+        let listed: XidMap<u8> = r
+            .routes
+            .iter()
+            .filter(|(_, h)| *h < control::AD_HOPS_INFINITY - 1)
+            .map(|(ad, h)| (*ad.id(), *h))
+            .collect();
+        let before = self.tables[0].routes.len();
+        self.tables[0]
+            .routes
+            .retain(|id, rt| !(rt.origin == Origin::Routing && rt.target == via && !listed.contains_key(id)));
+        changed |= self.tables[0].routes.len() != before;
+        for (id, hops) in listed {
+            let ad = Xid::new(Principal::Ad, id);
+            if ad == self.ad {
+                continue;
+            }
+            let metric = hops + 1;
+            let better = match self.route(&ad) {
+                None => true,
+                Some(cur) if matches!(cur.origin, Origin::Own | Origin::Static) => false,
+                // The neighbour's own AD, already known from its beacons: refreshed by them.
+                Some(cur) if cur.target == via && cur.origin == Origin::Beacon && metric == 1 => false,
+                // Through the same neighbour: refreshed, its metric as the neighbour says now.
+                Some(cur) if cur.target == via => true,
+                Some(cur) => metric < cur.metric,
+            };
+            if better {
+                let old = self.route(&ad);
+                let route = Route { target: via, origin: Origin::Routing, expires, metric };
+                if self.learn(ad, route) && old.is_none_or(|o| o.target != via || o.metric != metric) {
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.dv_changed(now);
         }
     }
 
@@ -899,7 +1060,7 @@ impl Router {
         };
         let payload = p.payload();
         match x.next_header {
-            NextHeader::Dgram if *x.dst.intent() == SID_XHCP => {
+            NextHeader::Dgram if *x.dst.intent() == SID_XHCP || *x.dst.intent() == SID_XROUTE => {
                 let Ok(d) = dgram::Packet::new_checked(payload).and_then(|q| DgramRepr::parse(&q)) else {
                     self.stats.drop_bad_control += 1;
                     return;
@@ -1104,6 +1265,7 @@ impl Router {
                         target: Target::Via { port, mac: from_mac },
                         origin: Origin::Registered,
                         expires: Some(now + lifetime),
+                        metric: 0,
                     };
                     if !self.learn(r.hid, route) {
                         self.stats.drop_bad_control += 1;
@@ -1147,6 +1309,7 @@ impl Router {
                     target: Target::FollowAd(p.new_ad()),
                     origin: Origin::Patched,
                     expires: Some(now + lifetime),
+                    metric: 0,
                 };
                 if self.learn(hid, route) {
                     self.stats.patches_applied += 1;
@@ -1154,6 +1317,13 @@ impl Router {
                 } else {
                     self.stats.patches_refused += 1;
                 }
+            }
+            ControlBody::AdRoutes(r) => {
+                if !self.seqs.dv.check(&r.router_hid, stamp.seq, stamp.timestamp_ms, wall, window) {
+                    self.stats.drop_stale_control += 1;
+                    return;
+                }
+                self.handle_dv(now, port, from_mac, &r);
             }
             ControlBody::HostRegistered(_) => self.stats.drop_bad_control += 1,
         }
@@ -1169,9 +1339,15 @@ impl Router {
         let expires = Some(now + (interval * self.cfg.beacon_routes_last).min(self.cfg.max_lifetime));
         let via = Target::Via { port, mac: from_mac };
         // The neighbour router itself, by HID.
-        self.learn(b.router_hid, Route { target: via, origin: Origin::Beacon, expires });
+        self.learn(b.router_hid, Route { target: via, origin: Origin::Beacon, expires, metric: 1 });
         if b.ad != self.ad {
-            self.learn(b.ad, Route { target: via, origin: Origin::Beacon, expires });
+            self.note_neighbour(now, port, interval);
+            let had = self.route(&b.ad);
+            self.learn(b.ad, Route { target: via, origin: Origin::Beacon, expires, metric: 1 });
+            if had.is_none_or(|r| r.target != via || r.metric != 1) {
+                tracing::debug!("{} is a neighbour on {}", b.ad, self.ports[port].name);
+                self.dv_changed(now);
+            }
         }
     }
 }

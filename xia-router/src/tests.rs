@@ -582,3 +582,95 @@ fn corrupt_chunks_are_cached_but_never_served() {
     }
     assert_eq!(got, data);
 }
+
+/// Three ADs in a line: A - R1 (AD1) - R2 (AD2) - R3 (AD3) - C.
+fn chain() -> (World, [usize; 5]) {
+    let mut w = World::new(4);
+    let r1 = w.router(0xa1, 0xb1, 2);
+    let r2 = w.router(0xa2, 0xb2, 2);
+    let r3 = w.router(0xa3, 0xb3, 2);
+    let a = w.host(1);
+    let c = w.host(3);
+    w.link((a, 0), (r1, 0));
+    w.link((r1, 1), (r2, 0));
+    w.link((r2, 1), (r3, 0));
+    w.link((c, 0), (r3, 1));
+    (w, [r1, r2, r3, a, c])
+}
+
+fn cut(w: &mut World, wire: usize, down: bool) {
+    let loss = if down { 1.0 } else { 0.0 };
+    w.wires[wire].ab = SimLink::new(SimConfig::impaired(loss, 0.0, 0.0), 20 + wire as u64);
+    w.wires[wire].ba = SimLink::new(SimConfig::impaired(loss, 0.0, 0.0), 30 + wire as u64);
+}
+
+#[test]
+fn distance_vectors_route_across_several_ads_and_converge_when_links_come_and_go() {
+    let (mut w, [r1, r2, r3, a, c]) = chain();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, c])));
+    let ad3 = w.r(r3).ad();
+    // R1 learns AD3 (two hops, through R2) from R2's distance vector.
+    assert!(w.run_until(Duration::from_secs(2), |w| w.r(r1).route(&ad3).is_some()));
+    let r = w.r(r1).route(&ad3).unwrap();
+    assert_eq!((r.origin, r.metric), (Origin::Routing, 2));
+    let dag_c = w.h(c).dag();
+    let dag_a = w.h(a).dag();
+    assert!(
+        matches!(w.ping(a, &dag_c).as_slice(), [HostEvent::EchoReply { .. }]),
+        "A to C over two routers' hops"
+    );
+    assert!(matches!(w.ping(c, &dag_a).as_slice(), [HostEvent::EchoReply { .. }]));
+    assert!(w.r(r2).stats().dv_heard > 0 && w.r(r1).stats().drop_bad_control == 0);
+
+    // The R2-R3 link goes down: R2 loses AD3 with R3's beacons; R1 hears it from R2.
+    cut(&mut w, 2, true);
+    let t = w.now;
+    assert!(w.run_until(Duration::from_secs(5), |w| w.r(r1).route(&ad3).is_none()), "R1 forgets AD3");
+    let took = w.now - t;
+    assert!(took < Duration::from_secs(2), "converged in {took:?}");
+    let ev = w.ping(a, &dag_c);
+    assert!(matches!(ev.as_slice(), [HostEvent::EchoError { kind: 3, .. }]), "no route to AD3 now: {ev:?}");
+    // Up again: back within a few beacon intervals.
+    cut(&mut w, 2, false);
+    let t = w.now;
+    let ad1 = w.r(r1).ad();
+    assert!(
+        w.run_until(Duration::from_secs(5), |w| w.r(r1).route(&ad3).is_some()
+            && w.r(r3)
+                .route(&ad1)
+                .is_some_and(|r| r.expires.is_some_and(|e| e > w.now + Duration::from_millis(1000)))),
+        "R1 relearns AD3, R3 AD1"
+    );
+    assert!(w.now - t < Duration::from_millis(300), "reconverged in {:?}", w.now - t);
+    assert!(matches!(w.ping(a, &dag_c).as_slice(), [HostEvent::EchoReply { .. }]));
+    // No route ever loops back: R2's route to AD1 goes to R1, and R1 never routes AD1 away.
+    assert_eq!(w.r(r1).route(&ad1).map(|r| r.origin), Some(Origin::Own));
+}
+
+#[test]
+fn a_router_going_away_takes_its_routes_with_it() {
+    // R1 - R2 - R3 in a line; R2 restarts (a new process, same keys): routes through it come
+    // back once its beacons and vectors do.
+    let (mut w, [r1, r2, r3, a, c]) = chain();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, c])));
+    let ad3 = w.r(r3).ad();
+    assert!(w.run_until(Duration::from_secs(2), |w| w.r(r1).route(&ad3).is_some()));
+    cut(&mut w, 1, true);
+    cut(&mut w, 2, true);
+    assert!(w.run_until(Duration::from_secs(5), |w| w.r(r1).route(&ad3).is_none()));
+    let now = w.now;
+    let ports = (0..2).map(|p| PortInfo { name: format!("p{p}"), mac: mac(r2, p), mtu: MTU }).collect();
+    *w.r(r2) = Router::new(
+        RouterConfig::default(),
+        Keypair::from_seed([0xa2; 32]),
+        Keypair::from_seed([0xb2; 32]),
+        ports,
+        now,
+        WALL + 10_000,
+    );
+    cut(&mut w, 1, false);
+    cut(&mut w, 2, false);
+    assert!(w.run_until(Duration::from_secs(2), |w| w.r(r1).route(&ad3).is_some()));
+    let dag_c = w.h(c).dag();
+    assert!(matches!(w.ping(a, &dag_c).as_slice(), [HostEvent::EchoReply { .. }]));
+}

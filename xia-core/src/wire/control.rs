@@ -48,6 +48,7 @@ mod kind {
     pub const HOST_REGISTER: u8 = 2;
     pub const HOST_REGISTERED: u8 = 3;
     pub const ROUTE_PATCH: u8 = 4;
+    pub const AD_ROUTES: u8 = 5;
 }
 
 /// seq (8), timestamp (8), lifetime or interval (4), reserved (4).
@@ -55,6 +56,13 @@ const STAMP_LEN: usize = 24;
 const BEACON_FIXED: usize = 2 * XID_WIRE_LEN + STAMP_LEN + 4;
 const REGISTER_LEN: usize = 3 * XID_WIRE_LEN + STAMP_LEN;
 const PATCH_FIXED: usize = STAMP_LEN;
+const AD_ROUTES_FIXED: usize = 2 * XID_WIRE_LEN + STAMP_LEN + 4;
+/// An AD and its distance: XID (24), hops (1), reserved (3).
+const AD_ROUTE_LEN: usize = XID_WIRE_LEN + 4;
+/// Routes one [`AdRoutes`] message carries at most.
+pub const MAX_AD_ROUTES: usize = 256;
+/// A distance meaning "unreachable" (a withdrawn route).
+pub const AD_HOPS_INFINITY: u8 = 16;
 
 /// The first sequence number of a sender whose wall clock reads `wall_ms`: later than every
 /// number it used before a restart (receivers refuse numbers not above the last one seen), as
@@ -163,6 +171,21 @@ impl RoutePatch {
     }
 }
 
+/// A router's distance vector, sent to the routers of neighbouring ADs (signed by its AD key):
+/// every AD it reaches and in how many AD-level hops (0: its own). The message is the whole
+/// table: a route the sender no longer lists is withdrawn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdRoutes {
+    /// The sender's AD (the signer).
+    pub ad: Xid,
+    /// The sending router's HID.
+    pub router_hid: Xid,
+    /// Sequence, time, and the interval to the next message (`millis`).
+    pub stamp: Stamp,
+    /// (AD, hops), at most [`MAX_AD_ROUTES`]; [`AD_HOPS_INFINITY`] withdraws.
+    pub routes: Vec<(Xid, u8)>,
+}
+
 /// The body of a control message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlBody {
@@ -174,6 +197,8 @@ pub enum ControlBody {
     HostRegistered(HostRegistered),
     /// HID route patch.
     RoutePatch(Box<RoutePatch>),
+    /// A router's distance vector.
+    AdRoutes(Box<AdRoutes>),
 }
 
 /// Why a control message was refused.
@@ -219,6 +244,7 @@ impl ControlBody {
             ControlBody::HostRegister(r) => r.hid,
             ControlBody::HostRegistered(r) => r.ad,
             ControlBody::RoutePatch(p) => p.hid(),
+            ControlBody::AdRoutes(r) => r.ad,
         }
     }
 
@@ -229,6 +255,7 @@ impl ControlBody {
             ControlBody::HostRegister(r) => r.stamp,
             ControlBody::HostRegistered(r) => r.stamp,
             ControlBody::RoutePatch(p) => p.stamp,
+            ControlBody::AdRoutes(r) => r.stamp,
         }
     }
 
@@ -238,6 +265,7 @@ impl ControlBody {
             ControlBody::HostRegister(_) => kind::HOST_REGISTER,
             ControlBody::HostRegistered(_) => kind::HOST_REGISTERED,
             ControlBody::RoutePatch(_) => kind::ROUTE_PATCH,
+            ControlBody::AdRoutes(_) => kind::AD_ROUTES,
         }
     }
 
@@ -247,6 +275,7 @@ impl ControlBody {
             ControlBody::Beacon(b) => BEACON_FIXED + NODE_LEN * b.name_server.as_ref().map_or(0, Dag::len),
             ControlBody::HostRegister(_) | ControlBody::HostRegistered(_) => REGISTER_LEN,
             ControlBody::RoutePatch(p) => PATCH_FIXED + p.sealed_receipt.len(),
+            ControlBody::AdRoutes(r) => AD_ROUTES_FIXED + AD_ROUTE_LEN * r.routes.len(),
         }
     }
 
@@ -308,6 +337,36 @@ impl ControlBody {
                     sealed_receipt: sealed.to_vec(),
                 })))
             }
+            kind::AD_ROUTES => {
+                need(b, AD_ROUTES_FIXED)?;
+                let n = usize::from(be16(b, AD_ROUTES_FIXED - 4));
+                if n > MAX_AD_ROUTES {
+                    return Err(WireError::Field("AD routes count").into());
+                }
+                if b[AD_ROUTES_FIXED - 2..AD_ROUTES_FIXED] != [0; 2] {
+                    return Err(WireError::Field("reserved").into());
+                }
+                exact(b, AD_ROUTES_FIXED + AD_ROUTE_LEN * n)?;
+                let mut routes = Vec::with_capacity(n);
+                for i in 0..n {
+                    let at = AD_ROUTES_FIXED + AD_ROUTE_LEN * i;
+                    let ad = read_xid(b, at);
+                    expect_principal(&ad, Principal::Ad, "routed AD")?;
+                    if b[at + XID_WIRE_LEN + 1..at + AD_ROUTE_LEN] != [0; 3] {
+                        return Err(WireError::Field("reserved").into());
+                    }
+                    routes.push((ad, b[at + XID_WIRE_LEN]));
+                }
+                let r = AdRoutes {
+                    ad: read_xid(b, 0),
+                    router_hid: read_xid(b, XID_WIRE_LEN),
+                    stamp: Stamp::read(b, 2 * XID_WIRE_LEN)?,
+                    routes,
+                };
+                expect_principal(&r.ad, Principal::Ad, "AD routes sender AD")?;
+                expect_principal(&r.router_hid, Principal::Hid, "AD routes router HID")?;
+                Ok(ControlBody::AdRoutes(Box::new(r)))
+            }
             other => Err(WireError::UnknownType(other).into()),
         }
     }
@@ -335,6 +394,18 @@ impl ControlBody {
                 p.stamp.write(b, 0);
                 b[PATCH_FIXED..].copy_from_slice(&p.sealed_receipt);
             }
+            ControlBody::AdRoutes(r) => {
+                write_xid(b, 0, &r.ad);
+                write_xid(b, XID_WIRE_LEN, &r.router_hid);
+                r.stamp.write(b, 2 * XID_WIRE_LEN);
+                put16(b, AD_ROUTES_FIXED - 4, r.routes.len() as u16);
+                b[AD_ROUTES_FIXED - 2..AD_ROUTES_FIXED].copy_from_slice(&[0, 0]);
+                for (i, (ad, hops)) in r.routes.iter().enumerate() {
+                    let at = AD_ROUTES_FIXED + AD_ROUTE_LEN * i;
+                    write_xid(b, at, ad);
+                    b[at + XID_WIRE_LEN..at + AD_ROUTE_LEN].copy_from_slice(&[*hops, 0, 0, 0]);
+                }
+            }
         }
     }
 
@@ -344,6 +415,11 @@ impl ControlBody {
         let signer = self.signer();
         if key.xid(signer.principal()) != signer {
             return Err(WireError::Field("signing key does not own the signer XID"));
+        }
+        if let ControlBody::AdRoutes(r) = self {
+            if r.routes.len() > MAX_AD_ROUTES {
+                return Err(WireError::Field("AD routes count"));
+            }
         }
         let len = self.buffer_len();
         room(buf, len)?;
@@ -496,11 +572,40 @@ mod tests {
             (reg, host_key()),
             (ControlBody::HostRegistered(receipt()), ad2_key()),
             (patch(), host_key()),
+            (ad_routes(3), ad_key()),
+            (ad_routes(0), ad_key()),
         ] {
             let bytes = body.seal(&key).unwrap();
             assert_eq!(bytes.len(), body.buffer_len());
             assert_eq!(open(&bytes).unwrap(), body);
             assert_eq!(inspect(&bytes).unwrap().0, body);
+        }
+    }
+
+    fn ad_routes(n: usize) -> ControlBody {
+        ControlBody::AdRoutes(Box::new(AdRoutes {
+            ad: ad_key().xid(Principal::Ad),
+            router_hid: Keypair::from_seed([3; 32]).xid(Principal::Hid),
+            stamp: Stamp { millis: 500, ..stamp(9) },
+            routes: (0..n).map(|i| (Xid::new(Principal::Ad, [i as u8; 20]), i as u8)).collect(),
+        }))
+    }
+
+    #[test]
+    fn ad_routes_are_bounded_and_checked() {
+        assert!(ad_routes(MAX_AD_ROUTES).seal(&ad_key()).is_ok());
+        assert!(ad_routes(MAX_AD_ROUTES + 1).seal(&ad_key()).is_err());
+        let good = ad_routes(2).seal(&ad_key()).unwrap();
+        // A count larger than the entries present, an entry that is not an AD, reserved bytes set.
+        let count_at = HEADER_LEN + AD_ROUTES_FIXED - 4;
+        for (at, v) in [
+            (count_at + 1, 3u8),
+            (HEADER_LEN + AD_ROUTES_FIXED + 3, 0x11),
+            (HEADER_LEN + AD_ROUTES_FIXED + 25, 1),
+        ] {
+            let mut b = good.clone();
+            b[at] = v;
+            assert!(matches!(open(&b), Err(ControlError::Wire(_))), "byte {at}");
         }
     }
 
