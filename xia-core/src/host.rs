@@ -1034,6 +1034,10 @@ impl Host {
                     return;
                 }
                 let changed = same.is_none_or(|g| g.mac != src_mac);
+                // Sequence numbers jump forward when the router restarts (they start from its
+                // clock): it has forgotten this host, which registers again now rather than at
+                // its next refresh.
+                let restarted = same.is_some_and(|g| b.stamp.seq > g.last_seq.saturating_add(1 << 12));
                 self.stats.beacons += 1;
                 self.gateway = Some(Gateway {
                     hid: b.router_hid,
@@ -1050,6 +1054,10 @@ impl Host {
                     let seq = control::seq_base(self.wall_ms(now));
                     self.registration = Some(Registration { seq, next_at: now, receipt: None });
                     self.events.push_back(HostEvent::Attached { ad: b.ad, router: b.router_hid });
+                } else if restarted {
+                    if let Some(r) = self.registration.as_mut() {
+                        r.next_at = now;
+                    }
                 }
             }
             ControlBody::HostRegistered(r) => {

@@ -674,3 +674,25 @@ fn a_router_going_away_takes_its_routes_with_it() {
     let dag_c = w.h(c).dag();
     assert!(matches!(w.ping(a, &dag_c).as_slice(), [HostEvent::EchoReply { .. }]));
 }
+
+#[test]
+fn hosts_register_again_at_once_when_their_router_restarts() {
+    let (mut w, [r1, a, b, c]) = fig1a();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, b, c])));
+    let now = w.now;
+    let ports = (0..3).map(|p| PortInfo { name: format!("p{p}"), mac: mac(r1, p), mtu: MTU }).collect();
+    *w.r(r1) = Router::new(
+        RouterConfig::default(),
+        Keypair::from_seed([0xa1; 32]),
+        Keypair::from_seed([0xb1; 32]),
+        ports,
+        now,
+        WALL + 3000,
+    );
+    let hid_a = w.h(a).hid();
+    let t = w.now;
+    assert!(w.run_until(Duration::from_secs(5), |w| w.r(r1).route(&hid_a).is_some()), "A registers again");
+    assert!(w.now - t < Duration::from_millis(300), "within a few beacons: {:?}", w.now - t);
+    let dag_a = w.h(a).dag();
+    assert!(matches!(w.ping(c, &dag_a).as_slice(), [HostEvent::EchoReply { .. }]));
+}
