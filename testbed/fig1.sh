@@ -12,7 +12,7 @@
 #   ip netns exec fig-r1 xia-router --admin $STATE/r1.sock route show
 # `up` is idempotent (the same figure again does nothing; the other one replaces it) and takes
 # everything down again if it fails; `down` leaves nothing behind. Needs root.
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 STATE=${XIA_FIG1_STATE:-/run/xia-fig1}
 B=${XIA_BIN:-$PWD/target/release}
@@ -44,9 +44,10 @@ link() { # link NODE1 IF1 NODE2 IF2
   ip -n "$(ns "$3")" link set "$4" up
 }
 
-await_line() { # await_line FILE PATTERN
+await_line() { # await_line FILE PATTERN [PIDFILE]: fails at once if that process exited
   for _ in $(seq 1 400); do
     grep -q "$2" "$1" 2>/dev/null && return 0
+    if [ -n "${3:-}" ] && ! kill -0 "$(cat "$3")" 2>/dev/null; then break; fi
     sleep 0.05
   done
   echo "fig1: timed out waiting for '$2' in $1" >&2
@@ -68,12 +69,12 @@ router() { # router NAME AD-KEY PORTS...
   for p in "$@"; do args+=(-p "$p"); done
   start "$name" "$name" "$B/xia-router" --admin "$STATE/$name.sock" run "${args[@]}" \
     --ad-key "$STATE/$adkey.key" -k "$STATE/$name.key"
-  await_line "$STATE/$name.out" "xia-router ready"
+  await_line "$STATE/$name.out" "xia-router ready" "$STATE/$name.pid"
 }
 
 host() { # host NAME
   start "$1" "$1" "$B/xiad" -i eth0 -s "$STATE/$1.sock" -k "$STATE/$1.key"
-  await_line "$STATE/$1.out" "xiad ready"
+  await_line "$STATE/$1.out" "xiad ready" "$STATE/$1.pid"
 }
 
 registered() { # waits until host NAME has its AD's receipt (its gateway confirmed it)
@@ -111,6 +112,9 @@ up() {
   fi
   for bin in xiad xia xping xia-router; do
     [ -x "$B/$bin" ] || { cargo build --release -q -p xia-core -p xia-router --bins; break; }
+  done
+  for bin in xiad xia xping xia-router; do
+    [ -x "$B/$bin" ] || { echo "fig1: $B/$bin is missing" >&2; exit 1; }
   done
   trap 'echo "fig1: up failed; taking it down" >&2; down' ERR
   mkdir -p "$STATE"
