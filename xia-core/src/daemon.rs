@@ -212,8 +212,9 @@ impl Epoll {
     }
 }
 
-/// Blocks SIGTERM and SIGINT and returns a signalfd that reports them.
-fn signal_fd() -> io::Result<OwnedFd> {
+/// Blocks SIGTERM and SIGINT and returns a signalfd that reports them (for the project's
+/// daemons: call it before any thread starts, so that none of them takes the signals).
+pub fn signal_fd() -> io::Result<OwnedFd> {
     // SAFETY: sigset manipulation on a local, then signalfd on it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -226,7 +227,8 @@ fn signal_fd() -> io::Result<OwnedFd> {
     }
 }
 
-fn wall_ms() -> u64 {
+/// The wall clock in ms since the Unix epoch (what signed control messages carry).
+pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

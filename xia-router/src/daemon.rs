@@ -6,12 +6,13 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use xia_core::daemon::{signal_fd, wall_ms};
 use xia_core::keys::Keypair;
 use xia_core::link::afpacket::{LinkOptions, PacketSocket, RxRing};
 use xia_core::pcap::PcapWriter;
@@ -38,32 +39,6 @@ pub struct DaemonConfig {
     pub link: LinkOptions,
     /// Record every frame in and out of every port.
     pub pcap: Option<PathBuf>,
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// Blocks SIGTERM and SIGINT and returns a signalfd that reports them.
-fn signal_fd() -> io::Result<OwnedFd> {
-    // SAFETY: sigset manipulation on a local, then signalfd on it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        cvt(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
-        let fd = cvt(libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn load_key(path: &std::path::Path) -> io::Result<Keypair> {

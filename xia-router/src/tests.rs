@@ -696,3 +696,55 @@ fn hosts_register_again_at_once_when_their_router_restarts() {
     let dag_a = w.h(a).dag();
     assert!(matches!(w.ping(c, &dag_a).as_slice(), [HostEvent::EchoReply { .. }]));
 }
+
+#[test]
+fn chunks_cross_a_congested_router_link() {
+    // Fig. 1b with R2 -> R1 a slow link with a short queue: drops come in bursts, as from a
+    // router that cannot keep up.
+    let (mut w, [r1, r2, a, b, c]) = fig1b();
+    let slow = SimConfig { rate_bps: Some(200_000_000), queue_limit: 48, ..SimConfig::default() };
+    w.wires[2].ba = SimLink::new(slow, 77);
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, b, c])));
+    let _ = (r1, r2);
+    let mut rng = xia_core::link::sim::Rng::new(9);
+    let mut cids = Vec::new();
+    for _ in 0..16 {
+        let mut data = vec![0u8; 1 << 20];
+        rng.fill(&mut data);
+        let cid = w.h(b).chunk_put(data.into()).unwrap();
+        cids.push(cid);
+    }
+    let now = w.now;
+    let owner = w.h(a).fetch_owner();
+    for (i, cid) in cids.iter().enumerate() {
+        let dag = w.h(b).content_dag(*cid);
+        w.h(a).chunk_fetch(now, owner, *cid, dag, None, i as u64);
+    }
+    let mut done = 0;
+    let mut failed = Vec::new();
+    w.run_until(Duration::from_secs(60), |w| {
+        for e in w.events(a) {
+            if let HostEvent::ChunkDone { tag, result, .. } = e {
+                done += 1;
+                if let Err(err) = result {
+                    failed.push((tag, err));
+                }
+            }
+        }
+        done == cids.len()
+    });
+    // 16 MiB through 200 Mbit/s takes 0.67 s at best. Before requests shrank with the window
+    // and a timeout gave up on every expired request, each request lost its tail to the short
+    // queue and the fetches timed out.
+    let took = w.now - now;
+    let over = w.wires[2].ba.stats();
+    assert!(over.overflowed > 0, "the link was congested: {over:?}");
+    // 16 MiB through 200 Mbit/s takes 0.67 s at best; losing every request's tail to a short
+    // queue took minutes (and failed) before requests shrank with the window.
+    assert!(took < Duration::from_secs(3), "took {took:?}; fetch {:?}", w.h(a).fetch_stats());
+    assert!(
+        failed.is_empty() && done == cids.len(),
+        "{done} done, failed {failed:?}; link {over:?}; fetch {:?}",
+        w.h(a).fetch_stats()
+    );
+}

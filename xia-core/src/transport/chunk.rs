@@ -213,6 +213,10 @@ impl ServeJob {
     }
 }
 
+/// The smallest request (bytes): a handful of pieces, so that a request still carries data
+/// worth its header when the window has shrunk to its minimum (two of them).
+pub const MIN_REQUEST: u64 = 8 << 10;
+
 /// Tunables of a [`Fetcher`].
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -569,7 +573,7 @@ impl Fetcher {
         if self.in_flight as f64 >= self.window {
             return None;
         }
-        let size = u64::from(self.cfg.request_size.max(1));
+        let size = self.request_size();
         let mut pick: Option<(u64, u64, u64)> = None;
         for &id in self.order.iter().take(self.cfg.max_active) {
             let job = &self.jobs[&id];
@@ -663,20 +667,24 @@ impl Fetcher {
     /// again (and the window shrinks); chunks stalled for the stall timeout fail.
     pub fn handle_timeout(&mut self, now: Instant) {
         let rto = self.rtt.rto_backoff(self.backoff);
-        // Only the oldest request is given up on, as TCP resends only its first unacknowledged
-        // segment: when its second answer comes, every request to that holder sent well before
-        // it and still unanswered is known lost (`detect_lost`); requests queued at a holder
-        // that merely paused are not asked twice.
-        let oldest = self
+        // The timer of every request restarts with each new byte from anywhere (as TCP's
+        // restarts on each new acknowledgement), so requests queued at a holder that is still
+        // answering are never given up on. When it fires, nothing has come for an RTO: every
+        // request it covers is lost, as TCP deems its whole flight lost on a retransmission
+        // timeout. (Giving up on only the oldest left the rest holding the window after it had
+        // shrunk: one request per backed-off RTO, and the chunk most in need stalled.)
+        let expired: Vec<u32> = self
             .outstanding
             .iter()
             .filter(|(_, o)| self.timer_base(o.sent_at) + rto <= now)
-            .min_by_key(|(&id, o)| (o.sent_at, id))
-            .map(|(&id, _)| id);
-        if let Some(id) = oldest {
+            .map(|(&id, _)| id)
+            .collect();
+        if !expired.is_empty() {
             self.stats.timeouts += 1;
             self.backoff = (self.backoff + 1).min(6);
-            self.forget_request(id);
+            for id in expired {
+                self.forget_request(id);
+            }
             self.on_loss(now);
             // The next timer runs from now.
             self.last_piece_at = Some(now);
@@ -727,8 +735,7 @@ impl Fetcher {
         if self.recovery_until.is_some_and(|t| now < t) {
             return;
         }
-        let min = f64::from(self.cfg.request_size.max(1));
-        self.ssthresh = (self.window / 2.0).max(min);
+        self.ssthresh = (self.window / 2.0).max(2.0 * MIN_REQUEST as f64);
         self.window = self.ssthresh;
         self.recovery_until = Some(now + self.rtt.srtt());
     }
@@ -822,6 +829,9 @@ impl Fetcher {
             job.have.insert(offset, end);
             job.last_progress = now;
             self.last_piece_at = Some(now);
+            // New bytes: the path works, whatever became of the request's tail (TCP resets its
+            // backoff on every new acknowledgement, not when a whole burst is acknowledged).
+            self.backoff = 0;
         }
         // The request this answers: done when all its bytes are held.
         if let Some(o) = self.outstanding.get(&request_id).copied().filter(|o| o.job == job_id) {
@@ -841,6 +851,15 @@ impl Fetcher {
         if job.have.contains(0, total as u64) {
             self.complete(now, job_id);
         }
+    }
+
+    /// Bytes asked for per request: a request is answered by a burst of pieces at the
+    /// responder's line rate, and a burst longer than a bottleneck's queue loses its tail every
+    /// time. So requests are a quarter of the window, at most the configured size and at least
+    /// [`MIN_REQUEST`]: after losses the window shrinks, and the bursts with it.
+    fn request_size(&self) -> u64 {
+        let max = u64::from(self.cfg.request_size.max(1));
+        ((self.window / 4.0) as u64).clamp(MIN_REQUEST.min(max), max)
     }
 
     fn grow(&mut self, bytes: u64) {
