@@ -344,3 +344,41 @@ pub fn re_words(dag: &str) -> Vec<String> {
     let d: xia_core::dag::Dag = dag.parse().expect("a DAG the daemon printed");
     d.to_re_string().expect("a linear DAG").split(' ').map(str::to_string).collect()
 }
+
+/// One hostile frame made from `template` (a valid Ethernet + XIP frame), of kind `kind % 4`:
+/// random noise, a flipped bit after the Ethernet header, truncated, or lying lengths and node
+/// counts. Addressed to `dst` with the XIP ethertype.
+pub fn hostile_frame(
+    rng: &mut xia_core::link::sim::Rng,
+    template: &[u8],
+    kind: u32,
+    dst: xia_core::wire::ethernet::EthernetAddress,
+) -> Vec<u8> {
+    let mut v = match kind % 4 {
+        0 => {
+            let mut v = vec![0u8; 14 + rng.below(1400) as usize];
+            rng.fill(&mut v);
+            v
+        }
+        1 => {
+            let mut v = template.to_vec();
+            let k = 14 + rng.below((v.len() - 14) as u64) as usize;
+            v[k] ^= 1 << rng.below(8);
+            v
+        }
+        2 => {
+            let mut v = template.to_vec();
+            v.truncate(14 + rng.below((v.len() - 14) as u64) as usize);
+            v
+        }
+        _ => {
+            let mut v = template.to_vec();
+            v[14 + 2] = rng.next_u64() as u8;
+            v[14 + 5] = rng.below(40) as u8;
+            v
+        }
+    };
+    v[..6].copy_from_slice(&dst.0);
+    v[12..14].copy_from_slice(&0xC0DEu16.to_be_bytes());
+    v
+}

@@ -321,37 +321,11 @@ fn hostile_flood_is_survived_and_counted() {
     while t0.elapsed() < Duration::from_secs(30) {
         batch.clear();
         for i in 0..64u32 {
-            let mut f = match i % 4 {
-                // Noise with A's MAC and an XIA ethertype.
-                0 => {
-                    let mut v = vec![0u8; 14 + rng.below(1400) as usize];
-                    rng.fill(&mut v);
-                    v
-                }
-                // Valid header, a flipped bit anywhere after it.
-                1 => {
-                    let mut v = template.clone();
-                    let k = 14 + rng.below((v.len() - 14) as u64) as usize;
-                    v[k] ^= 1 << rng.below(8);
-                    v
-                }
-                // Truncated.
-                2 => {
-                    let mut v = template.clone();
-                    v.truncate(14 + rng.below((v.len() - 14) as u64) as usize);
-                    v
-                }
-                // Lying lengths and node counts.
-                _ => {
-                    let mut v = template.clone();
-                    v[14 + 2] = rng.next_u64() as u8;
-                    v[14 + 5] = rng.below(40) as u8;
-                    v
-                }
-            };
-            f[..6].copy_from_slice(&a_mac.0);
-            let et: u16 = if i % 8 == 7 { 0x9990 } else { 0xC0DE };
-            f[12..14].copy_from_slice(&et.to_be_bytes());
+            // Noise, flipped bits, truncations, lying lengths; one in eight not even XIP.
+            let mut f = xia_tests::hostile_frame(&mut rng, &template, i, a_mac);
+            if i % 8 == 7 {
+                f[12..14].copy_from_slice(&0x9990u16.to_be_bytes());
+            }
             batch.push(f);
         }
         let refs: Vec<&[u8]> = batch.iter().map(|f| &f[..]).collect();

@@ -387,35 +387,10 @@ fn a_flood_of_bad_frames_and_rogue_control_is_survived_and_counted() {
     while t0.elapsed() < Duration::from_secs(10) {
         batch.clear();
         for i in 0..64u32 {
-            let mut v = match i % 5 {
-                0 => {
-                    let mut v = vec![0u8; 14 + rng.below(1400) as usize];
-                    rng.fill(&mut v);
-                    v
-                }
-                1 => {
-                    let mut v = template.clone();
-                    let k = 14 + rng.below((v.len() - 14) as u64) as usize;
-                    v[k] ^= 1 << rng.below(8);
-                    v
-                }
-                2 => {
-                    let mut v = template.clone();
-                    v.truncate(14 + rng.below((v.len() - 14) as u64) as usize);
-                    v
-                }
-                3 => {
-                    let mut v = template.clone();
-                    v[14 + 2] = rng.next_u64() as u8;
-                    v[14 + 5] = rng.below(40) as u8;
-                    v
-                }
-                _ => rogue_beacons[(i / 5 % 2) as usize].clone(),
+            let v = match i % 5 {
+                4 => rogue_beacons[(i / 5 % 2) as usize].clone(),
+                kind => xia_tests::hostile_frame(&mut rng, &template, kind, r1_mac),
             };
-            if i % 5 != 4 {
-                v[..6].copy_from_slice(&r1_mac.0);
-                v[12..14].copy_from_slice(&0xC0DEu16.to_be_bytes());
-            }
             batch.push(v);
         }
         let refs: Vec<&[u8]> = batch.iter().map(|f| &f[..]).collect();

@@ -40,6 +40,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let xip = &s.frame[HEADER_LEN..];
             let transport = &xip[s.xip.header_len()..];
             put("frame", s.name, &s.frame)?;
+            // The router target reads a port number, then the frame.
+            for port in 0..3u8 {
+                let mut r = vec![port];
+                r.extend_from_slice(&s.frame);
+                put("router", &format!("{}-{port}", s.name), &r)?;
+            }
             put("xip", s.name, xip)?;
             let target = match s.xip.next_header {
                 NextHeader::Xcmp => "xcmp",
