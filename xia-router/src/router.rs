@@ -948,6 +948,13 @@ impl Router {
                     self.stats.drop_loop += 1;
                     return Action::Done;
                 }
+                // Frames sent to everyone on a link are for this router only if their DAG ends
+                // here (beacons, vectors); every router of a shared link forwarding them would
+                // multiply them.
+                if dst.is_multicast() {
+                    self.stats.drop_not_for_us += 1;
+                    return Action::Done;
+                }
                 if hop_limit <= 1 {
                     self.stats.drop_hop_limit += 1;
                     self.send_xcmp_error(now, body, XcmpKind::TimeExceeded);

@@ -748,3 +748,33 @@ fn chunks_cross_a_congested_router_link() {
         w.h(a).fetch_stats()
     );
 }
+
+#[test]
+fn broadcast_frames_are_not_forwarded() {
+    let now = Instant::now();
+    let ports = (0..2).map(|p| PortInfo { name: format!("p{p}"), mac: mac(0, p), mtu: MTU }).collect();
+    let mut r = Router::new(
+        RouterConfig::default(),
+        Keypair::from_seed([1; 32]),
+        Keypair::from_seed([2; 32]),
+        ports,
+        now,
+        WALL,
+    );
+    let ad_x = Xid::new(Principal::Ad, [0x0a; 20]);
+    r.add_route(Principal::Ad, Some(ad_x), Target::Via { port: 1, mac: mac(5, 0) }).unwrap();
+    let dst = Dag::host(ad_x, Xid::new(Principal::Hid, [0x0d; 20])).unwrap();
+    let src = Dag::host(Xid::new(Principal::Ad, [0x0b; 20]), Xid::new(Principal::Hid, [0x0c; 20])).unwrap();
+    let x = XipRepr::new(NextHeader::Dgram, dst, src, 0);
+    let frame = |to: EthernetAddress| {
+        let mut f = vec![0u8; 14 + x.buffer_len()];
+        EthernetRepr { src: mac(9, 0), dst: to, ethertype: EtherType::Xip }
+            .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
+            .unwrap();
+        x.emit(&mut f[14..]).unwrap();
+        f
+    };
+    assert_eq!(r.handle_frame(now, 0, &mut frame(EthernetAddress::BROADCAST)), crate::router::Action::Done);
+    assert_eq!(r.stats().drop_not_for_us, 1);
+    assert_eq!(r.handle_frame(now, 0, &mut frame(mac(0, 0))), crate::router::Action::Forward(1));
+}
