@@ -13,6 +13,7 @@ RUNS=${RUNS:-5}
 BYTES=${BYTES:-1073741824}
 MTUS=${MTUS:-"1500 9000"}
 cd "$(dirname "$0")/.."
+. testbed/lib.sh
 testbed/deps.sh
 cargo build --release -q -p xia-core --bins
 B=$PWD/target/release
@@ -43,16 +44,6 @@ ip -n "$nb" link set vb up
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 gbps_of() { grep -o '[0-9.]* Gbit/s' | head -1 | cut -d' ' -f1; }
 
-# Waits until FILE has a line matching PATTERN (a background tool announcing itself).
-await_line() {
-  for _ in $(seq 1 200); do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "timed out waiting for '$2' in $1" >&2
-  cat "$1" >&2
-  return 1
-}
 
 # Waits until a TCP listener on PORT exists in namespace NS (iperf3 -D returns before it listens).
 await_listen() {

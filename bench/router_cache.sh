@@ -16,6 +16,7 @@ RUNS=${RUNS:-5}
 BYTES=${BYTES:-268435456}
 MTU=${MTU:-9000}
 cd "$(dirname "$0")/.."
+. testbed/lib.sh
 testbed/deps.sh
 cargo build --release -q -p xia-router -p xia-core --bins
 B=$PWD/target/release
@@ -32,15 +33,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-await_line() { # await_line FILE PATTERN
-  for _ in $(seq 1 400); do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "timed out waiting for '$2' in $1" >&2
-  cat "$1" "${1%.out}.log" >&2 || true
-  return 1
-}
 
 for n in "$na" "$nr" "$nb"; do
   ip netns add "$n"
@@ -77,7 +69,6 @@ fetch() { # prints the goodput in Gbit/s; fails unless the bytes are the served 
   echo "$out" | sed -n 's/.* s, \([0-9.]*\) Gbit\/s.*/\1/p'
 }
 stat() { router stats | sed -n "s/^$1 //p"; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 off=() on=()
 for i in $(seq 1 "$RUNS"); do

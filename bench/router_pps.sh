@@ -17,6 +17,7 @@ set -euo pipefail
 RUNS=${RUNS:-5}
 SECS=${SECS:-3}
 cd "$(dirname "$0")/.."
+. testbed/lib.sh
 testbed/deps.sh
 cargo build --release -q -p xia-router -p xia-testbed --bins
 B=$PWD/target/release
@@ -55,8 +56,7 @@ ip netns exec "$ns_r" "$B/xia-router" --admin "$dir/r.sock" run -p r0 -p r1 \
   --ad-key "$dir/ad.key" -k "$dir/r.key" --routes "$dir/routes" --beacon-ms 1000 \
   >"$dir/r.out" 2>"$dir/r.log" &
 router_pid=$!
-for _ in $(seq 1 200); do grep -q "xia-router ready" "$dir/r.out" && break; sleep 0.05; done
-grep -q "xia-router ready" "$dir/r.out" || { cat "$dir/r.log" >&2; exit 1; }
+await_line "$dir/r.out" "xia-router ready" "$router_pid"
 
 # CPU time of the router process so far, in clock ticks (user + system).
 cpu() { [ -n "$router_pid" ] && awk '{ print $14 + $15 }' "/proc/$router_pid/stat" || echo 0; }
@@ -81,7 +81,6 @@ measure() { # measure PKTGEN-ARGS...
   echo "$after $before $secs $c0 $c1 $TCK $b0 $b1" |
     awk '{ n = $1 - $2; printf "%.0f %.0f %.0f\n", n / $3, (n > 0 ? ($5 - $4) / $6 * 1e9 / n : 0), (n > 0 ? ($8 - $7) / $6 * 1e9 / n : 0) }'
 }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 declare -A result cost total
 run() { # run NAME PKTGEN-ARGS...

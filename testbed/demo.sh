@@ -5,6 +5,7 @@
 # Wireshark's own XIP dissector (tshark) reading the captured frames.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. testbed/lib.sh
 testbed/deps.sh
 cargo build --release --locked -q -p xia-core --bins
 B=$PWD/target/release
@@ -23,15 +24,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-await_line() {
-  for _ in $(seq 1 200); do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "timed out waiting for '$2' in $1" >&2
-  cat "$1" >&2
-  return 1
-}
 
 echo "== two hosts, A and B, on one veth (MTU 9000), AD $AD"
 ip netns add "$na"

@@ -14,6 +14,7 @@
 # everything down again if it fails; `down` leaves nothing behind. Needs root.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+. testbed/lib.sh
 STATE=${XIA_FIG1_STATE:-/run/xia-fig1}
 B=${XIA_BIN:-$PWD/target/release}
 MTU=${MTU:-1500}
@@ -44,16 +45,6 @@ link() { # link NODE1 IF1 NODE2 IF2
   ip -n "$(ns "$3")" link set "$4" up
 }
 
-await_line() { # await_line FILE PATTERN [PIDFILE]: fails at once if that process exited
-  for _ in $(seq 1 400); do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    if [ -n "${3:-}" ] && ! kill -0 "$(cat "$3")" 2>/dev/null; then break; fi
-    sleep 0.05
-  done
-  echo "fig1: timed out waiting for '$2' in $1" >&2
-  cat "$1" >&2
-  return 1
-}
 
 start() { # start NAME NODE COMMAND...
   local name=$1 node=$2
@@ -69,12 +60,12 @@ router() { # router NAME AD-KEY PORTS...
   for p in "$@"; do args+=(-p "$p"); done
   start "$name" "$name" "$B/xia-router" --admin "$STATE/$name.sock" run "${args[@]}" \
     --ad-key "$STATE/$adkey.key" -k "$STATE/$name.key"
-  await_line "$STATE/$name.out" "xia-router ready" "$STATE/$name.pid"
+  await_line "$STATE/$name.out" "xia-router ready" "$(cat "$STATE/$name.pid")"
 }
 
 host() { # host NAME
   start "$1" "$1" "$B/xiad" -i eth0 -s "$STATE/$1.sock" -k "$STATE/$1.key"
-  await_line "$STATE/$1.out" "xiad ready" "$STATE/$1.pid"
+  await_line "$STATE/$1.out" "xiad ready" "$(cat "$STATE/$1.pid")"
 }
 
 registered() { # waits until host NAME has its AD's receipt (its gateway confirmed it)

@@ -382,3 +382,39 @@ pub fn hostile_frame(
     v[12..14].copy_from_slice(&0xC0DEu16.to_be_bytes());
     v
 }
+
+/// Runs `c` to completion; its stdout. Panics with both outputs when it fails.
+pub fn run_ok(mut c: std::process::Command) -> String {
+    let what = format!("{c:?}");
+    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reads a capture with tshark (Wireshark's own XIP dissector): more than `min_frames` XIP
+/// frames, frames of every transport (next headers 1, 2, 3 and 12), and none that tshark flags
+/// (bad lengths, bad node counts, malformed).
+pub fn assert_tshark_decodes(pcap: &Path, min_frames: usize) {
+    let tshark = |args: &[&str]| {
+        let mut t = std::process::Command::new("tshark");
+        t.arg("-r").arg(pcap).args(args);
+        run_ok(t)
+    };
+    let next = tshark(&["-Y", "xip", "-T", "fields", "-e", "xip.next_hdr"]);
+    let next: Vec<&str> = next.lines().collect();
+    assert!(next.len() > min_frames, "{} XIP frames", next.len());
+    for nh in ["1", "2", "3", "12"] {
+        assert!(next.contains(&nh), "no frame with next header {nh}");
+    }
+    let errors = tshark(&[
+        "-Y",
+        "xip.invalid.len || xip.bad_num_dst || xip.bad_num_src || (_ws.malformed && !xip.next.header)",
+    ]);
+    assert_eq!(errors, "", "tshark flagged frames");
+}

@@ -3,20 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use xia_tests::{bin, field, require_root, Child, TwoHosts};
-
-fn run_ok(mut c: std::process::Command) -> String {
-    let what = format!("{c:?}");
-    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use xia_tests::{bin, field, require_root, run_ok, Child, TwoHosts};
 
 #[test]
 fn xping_without_loss() {
@@ -256,25 +243,7 @@ fn tshark_decodes_captured_traffic() {
     // Stop A's daemon so the capture is complete on disk.
     h.a.child.terminate().unwrap();
     let pcap = h.dir.path().join("a.pcap");
-    let all = run_ok({
-        let mut t = std::process::Command::new("tshark");
-        t.arg("-r").arg(&pcap).args(["-Y", "xip", "-T", "fields", "-e", "xip.next_hdr"]);
-        t
-    });
-    let next: Vec<&str> = all.lines().collect();
-    assert!(next.len() > 200, "{} XIP frames", next.len());
-    for nh in ["1", "2", "3", "12"] {
-        assert!(next.contains(&nh), "no frame with next header {nh}");
-    }
-    let errors = run_ok({
-        let mut t = std::process::Command::new("tshark");
-        t.arg("-r").arg(&pcap).args([
-            "-Y",
-            "xip.invalid.len || xip.bad_num_dst || xip.bad_num_src || (_ws.malformed && !xip.next.header)",
-        ]);
-        t
-    });
-    assert_eq!(errors, "", "tshark flagged frames");
+    xia_tests::assert_tshark_decodes(&pcap, 200);
 }
 
 #[test]

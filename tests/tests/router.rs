@@ -14,20 +14,7 @@ use xia_core::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
 use xia_core::wire::xcmp::XcmpRepr;
 use xia_core::wire::xip::{self, NextHeader, XipRepr};
 use xia_core::xid::{Principal, Xid, SID_XHCP};
-use xia_tests::{bin, field, re_words, require_root, Child, Fig1, Netns, Xiad};
-
-fn run_ok(mut c: std::process::Command) -> String {
-    let what = format!("{c:?}");
-    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use xia_tests::{bin, field, re_words, require_root, run_ok, Child, Fig1, Netns, Xiad};
 
 fn xping(ns: &Netns, from: &Xiad, args: &[&str], dst: &[String]) -> std::process::Command {
     let mut c = ns.cmd(bin("xping"));
@@ -207,25 +194,7 @@ fn fig1b_across_two_routers_byte_exact_and_decoded_by_tshark() {
     // Stop R1 so its capture is complete on disk; tshark reads every frame it forwarded.
     f.r1.child.terminate().unwrap();
     let pcap = f.dir.path().join("r1.pcap");
-    let next = run_ok({
-        let mut t = std::process::Command::new("tshark");
-        t.arg("-r").arg(&pcap).args(["-Y", "xip", "-T", "fields", "-e", "xip.next_hdr"]);
-        t
-    });
-    let next: Vec<&str> = next.lines().collect();
-    assert!(next.len() > 40_000, "{} XIP frames", next.len());
-    for nh in ["1", "2", "3", "12"] {
-        assert!(next.contains(&nh), "no frame with next header {nh}");
-    }
-    let errors = run_ok({
-        let mut t = std::process::Command::new("tshark");
-        t.arg("-r").arg(&pcap).args([
-            "-Y",
-            "xip.invalid.len || xip.bad_num_dst || xip.bad_num_src || (_ws.malformed && !xip.next.header)",
-        ]);
-        t
-    });
-    assert_eq!(errors, "", "tshark flagged frames");
+    xia_tests::assert_tshark_decodes(&pcap, 40_000);
 }
 
 fn wall_ms() -> u64 {

@@ -17,3 +17,21 @@ pub fn init_logging(verbose: u8, quiet: u8) {
         .with_target(false)
         .try_init();
 }
+
+/// The daemons' log flags (`-v`, `-q`), for `#[command(flatten)]`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct LogArgs {
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+}
+
+impl LogArgs {
+    /// Installs the log subscriber at the level these flags ask for ([`init_logging`]).
+    pub fn init(&self) {
+        init_logging(self.verbose, self.quiet);
+    }
+}

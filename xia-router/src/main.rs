@@ -54,12 +54,8 @@ enum Cmd {
         /// Record every frame in and out of every port to this pcap file.
         #[arg(long)]
         pcap: Option<PathBuf>,
-        /// More log output (repeat for more).
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
-        /// Less log output.
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        quiet: u8,
+        #[command(flatten)]
+        log: xia_core::cli::LogArgs,
     },
     /// Routes: `route show`, `route add <dest> via <port> <mac> | local | fallback | follow
     /// <AD>`, `route del <dest>`; <dest> is an XID or `default <PRINCIPAL>`.
@@ -89,8 +85,8 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     let line = match args.cmd {
-        Cmd::Run { ports, ad_key, key, routes, cache_mib, beacon_ms, name_server, pcap, verbose, quiet } => {
-            xia_core::cli::init_logging(verbose, quiet);
+        Cmd::Run { ports, ad_key, key, routes, cache_mib, beacon_ms, name_server, pcap, log } => {
+            log.init();
             let name_server = match name_server.map(|s| s.parse::<Dag>()) {
                 None => None,
                 Some(Ok(d)) => Some(d),

@@ -34,12 +34,8 @@ struct Args {
     /// Record every frame in and out to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
-    /// More log output (repeat for more).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
-    /// Less log output.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    quiet: u8,
+    #[command(flatten)]
+    log: xia_core::cli::LogArgs,
 }
 
 fn main() -> ExitCode {
@@ -51,7 +47,7 @@ fn main() -> ExitCode {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
     }
     let args = Args::parse();
-    xia_core::cli::init_logging(args.verbose, args.quiet);
+    args.log.init();
     if let Some(ad) = args.ad {
         if ad.principal() != Principal::Ad {
             eprintln!("xiad: --ad wants an AD XID, got {ad}");

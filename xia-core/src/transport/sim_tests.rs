@@ -102,6 +102,17 @@ impl Pair {
     fn elapsed(&self, since: Instant) -> Duration {
         self.now.duration_since(since)
     }
+
+    /// Lets `d` of simulated time pass (or until nothing is left to do), frames exchanged.
+    fn idle(&mut self, d: Duration) {
+        let t0 = self.now;
+        while self.elapsed(t0) < d {
+            self.exchange();
+            if !self.advance() {
+                break;
+            }
+        }
+    }
 }
 
 /// Sends `data` from a to b, closes both ways, and returns what b read, with the pair and the
@@ -621,13 +632,7 @@ mod regressions {
         quiet.keepalive = None;
         let mut p = Pair::new(SimConfig::default(), 12, keepalive_config(), quiet);
         established(&mut p);
-        let t0 = p.now;
-        while p.elapsed(t0) < Duration::from_secs(10) {
-            p.exchange();
-            if !p.advance() {
-                break;
-            }
-        }
+        p.idle(Duration::from_secs(10));
         assert_eq!(p.a.closed(), None);
         assert_eq!(p.b.as_ref().unwrap().closed(), None);
     }
@@ -651,13 +656,7 @@ mod regressions {
             p.advance_until(Some(t2));
         }
         assert_eq!(p.a.read(&mut tmp), 8);
-        let t0 = p.now;
-        while p.elapsed(t0) < Duration::from_secs(10) {
-            p.exchange();
-            if !p.advance() {
-                break;
-            }
-        }
+        p.idle(Duration::from_secs(10));
         assert_eq!(p.a.closed(), None);
         assert_eq!(p.b.as_ref().unwrap().closed(), None);
     }
