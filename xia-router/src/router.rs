@@ -23,6 +23,8 @@
 //! - counts every frame it drops, by reason.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xia_core::dag::Dag;
@@ -1186,7 +1188,7 @@ impl Router {
             self.assembling_bytes += total;
             self.assembling.insert(
                 *cid.id(),
-                Assembly { data: Vec::with_capacity(total), total, have: RangeSet::new(64), touched: now },
+                Assembly { data: Arc::new_uninit_slice(total), total, have: RangeSet::new(64), touched: now },
             );
         }
         let Some(a) = self.assembling.get_mut(cid.id()) else { return };
@@ -1197,21 +1199,23 @@ impl Router {
             return;
         }
         a.touched = now;
-        // Pieces mostly come in order: appended, nothing to zero first.
-        if start > a.data.len() {
-            a.data.resize(start, 0);
-        }
-        let overlap = (a.data.len() - start).min(data.len());
-        a.data[start..start + overlap].copy_from_slice(&data[..overlap]);
-        a.data.extend_from_slice(&data[overlap..]);
+        // Written straight into the memory the cache will keep: no copy when it completes.
+        let Some(buf) = Arc::get_mut(&mut a.data) else { return };
+        let dst = &mut buf[start..end];
+        // SAFETY: `dst` is `data.len()` bytes of memory we own (a `MaybeUninit<u8>` has the
+        // layout of a `u8`), and it cannot overlap `data` (a frame in the receive ring).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst.as_mut_ptr().cast::<u8>(), data.len()) };
         a.have.insert(start as u64, end as u64);
         if !a.have.contains(0, total as u64) {
             return;
         }
         let Some(a) = self.assembling.remove(cid.id()) else { return };
         self.assembling_bytes -= a.total;
+        // SAFETY: every byte of 0..total lies in a range of `have`, and every range inserted
+        // into `have` was written just before (the loop above).
+        let data = unsafe { a.data.assume_init() };
         if let Some(c) = self.cache.as_mut() {
-            c.insert_verified(cid, a.data.into());
+            c.insert_verified(cid, data);
             if self.unverified.len() >= 4096 {
                 // Forget chunks the cache evicted since.
                 let cache = &*c;
@@ -1362,8 +1366,8 @@ impl Router {
 /// A chunk being put together from the pieces passing through.
 #[derive(Debug)]
 struct Assembly {
-    /// The bytes from 0 to the furthest piece seen (gaps zero until filled).
-    data: Vec<u8>,
+    /// The chunk's memory, written piece by piece (the bytes of `have` are initialized).
+    data: Arc<[MaybeUninit<u8>]>,
     total: usize,
     have: RangeSet,
     touched: Instant,

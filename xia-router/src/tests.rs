@@ -514,7 +514,7 @@ fn corrupt_chunks_are_cached_but_never_served() {
     let ad_x = Xid::new(Principal::Ad, [0x0a; 20]);
     let hid_x = Xid::new(Principal::Hid, [0x0d; 20]);
     r.add_route(Principal::Ad, Some(ad_x), Target::Via { port: 1, mac: hop }).unwrap();
-    let data = vec![7u8; 3000];
+    let data: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
     let cid = Xid::cid_of(&data);
     // Pieces from the publisher (in AD X) to a host also routed through port 1: what matters
     // is that they pass through the router.
@@ -556,8 +556,11 @@ fn corrupt_chunks_are_cached_but_never_served() {
     assert!(r.poll_transmit().is_none());
     // The next request goes on to the publisher.
     assert_eq!(r.handle_frame(now, 0, &mut request()), crate::router::Action::Forward(1));
-    // The right bytes: cached, and served.
-    for (off, chunk) in [(0, &data[..1000]), (1000, &data[1000..2000]), (2000, &data[2000..])] {
+    // The right bytes, out of order, overlapping and leaving a gap until the last piece:
+    // cached, and served exactly.
+    for (off, chunk) in
+        [(2000, &data[2000..]), (0, &data[..900]), (1700, &data[1700..2100]), (800, &data[800..1800])]
+    {
         r.handle_frame(now, 0, &mut piece(off, chunk));
     }
     assert_eq!(r.handle_frame(now, 0, &mut request()), crate::router::Action::Done);
