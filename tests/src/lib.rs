@@ -222,6 +222,9 @@ pub struct XRouter {
 impl XRouter {
     /// Starts `xia-router` in `ns` on `ports`, with the AD key `<ad_key>.key` and its own key
     /// `<name>.key` under `dir`, and waits for it to forward. `extra`: more `run` arguments.
+    /// Unless `extra` sets one, the chunk cache holds 64 MiB (more than any test transfers):
+    /// a router faults its cache's memory in after start, and several routers starting at
+    /// once with the default 256 MiB each slow the tests running beside them.
     pub fn start(
         ns: &Netns,
         ports: &[&str],
@@ -238,6 +241,9 @@ impl XRouter {
         }
         cmd.arg("--ad-key").arg(dir.join(format!("{ad_key}.key")));
         cmd.arg("-k").arg(dir.join(format!("{name}.key")));
+        if !extra.contains(&"--cache-mib") {
+            cmd.args(["--cache-mib", "64"]);
+        }
         cmd.args(extra);
         let mut child = Child::spawn(cmd)?;
         let ready = child.wait_for_line(|l| l.starts_with("xia-router ready"), Duration::from_secs(20))?;

@@ -19,6 +19,7 @@ use xia_core::pcap::PcapWriter;
 
 use crate::admin;
 use crate::router::{Action, PortInfo, Router, RouterConfig, RouterStats};
+use crate::warmup::Warmup;
 
 /// What the daemon needs.
 #[derive(Debug, Clone)]
@@ -122,13 +123,14 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
     let mut held: Option<(usize, Vec<u8>)> = None;
     let mut last_report = start;
     let mut reported = drops(&router.stats());
+    let mut warmup = Warmup::new(router.cache_usage().0);
     router.handle_timeout(start);
     ready(&router);
 
     loop {
         let now = Instant::now();
         let mut wait = router.poll_timeout().saturating_duration_since(now).min(Duration::from_secs(1));
-        if held.is_none() && router.has_output() {
+        if (held.is_none() && router.has_output()) || warmup.pending() {
             wait = Duration::ZERO;
         }
         for (i, p) in pfds[2..].iter_mut().enumerate() {
@@ -145,16 +147,22 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
                 return Err(e);
             }
         }
+        if r == 0 && warmup.pending() {
+            // Nothing to do this turn: fault in some of the cache's memory.
+            warmup.step();
+        }
         if pfds[0].revents != 0 {
             tracing::info!("signal: stopping");
             break;
         }
         if pfds[1].revents != 0 {
             while let Ok((conn, _)) = listener.accept() {
-                let extra = link_stats(&socks, &rings, tx_dropped);
+                let mut extra = link_stats(&socks, &rings, tx_dropped);
+                extra.push(("cache_memory_faulted_in".to_string(), warmup.warmed() as u64));
                 if let Err(e) = serve_admin(conn, &mut router, &extra) {
                     tracing::debug!("admin connection: {e}");
                 }
+                warmup.grow_to(router.cache_usage().0);
             }
         }
         for i in 0..socks.len() {

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod daemon;
 pub mod router;
+pub mod warmup;
 
 #[cfg(test)]
 mod tests;
