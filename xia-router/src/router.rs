@@ -374,6 +374,8 @@ pub struct Router {
     hid: Xid,
     ports: Vec<PortInfo>,
     tables: [Table; 5],
+    /// Moves on with every change to the tables ([`Router::fib_generation`]).
+    fib_gen: u64,
     seqs: Seqs,
     beacon_seq: u64,
     next_beacon: Instant,
@@ -423,6 +425,7 @@ impl Router {
             hid,
             ports,
             tables: Default::default(),
+            fib_gen: 0,
             seqs: Seqs::default(),
             beacon_seq: control::seq_base(wall_ms),
             next_beacon: now,
@@ -482,9 +485,18 @@ impl Router {
         table_index(p).map(|i| &self.tables[i])
     }
 
+    /// A table to change (the forwarding generation moves on: every change through here is
+    /// taken as one).
     fn table_mut(&mut self, p: Principal) -> &mut Table {
+        self.fib_gen += 1;
         // Only called with the principals of TABLES.
         &mut self.tables[table_index(p).unwrap_or(0)]
+    }
+
+    /// A number that changes whenever what the tables say about some XID may have changed: a
+    /// forwarding decision remembered elsewhere (the XDP fast path) holds only while it stays.
+    pub fn fib_generation(&self) -> u64 {
+        self.fib_gen
     }
 
     // ------------------------------------------------------------------ routes
@@ -580,14 +592,17 @@ impl Router {
     /// Inserts a learned route unless the table is full or a static/own route is there.
     fn learn(&mut self, xid: Xid, route: Route) -> bool {
         let max = self.cfg.max_routes;
-        let t = self.table_mut(xid.principal());
+        // Not through table_mut: refreshing a route (every beacon, every registration) leaves
+        // the forwarding generation alone unless the route goes somewhere else.
+        let t = &mut self.tables[table_index(xid.principal()).unwrap_or(0)];
         match t.routes.get(xid.id()) {
             Some(r) if matches!(r.origin, Origin::Own | Origin::Static) => return false,
+            Some(r) if r.target == route.target => {}
             None if t.routes.len() >= max => {
                 self.stats.drop_table_full += 1;
                 return false;
             }
-            _ => {}
+            _ => self.fib_gen += 1,
         }
         t.routes.insert(*xid.id(), route);
         true
@@ -641,6 +656,7 @@ impl Router {
                 });
             }
             self.stats.routes_expired += expired;
+            self.fib_gen += expired;
             self.next_expiry = now + Duration::from_millis(20);
             if expired > 0 {
                 tracing::debug!("{expired} routes expired");
@@ -748,6 +764,7 @@ impl Router {
             .routes
             .retain(|id, rt| !(rt.origin == Origin::Routing && rt.target == via && !listed.contains_key(id)));
         changed |= self.tables[0].routes.len() != before;
+        self.fib_gen += (before - self.tables[0].routes.len()) as u64;
         for (id, hops) in listed {
             let ad = Xid::new(Principal::Ad, id);
             if ad == self.ad {

@@ -313,6 +313,14 @@ fn fig1b_routers_learn_each_others_ad_and_forward_across() {
     let dag_a = w.h(a).dag();
     assert!(matches!(w.ping(c, &dag_b).as_slice(), [HostEvent::EchoReply { .. }]));
     assert!(matches!(w.ping(b, &dag_a).as_slice(), [HostEvent::EchoReply { .. }]));
+    // Routes refreshed by beacons and registrations, going nowhere new: the forwarding
+    // generation (what the XDP fast path keys its memory on) stays; a change moves it.
+    let gen = w.r(r1).fib_generation();
+    w.run(Duration::from_millis(500));
+    assert_eq!(w.r(r1).fib_generation(), gen);
+    let somewhere = Xid::new(Principal::Ad, [0x5a; 20]);
+    w.r(r1).add_route(Principal::Ad, Some(somewhere), Target::Fallback).unwrap();
+    assert!(w.r(r1).fib_generation() > gen);
     // Beacons stop (the link goes): the learned route expires.
     w.wires[2].ab = SimLink::new(SimConfig::impaired(1.0, 0.0, 0.0), 9);
     w.wires[2].ba = SimLink::new(SimConfig::impaired(1.0, 0.0, 0.0), 10);
