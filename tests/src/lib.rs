@@ -306,14 +306,26 @@ impl Fig1 {
     /// R1's frames to `r1.pcap` in the directory. In 1b, `spare_a` also links A (`eth1`, no
     /// daemon on it) to R2 (port `r2a`): where A goes when it moves to AD2.
     pub fn new(two_ads: bool, mtu: u32, pcap_r1: bool, spare_a: bool) -> io::Result<Fig1> {
+        Fig1::with_r1_args(two_ads, mtu, pcap_r1, spare_a, &[])
+    }
+
+    /// [`Fig1::new`], R1 started with `r1_more` arguments too.
+    pub fn with_r1_args(
+        two_ads: bool,
+        mtu: u32,
+        pcap_r1: bool,
+        spare_a: bool,
+        r1_more: &[&str],
+    ) -> io::Result<Fig1> {
         let dir = TempDir::new("xia-fig1")?;
         let ns_a = Netns::new("fa")?;
         let ns_b = Netns::new("fb")?;
         let ns_c = Netns::new("fc")?;
         let ns_r1 = Netns::new("fr1")?;
         let pcap = dir.path().join("r1.pcap");
-        let r1_extra: Vec<&str> =
+        let mut r1_extra: Vec<&str> =
             if pcap_r1 { vec!["--pcap", pcap.to_str().unwrap_or_default()] } else { vec![] };
+        r1_extra.extend_from_slice(r1_more);
         let (r1, r2, ns_r2) = if two_ads {
             let ns_r2 = Netns::new("fr2")?;
             veth(&ns_a, "eth0", &ns_r1, "r1a", mtu)?;

@@ -479,3 +479,99 @@ fn three_ads_in_a_line_route_by_distance_vectors_and_converge() {
 fn f_routes(r: &xia_tests::XRouter, ns: &Netns) -> String {
     r.admin(ns, &["route", "show"]).unwrap()
 }
+
+/// `--xdp`: R1 forwards C's pings to A and A's replies in the kernel once it has forwarded the
+/// first of each; a route changed at run time applies to the very next packet (the fast path
+/// forgets what it learned); a packet the fast path must not take (hop limit running out)
+/// still gets the router's answer.
+#[test]
+fn xdp_fast_path_forwards_learned_dags_and_forgets_them_when_routes_change() {
+    if !require_root() {
+        return;
+    }
+    let f = Fig1::with_r1_args(false, 1500, false, false, &["--xdp"]).unwrap();
+    // Redirected frames reach a veth only when NAPI runs on its far end: GRO on the hosts' side.
+    for ns in [&f.ns_a, &f.ns_b, &f.ns_c] {
+        ns.run(&["ethtool", "-K", "eth0", "gro", "on"]).unwrap();
+    }
+    let stats = || f.r1.stats(&f.ns_r1).unwrap();
+    let out = run_ok(xping(&f.ns_c, &f.c, &["-c", "200", "-i", "0.002", "-W", "2"], &re_words(&f.a.dag)));
+    assert!(out.contains("200 packets transmitted, 200 received, 0% packet loss"), "{out}");
+    let s = stats();
+    eprintln!(
+        "xdp: forwarded {} in the kernel, {} by the daemon, {} keys learned",
+        s["xdp_forwarded"], s["forwarded"], s["xdp_learned"]
+    );
+    // Both directions learned after their first packets; the rest went through the kernel.
+    assert!(s["xdp_learned"] >= 2, "{s:?} {}", f.r1.child.stderr_tail());
+    assert!(s["xdp_forwarded"] >= 300, "{s:?}");
+
+    // C pings B: learned; then a packet with hop limit 1 on the same DAG is the daemon's.
+    let out = run_ok(xping(&f.ns_c, &f.c, &["-c", "20", "-i", "0.005", "-W", "2"], &re_words(&f.b.dag)));
+    assert!(out.contains("20 received"), "{out}");
+    let mut sock = raw(&f.ns_c, "eth0");
+    let r1_mac = mac_of(&f.ns_r1, "r1c");
+    let echo = XcmpRepr::EchoRequest { ident: 0x4243, seq: 1, data: b"hop limit" };
+    let mut payload = vec![0u8; echo.buffer_len()];
+    echo.emit(&mut payload).unwrap();
+    let b: Dag = f.b.dag.parse().unwrap();
+    let x = XipRepr {
+        hop_limit: 1,
+        ..XipRepr::new(NextHeader::Xcmp, b, f.c.dag.parse().unwrap(), payload.len())
+    };
+    let before = stats()["drop_hop_limit"];
+    sock.send(&frame(sock.mac(), r1_mac, &x, &payload)).unwrap();
+    let got = await_frame(&mut sock, Duration::from_secs(5), |fr| {
+        let Ok(e) = ethernet::Frame::new_checked(fr) else { return false };
+        let Ok(p) = xip::Packet::new_checked(e.payload()) else { return false };
+        e.src_addr() == r1_mac && p.next_header() == NextHeader::Xcmp && p.payload().first() == Some(&11)
+    });
+    assert!(got, "no XCMP time exceeded from R1");
+    assert_eq!(stats()["drop_hop_limit"], before + 1);
+
+    // Hostile frames (noise, flipped bits, truncated, lying lengths; many keep A's DAG and so
+    // meet the fast path's table) for 3 s while C pings A through it: both paths hold.
+    let a: Dag = f.a.dag.parse().unwrap();
+    let c: Dag = f.c.dag.parse().unwrap();
+    let template = frame(sock.mac(), r1_mac, &XipRepr::new(NextHeader::Dgram, a.clone(), c, 32), &[0; 32]);
+    let pid = f.r1.child.id();
+    let rss_before = rss_kb(pid);
+    let before = stats();
+    let mut ping =
+        Child::spawn(xping(&f.ns_c, &f.c, &["-i", "0.02", "-w", "4", "-W", "1"], &re_words(&f.a.dag)))
+            .unwrap();
+    let mut rng = xia_core::link::sim::Rng::new(11);
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    while t0.elapsed() < Duration::from_secs(3) {
+        let batch: Vec<Vec<u8>> =
+            (0..64u32).map(|i| xia_tests::hostile_frame(&mut rng, &template, i % 4, r1_mac)).collect();
+        let refs: Vec<&[u8]> = batch.iter().map(|f| &f[..]).collect();
+        sent += sock.send_batch(&refs).unwrap() as u64;
+    }
+    let out = ping.wait_for_line(|l| l.contains("packets transmitted"), Duration::from_secs(20)).unwrap();
+    let received: u32 =
+        out.split(", ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    let s = stats();
+    let d = |k: &str| s[k] - before[k];
+    let rss_after = rss_kb(pid);
+    eprintln!(
+        "xdp flood: {sent} frames, {} to the daemon (malformed {}), {} through the fast path, pings back {received}, RSS {rss_before} -> {rss_after} kB",
+        d("rx_frames"),
+        d("drop_malformed"),
+        d("xdp_forwarded")
+    );
+    assert!(sent > 20_000 && d("drop_malformed") > sent / 10, "{sent} {s:?}");
+    assert!(received >= 150, "pings through the flooded fast path: {out}");
+    assert!(rss_after < rss_before + 16 * 1024, "memory stays bounded: {rss_before} -> {rss_after} kB");
+
+    // A's HID routed nowhere (a static route beats its registration): the next ping gets XCMP
+    // unreachable from the daemon instead of the learned way to A.
+    let hid_a = a.intent().to_string();
+    f.r1.admin(&f.ns_r1, &["route", "add", &hid_a, "fallback"]).unwrap();
+    let out =
+        xping(&f.ns_c, &f.c, &["-c", "2", "-i", "0.01", "-W", "1"], &re_words(&f.a.dag)).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Destination Unreachable"), "{text}");
+    assert!(stats()["xdp_flushes"] >= 1);
+}

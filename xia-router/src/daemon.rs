@@ -20,6 +20,7 @@ use xia_core::pcap::PcapWriter;
 use crate::admin;
 use crate::router::{Action, PortInfo, Router, RouterConfig, RouterStats};
 use crate::warmup::Warmup;
+use crate::xdp::{self, FastPath};
 
 /// What the daemon needs.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct DaemonConfig {
     pub link: LinkOptions,
     /// Record every frame in and out of every port.
     pub pcap: Option<PathBuf>,
+    /// Replay forwarding decisions in the kernel ([`crate::xdp`]).
+    pub xdp: bool,
 }
 
 fn load_key(path: &std::path::Path) -> io::Result<Keypair> {
@@ -112,6 +115,23 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
                 .ok_or_else(|| io::Error::other("ports need a receive ring (LinkOptions::rx_ring)"))
         })
         .collect::<io::Result<_>>()?;
+    let fast_ports: Vec<xdp::Port> = socks
+        .iter()
+        .map(|s| xdp::Port { ifindex: s.ifindex() as u32, mac: s.mac().0, max_frame: s.max_frame() })
+        .collect();
+    let mut fast = if cfg.xdp {
+        let f = FastPath::attach(&fast_ports, router.fib_generation())?;
+        if cfg.pcap.is_some() {
+            tracing::warn!("--pcap with --xdp: frames forwarded by the fast path are not recorded");
+        }
+        tracing::info!("XDP fast path on {} ports", fast_ports.len());
+        Some(f)
+    } else {
+        None
+    };
+    // The first bytes of a frame as it arrived (the fast path compares them with what the
+    // router made of it): up to the longest header it learns.
+    let mut before = [0u8; 512];
     let mut outs: Vec<Vec<usize>> = vec![Vec::new(); socks.len()];
     let mut tx_dropped = 0u64;
     let mut pfds: Vec<libc::pollfd> = [signals.as_raw_fd(), listener.as_raw_fd()]
@@ -159,10 +179,18 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
             while let Ok((conn, _)) = listener.accept() {
                 let mut extra = link_stats(&socks, &rings, tx_dropped);
                 extra.push(("cache_memory_faulted_in".to_string(), warmup.warmed() as u64));
+                if let Some(fp) = &fast {
+                    extra.push(("xdp_forwarded".to_string(), fp.forwarded()));
+                    extra.push(("xdp_learned".to_string(), fp.learned_total));
+                    extra.push(("xdp_flushes".to_string(), fp.flushes));
+                }
                 if let Err(e) = serve_admin(conn, &mut router, &extra) {
                     tracing::debug!("admin connection: {e}");
                 }
                 warmup.grow_to(router.cache_usage().0);
+                if let Some(fp) = fast.as_mut() {
+                    fp.sync(router.fib_generation());
+                }
             }
         }
         for i in 0..socks.len() {
@@ -189,8 +217,14 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
                     if let Some(w) = pcap.as_mut() {
                         w.write_frame(f)?;
                     }
+                    let n = if fast.is_some() { f.len().min(before.len()) } else { 0 };
+                    before[..n].copy_from_slice(&f[..n]);
                     if let Action::Forward(o) = router.handle_frame(now, i, f) {
                         outs[o].push(k);
+                        if let Some(fp) = fast.as_mut() {
+                            let g = router.fib_generation();
+                            fp.learn(g, &before[..n], f, &fast_ports[i], &fast_ports[o]);
+                        }
                     }
                 }
                 let frames: Vec<&[u8]> = rings[i].frames().collect();
@@ -219,6 +253,10 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
         let now = Instant::now();
         if router.poll_timeout() <= now {
             router.handle_timeout(now);
+        }
+        if let Some(fp) = fast.as_mut() {
+            // Routes changed (a timer, a control message, the admin): decisions go stale now.
+            fp.sync(router.fib_generation());
         }
         // The router's own frames (cache answers may be many): a bounded number per turn, so
         // input is read in between; a full socket buffer holds them until it drains.

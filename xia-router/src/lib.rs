@@ -9,6 +9,7 @@ pub mod admin;
 pub mod daemon;
 pub mod router;
 pub mod warmup;
+pub mod xdp;
 
 #[cfg(test)]
 mod tests;

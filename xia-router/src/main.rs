@@ -54,6 +54,11 @@ enum Cmd {
         /// Record every frame in and out of every port to this pcap file.
         #[arg(long)]
         pcap: Option<PathBuf>,
+        /// Forward packets whose DAG the router has already forwarded in the kernel (XDP, in
+        /// driver mode on every port), the daemon handling the rest. Outgoing drivers must take
+        /// XDP frames (for a veth: GRO on, or an XDP program, on its peer).
+        #[arg(long)]
+        xdp: bool,
         #[command(flatten)]
         log: xia_core::cli::LogArgs,
     },
@@ -85,7 +90,7 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     let line = match args.cmd {
-        Cmd::Run { ports, ad_key, key, routes, cache_mib, beacon_ms, name_server, pcap, log } => {
+        Cmd::Run { ports, ad_key, key, routes, cache_mib, beacon_ms, name_server, pcap, xdp, log } => {
             log.init();
             let name_server = match name_server.map(|s| s.parse::<Dag>()) {
                 None => None,
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
                 // ports shape nothing).
                 link: LinkOptions { rx_ring: Some(4096), qdisc_bypass: true, ..LinkOptions::default() },
                 pcap,
+                xdp,
             };
             let admin = args.admin;
             let r = run(cfg, |r| {
