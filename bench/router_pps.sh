@@ -6,8 +6,15 @@
 # the figure is what arrives at the receiver's veth (its rx_packets counter) per second. XIP
 # DAGs whose first usable entry edge is the 1st (0 fallbacks), 2nd (1) or 4th (3); the router
 # has a static route to the known AD and no entry for the others. Frames: the smallest each DAG
-# allows, and 1514 bytes. The kernel baseline: IPv4/UDP, 60 and 1514 bytes, ip_forward on,
-# with xia-router stopped (its sockets would see the frames too).
+# allows, and 1514 bytes. Forwarders, one after the other:
+#   - xia-router reading an AF_PACKET receive ring and sending with sendmmsg (the default);
+#   - xia-router --xdp: packets of a DAG it has forwarded once are forwarded in the kernel at
+#     the driver's hook; r0's NAPI runs in a kernel thread (`threaded`), so that the forwarding
+#     runs on the core the sender does not use, and GRO on d0 lets a veth take XDP frames;
+#   - Linux IPv4/UDP forwarding (ip_forward=1), 60 and 1514 bytes, with xia-router stopped;
+#   - the same with r0's NAPI threaded as for XDP (GRO on r0 gives it NAPI): the same help.
+# And the sender alone (frames into the router's namespace, nobody forwarding), which every
+# forwarding figure includes: the machine's CPU per packet above it is what forwarding costs.
 #
 #   bench/router_pps.sh                  # 5 runs of 3 s per figure
 #   RUNS=3 SECS=2 bench/router_pps.sh
@@ -47,16 +54,28 @@ done
 mac() { ip netns exec "$1" cat "/sys/class/net/$2/address"; }
 r0_mac=$(mac "$ns_r" r0)
 d0_mac=$(mac "$ns_d" d0)
-rx() { ip netns exec "$ns_d" cat /sys/class/net/d0/statistics/rx_packets; }
+# Where arriving frames are counted: the receiver's veth (the sender-alone runs: the router's).
+rx_ns=$ns_d rx_dev=d0
+rx() { ip netns exec "$rx_ns" cat "/sys/class/net/$rx_dev/statistics/rx_packets"; }
 
 hex() { printf "$1%.0s" {1..20}; }
 X=AD:$(hex 0a) U1=AD:$(hex 01) U2=AD:$(hex 02) U3=AD:$(hex 03) H=HID:$(hex 0b) S=SID:$(hex 0c)
 echo "$X via r1 $d0_mac" >"$dir/routes"
-ip netns exec "$ns_r" "$B/xia-router" --admin "$dir/r.sock" run -p r0 -p r1 \
-  --ad-key "$dir/ad.key" -k "$dir/r.key" --routes "$dir/routes" --beacon-ms 1000 \
-  >"$dir/r.out" 2>"$dir/r.log" &
-router_pid=$!
-await_line "$dir/r.out" "xia-router ready" "$router_pid"
+start_router() { # start_router [--xdp]
+  ip netns exec "$ns_r" "$B/xia-router" --admin "$dir/r.sock" run -p r0 -p r1 \
+    --ad-key "$dir/ad.key" -k "$dir/r.key" --routes "$dir/routes" --beacon-ms 1000 --cache-mib 0 "$@" \
+    >"$dir/r.out" 2>"$dir/r.log" &
+  router_pid=$!
+  await_line "$dir/r.out" "xia-router ready" "$router_pid"
+}
+stop_router() {
+  ip netns exec "$ns_r" "$B/xia-router" --admin "$dir/r.sock" stats >>"$dir/r.stats"
+  kill "$router_pid"
+  wait "$router_pid" 2>/dev/null || true
+  router_pid=
+}
+threaded() { ip netns exec "$ns_r" sh -c "echo $1 > /sys/class/net/r0/threaded"; }
+start_router
 
 # CPU time of the router process so far, in clock ticks (user + system).
 cpu() { [ -n "$router_pid" ] && awk '{ print $14 + $15 }' "/proc/$router_pid/stat" || echo 0; }
@@ -102,17 +121,32 @@ run() { # run NAME PKTGEN-ARGS...
 DAG0="RE $X $H $S"
 DAG1="RE ( $X ) $U1 $H $S"
 DAG3="DAG 0 1 2 3 - $U1 4 - $U2 4 - $U3 4 - $X 4 - $H 5 - $S"
-for size in small 1514; do
-  sz=()
-  [ "$size" = 1514 ] && sz=(--size 1514)
-  run "xip0-$size" --dag "$DAG0" "${sz[@]}"
-  run "xip1-$size" --dag "$DAG1" "${sz[@]}"
-  run "xip3-$size" --dag "$DAG3" "${sz[@]}"
-done
-ip netns exec "$ns_r" "$B/xia-router" --admin "$dir/r.sock" stats >"$dir/r.stats"
-kill "$router_pid"
-wait "$router_pid" 2>/dev/null || true
-router_pid=
+xip_runs() { # xip_runs PREFIX
+  for size in small 1514; do
+    sz=()
+    [ "$size" = 1514 ] && sz=(--size 1514)
+    run "${1}0-$size" --dag "$DAG0" "${sz[@]}"
+    run "${1}1-$size" --dag "$DAG1" "${sz[@]}"
+    run "${1}3-$size" --dag "$DAG3" "${sz[@]}"
+  done
+}
+xip_runs xip
+stop_router
+
+start_router --xdp
+threaded 1
+ip netns exec "$ns_d" ethtool -K d0 gro on
+xip_runs xdp
+threaded 0
+stop_router
+ip netns exec "$ns_d" ethtool -K d0 gro off
+
+# The sender alone: the same frames into the router's namespace, where nothing takes them
+# (counted as they arrive on r0, then dropped: no socket wants them).
+rx_ns=$ns_r rx_dev=r0
+run alone-small --dag "$DAG0"
+run alone-1514 --dag "$DAG0" --size 1514
+rx_ns=$ns_d rx_dev=d0
 
 # Linux IPv4 forwarding through the same namespace.
 ip -n "$ns_s" addr add 10.88.1.2/24 dev s0
@@ -123,23 +157,41 @@ ip netns exec "$ns_r" sysctl -qw net.ipv4.ip_forward=1
 ip -n "$ns_r" neigh replace 10.88.2.2 lladdr "$d0_mac" dev r1 nud permanent
 run ipv4-small --ipv4 10.88.1.2,10.88.2.2
 run ipv4-1514 --ipv4 10.88.1.2,10.88.2.2 --size 1514
+ip netns exec "$ns_r" ethtool -K r0 gro on
+threaded 1
+run ipv4t-small --ipv4 10.88.1.2,10.88.2.2
+run ipv4t-1514 --ipv4 10.88.1.2,10.88.2.2 --size 1514
+threaded 0
+ip netns exec "$ns_r" ethtool -K r0 gro off
 
 echo
-echo "router: $(grep -E '^(forwarded|drop_unreachable|drop_malformed) ' "$dir/r.stats" | tr '\n' ' ')"
+echo "router: $(grep -E '^(forwarded|xdp_forwarded|xdp_learned|drop_unreachable|drop_malformed) ' "$dir/r.stats" | tr '\n' ' ')"
 echo "Medians of $RUNS runs of ${SECS} s, $(nproc) CPUs, $(uname -r), $(date -u +%Y-%m-%d)"
 echo
-echo "| frame | xia-router (pps) | Linux IPv4 (pps) | pps ratio | router CPU/packet (ns) | one router core (pps) | machine CPU/packet, XIA (ns) | machine CPU/packet, Linux (ns) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "Packets per second at the receiver:"
+echo
+echo "| frame | xia-router | xia-router --xdp | Linux IPv4 | Linux IPv4, NAPI threaded | --xdp / Linux threaded |"
+echo "|---|---|---|---|---|---|"
 for size in small 1514; do
-  k=${result[ipv4-$size]}
-  kt=${total[ipv4-$size]}
   for f in 0 1 3; do
-    v=${result[xip$f-$size]}
-    c=${cost[xip$f-$size]}
-    t=${total[xip$f-$size]}
-    echo "| $size, $f fallbacks | $v | $k | $(echo "$v $k" | awk '{ printf "%.2f", $1 / $2 }') | $c | $(echo "$c" | awk '{ printf "%.0f", ($1 > 0 ? 1e9 / $1 : 0) }') | $t | $kt |"
+    echo "$size $f ${result[xip$f-$size]} ${result[xdp$f-$size]} ${result[ipv4-$size]} ${result[ipv4t-$size]}" |
+      awk '{ printf "| %s, %s fallbacks | %s | %s | %s | %s | %.2f |\n", $1, $2, $3, $4, $5, $6, $4 / $6 }'
+  done
+done
+echo
+echo "The machine's CPU time per packet received (ns; sender, forwarder and receiver together), and"
+echo "what forwarding adds to the sender alone (${total[alone-small]} ns small, ${total[alone-1514]} ns 1514 bytes):"
+echo
+echo "| frame | xia-router | xia-router --xdp | Linux IPv4 | Linux IPv4, threaded | forwarding: xia-router | --xdp | Linux | Linux, threaded | xia-router process CPU/packet |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for size in small 1514; do
+  for f in 0 1 3; do
+    echo "$size $f ${total[xip$f-$size]} ${total[xdp$f-$size]} ${total[ipv4-$size]} ${total[ipv4t-$size]} ${total[alone-$size]} ${cost[xip$f-$size]}" |
+      awk '{ printf "| %s, %s fallbacks | %s | %s | %s | %s | %d | %d | %d | %d | %s |\n",
+        $1, $2, $3, $4, $5, $6, $3 - $7, $4 - $7, $5 - $7, $6 - $7, $8 }'
   done
 done
 for size in small 1514; do
-  echo "3 fallbacks / 0 fallbacks, $size frames: router CPU per packet ratio $(echo "${cost[xip3-$size]} ${cost[xip0-$size]}" | awk '{ printf "%.2f", $1 / $2 }')x"
+  echo "3 fallbacks / 0 fallbacks, $size frames: xia-router process CPU per packet $(echo "${cost[xip3-$size]} ${cost[xip0-$size]}" | awk '{ printf "%.2f", $1 / $2 }')x, machine CPU per packet with --xdp $(echo "${total[xdp3-$size]} ${total[xdp0-$size]}" | awk '{ printf "%.2f", $1 / $2 }')x"
 done
+echo "sender alone: ${result[alone-small]} pps small, ${result[alone-1514]} pps 1514 bytes (nothing forwarding)"
