@@ -12,12 +12,15 @@
 #   ip netns exec fig-r1 xia-router --admin $STATE/r1.sock route show
 # `up` is idempotent (the same figure again does nothing; the other one replaces it) and takes
 # everything down again if it fails; `down` leaves nothing behind. Needs root.
+# XDP=1 starts the routers with their XDP fast path (`--xdp`), GRO on every veth end so that
+# each takes the frames redirected to it.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 . testbed/lib.sh
 STATE=${XIA_FIG1_STATE:-/run/xia-fig1}
 B=${XIA_BIN:-$PWD/target/release}
 MTU=${MTU:-1500}
+XDP=${XDP:-0}
 NODES="r1 r2 a b c"
 
 ns() { echo "fig-$1"; }
@@ -43,6 +46,10 @@ link() { # link NODE1 IF1 NODE2 IF2
   ip link add "$2" netns "$(ns "$1")" mtu "$MTU" type veth peer name "$4" netns "$(ns "$3")" mtu "$MTU"
   ip -n "$(ns "$1")" link set "$2" up
   ip -n "$(ns "$3")" link set "$4" up
+  if [ "$XDP" = 1 ]; then
+    ip netns exec "$(ns "$1")" ethtool -K "$2" gro on >/dev/null
+    ip netns exec "$(ns "$3")" ethtool -K "$4" gro on >/dev/null
+  fi
 }
 
 
@@ -58,6 +65,7 @@ router() { # router NAME AD-KEY PORTS...
   shift 2
   local args=()
   for p in "$@"; do args+=(-p "$p"); done
+  [ "$XDP" = 1 ] && args+=(--xdp)
   start "$name" "$name" "$B/xia-router" --admin "$STATE/$name.sock" run "${args[@]}" \
     --ad-key "$STATE/$adkey.key" -k "$STATE/$name.key"
   await_line "$STATE/$name.out" "xia-router ready" "$(cat "$STATE/$name.pid")"
