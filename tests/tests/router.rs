@@ -575,3 +575,31 @@ fn xdp_fast_path_forwards_learned_dags_and_forgets_them_when_routes_change() {
     assert!(text.contains("Destination Unreachable"), "{text}");
     assert!(stats()["xdp_flushes"] >= 1);
 }
+
+/// `--xdp` on links that do not take redirected frames (veths whose far end has no NAPI: GRO
+/// off at the hosts): the fast path sees its frames dropped, turns itself off within about a
+/// second, and the daemon forwards everything from then on.
+#[test]
+fn xdp_fast_path_turns_itself_off_when_its_frames_are_dropped() {
+    if !require_root() {
+        return;
+    }
+    let f = Fig1::with_r1_args(false, 1500, false, false, &["--xdp"]).unwrap();
+    let out =
+        xping(&f.ns_c, &f.c, &["-c", "600", "-i", "0.01", "-W", "1"], &re_words(&f.a.dag)).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = f.r1.stats(&f.ns_r1).unwrap();
+    let received: u32 = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    eprintln!(
+        "xdp off: {received} of 600 pings back, fast path forwarded {}, off {}",
+        s["xdp_forwarded"], s["xdp_off"]
+    );
+    assert_eq!(s["xdp_off"], 1, "{s:?}");
+    assert!(received >= 300, "the daemon took over: {text}");
+}

@@ -183,6 +183,7 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
                     extra.push(("xdp_forwarded".to_string(), fp.forwarded()));
                     extra.push(("xdp_learned".to_string(), fp.learned_total));
                     extra.push(("xdp_flushes".to_string(), fp.flushes));
+                    extra.push(("xdp_off".to_string(), u64::from(fp.is_off())));
                 }
                 if let Err(e) = serve_admin(conn, &mut router, &extra) {
                     tracing::debug!("admin connection: {e}");
@@ -288,6 +289,16 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
                 tracing::warn!("dropped in the last second: {}", news.join(", "));
             }
             reported = d;
+            if let Some(fp) = fast.as_mut() {
+                let was_off = fp.is_off();
+                if let Some(msg) = fp.check_drops(&cfg.ports) {
+                    if fp.is_off() && !was_off {
+                        tracing::error!("{msg}");
+                    } else {
+                        tracing::warn!("{msg}");
+                    }
+                }
+            }
         }
     }
     if let Some(w) = pcap {

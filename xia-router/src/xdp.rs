@@ -23,7 +23,9 @@
 //!
 //! Redirecting needs the outgoing driver to take XDP frames: physical NICs with XDP support
 //! do; a veth does when NAPI runs on its peer (an XDP program there, or GRO on). Frames the
-//! driver refuses are lost, hence `--xdp` is asked for, never assumed.
+//! driver refuses are lost, hence `--xdp` is asked for, never assumed, and the daemon watches
+//! the ports' drop counters: when they grow with what the fast path forwards, it reports it,
+//! and turns the fast path off when half of it is lost ([`FastPath::check_drops`]).
 //!
 //! [`Router::fib_generation`]: crate::router::Router::fib_generation
 
@@ -81,12 +83,17 @@ pub struct FastPath {
     /// Frames forwarded, per CPU.
     counter: OwnedFd,
     _prog: OwnedFd,
-    _links: Vec<OwnedFd>,
+    /// The program's attachments to the ports (closing one detaches it).
+    links: Vec<OwnedFd>,
     /// Keys written, and when (one learned again is rewritten at most every 100 ms: it was
     /// evicted, or the frame raced its learning).
     learned: HashMap<Vec<u8>, Instant>,
     generation: u64,
     cpus: usize,
+    /// For [`FastPath::check_drops`]: the counters when last read, and whether it gave up.
+    last_forwarded: u64,
+    port_drops: Vec<Option<u64>>,
+    off: bool,
     /// Keys written, and flushes.
     pub learned_total: u64,
     pub flushes: u64,
@@ -125,10 +132,13 @@ impl FastPath {
             maps,
             counter,
             _prog: prog,
-            _links: links,
+            links,
             learned: HashMap::new(),
             generation,
             cpus,
+            last_forwarded: 0,
+            port_drops: Vec::new(),
+            off: false,
             learned_total: 0,
             flushes: 0,
         })
@@ -138,6 +148,9 @@ impl FastPath {
     /// `to`: learn it when replaying it is right. `generation`: the router's tables' now.
     pub fn learn(&mut self, generation: u64, before: &[u8], after: &[u8], from: &Port, to: &Port) {
         self.sync(generation);
+        if self.off {
+            return;
+        }
         let Some(Replay { key, last, edges }) = replayable(before, after) else { return };
         if from.ifindex == to.ifindex {
             // Back out where it came from: the router checks each frame's sender for loops.
@@ -193,6 +206,57 @@ impl FastPath {
         }
         self.learned.clear();
         self.flushes += 1;
+    }
+
+    /// Checks the ports' drop counters once a second: a redirect the outgoing driver refuses
+    /// is dropped silently, counted only by a driver (a veth counts it as received and dropped
+    /// on the port the frame came in on). Drops while the fast path forwarded are reported;
+    /// when they reach half of what it forwarded, the fast path is turned off (the program
+    /// detached from the ports, every key forgotten): slower, but nothing black-holed. Counters are read from
+    /// sysfs (rx_dropped + tx_dropped); ports without them are skipped.
+    pub fn check_drops(&mut self, names: &[String]) -> Option<String> {
+        let forwarded = self.forwarded();
+        let moved = forwarded.saturating_sub(self.last_forwarded);
+        self.last_forwarded = forwarded;
+        let mut dropped = Vec::new();
+        let mut total = 0;
+        self.port_drops.resize(names.len(), None);
+        for (name, last) in names.iter().zip(self.port_drops.iter_mut()) {
+            let read = |c: &str| {
+                std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/{c}"))
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+            };
+            let now = read("rx_dropped").zip(read("tx_dropped")).map(|(r, t)| r + t);
+            if let (Some(n), Some(l)) = (now, *last) {
+                if moved > 0 && n > l {
+                    dropped.push(format!("{name} {}", n - l));
+                    total += n - l;
+                }
+            }
+            *last = now;
+        }
+        if dropped.is_empty() {
+            return None;
+        }
+        let mut msg = format!(
+            "drivers dropped frames while the XDP fast path forwarded {moved} in the last second ({}); \
+             redirected frames a link does not take are dropped (a veth takes them when GRO is on at \
+             its peer)",
+            dropped.join(", ")
+        );
+        if total >= moved / 2 && !self.off {
+            self.flush();
+            self.links.clear();
+            self.off = true;
+            msg.push_str(": the fast path is turned off, the daemon forwards everything");
+        }
+        Some(msg)
+    }
+
+    /// True once [`FastPath::check_drops`] turned the fast path off.
+    pub fn is_off(&self) -> bool {
+        self.off
     }
 
     /// Frames the fast path has forwarded.
