@@ -3,7 +3,7 @@
 //! - [`xid`]: principals and XIDs (self-certifying identifiers), fast XID-keyed maps;
 //! - [`keys`]: Ed25519 keys behind HIDs, SIDs and ADs; signing and verification;
 //! - [`dag`]: DAG addresses with fallback, their text forms and validation;
-//! - [`select`]: the next-hop selection over a DAG that routers and hosts share;
+//! - [`select`](mod@select): the next-hop selection over a DAG that routers and hosts share;
 //! - [`wire`]: every header on the wire (Ethernet, XIP, XCMP, DGRAM, STREAM, CHUNK, control);
 //! - [`pcap`]: a capture writer for any link;
 //! - [`samples`]: example frames of every kind (captures, dissector checks, fuzz seeds).

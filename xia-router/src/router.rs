@@ -6,7 +6,7 @@
 //! Time is passed in.
 //!
 //! What a router does:
-//! - forwards by the destination DAG with the shared selection ([`xia_core::select`]), one
+//! - forwards by the destination DAG with the shared selection ([`xia_core::select::select`]), one
 //!   exact-match table per principal, each with an optional default; unknown principals miss,
 //!   so the DAG's fallback edges are taken;
 //! - beacons its AD on every port (signed by the AD key); a router of another AD hearing the
