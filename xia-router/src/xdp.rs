@@ -14,8 +14,10 @@
 //! The daemon learns a key when the router forwards a packet and changed nothing but those
 //! fields; DAGs naming a CID are never learned (whether the cache holds it changes the
 //! decision). Whenever the router's tables change ([`Router::fib_generation`]) every learned
-//! key is forgotten, so a route deleted, expired, patched or learned anew applies to the very
-//! next packet. The tables are LRU maps: the busiest keys stay.
+//! key is forgotten at once, so a route deleted, expired, patched or learned anew applies to
+//! the very next packet: each key carries the epoch it was learned in, the program takes only
+//! the current epoch's, and a new epoch is one write. The tables are LRU maps: the busiest
+//! keys stay, stale ones are overwritten or evicted.
 //!
 //! The program is assembled here, instruction by instruction (no compiler for eBPF is needed
 //! to build the router), and checked by the kernel's verifier when loaded; links tie it to the
@@ -56,17 +58,17 @@ const V_LAST: i16 = 16; // u8: the new last node
 const V_DST_MAC: i16 = 20; // [u8; 6]: the next hop
 const V_SRC_MAC: i16 = 26; // [u8; 6]: the outgoing port
 const V_EDGES: i16 = 32; // [u32; MAX_NODES]: bits to set in each node's edges (visited marks)
-const VALUE_LEN: usize = 32 + 4 * MAX_NODES;
+const V_EPOCH: i16 = 64; // u64: the epoch it was learned in (stale unless the current one)
+const VALUE_LEN: usize = 72;
 
 // bpf(2) commands, map and program types, helpers (linux/bpf.h).
 const BPF_MAP_CREATE: i64 = 0;
 const BPF_MAP_LOOKUP_ELEM: i64 = 1;
 const BPF_MAP_UPDATE_ELEM: i64 = 2;
-const BPF_MAP_DELETE_ELEM: i64 = 3;
-const BPF_MAP_GET_NEXT_KEY: i64 = 4;
 const BPF_PROG_LOAD: i64 = 5;
 const BPF_LINK_CREATE: i64 = 28;
 const MAP_LRU_HASH: u32 = 9;
+const MAP_ARRAY: u32 = 2;
 const MAP_PERCPU_ARRAY: u32 = 6;
 const PROG_XDP: u32 = 6;
 const ATTACH_XDP: u32 = 37;
@@ -82,6 +84,10 @@ pub struct FastPath {
     maps: Vec<OwnedFd>,
     /// Frames forwarded, per CPU.
     counter: OwnedFd,
+    /// The current epoch (one u64): keys learned in another are ignored by the program, so
+    /// forgetting everything is one write.
+    epoch_map: OwnedFd,
+    epoch: u64,
     _prog: OwnedFd,
     /// The program's attachments to the ports (closing one detaches it).
     links: Vec<OwnedFd>,
@@ -115,7 +121,9 @@ impl FastPath {
             .map(|n| map_create(MAP_LRU_HASH, key_len(n) as u32, VALUE_LEN as u32, MAX_FLOWS))
             .collect::<io::Result<Vec<_>>>()?;
         let counter = map_create(MAP_PERCPU_ARRAY, 4, 8, 1)?;
-        let code = program(&maps, &counter);
+        let epoch_map = map_create(MAP_ARRAY, 4, 8, 1)?;
+        map_update(&epoch_map, &0u32.to_ne_bytes(), &1u64.to_ne_bytes())?;
+        let code = program(&maps, &counter, &epoch_map);
         let prog = prog_load(&code)?;
         let links = ports
             .iter()
@@ -131,6 +139,8 @@ impl FastPath {
         Ok(FastPath {
             maps,
             counter,
+            epoch_map,
+            epoch: 1,
             _prog: prog,
             links,
             learned: HashMap::new(),
@@ -172,6 +182,7 @@ impl FastPath {
         for (i, e) in edges.iter().enumerate() {
             v[V_EDGES as usize + 4 * i..][..4].copy_from_slice(e);
         }
+        v[V_EPOCH as usize..][..8].copy_from_slice(&self.epoch.to_ne_bytes());
         let n = (key.len() - 1) / NODE_LEN;
         if let Err(e) = map_update(&self.maps[n - 1], key, &v) {
             tracing::debug!("XDP key not written: {e}");
@@ -192,17 +203,18 @@ impl FastPath {
         }
     }
 
-    /// Forgets every learned key.
+    /// Forgets every learned key: a new epoch, in which none of them counts (they are
+    /// overwritten when learned again, or evicted).
     pub fn flush(&mut self) {
         if self.learned.is_empty() {
             return;
         }
-        for (i, m) in self.maps.iter().enumerate() {
-            let mut key = vec![0u8; key_len(i + 1)];
-            // Always the first key left: deleting while walking would skip keys.
-            while map_first_key(m, &mut key) {
-                let _ = map_delete(m, &key);
-            }
+        self.epoch += 1;
+        if let Err(e) = map_update(&self.epoch_map, &0u32.to_ne_bytes(), &self.epoch.to_ne_bytes()) {
+            // Cannot happen with a valid map; if it did, the old keys would stay in force.
+            tracing::error!("XDP epoch not written ({e}): fast path turned off");
+            self.links.clear();
+            self.off = true;
         }
         self.learned.clear();
         self.flushes += 1;
@@ -434,7 +446,7 @@ impl Asm {
 }
 
 /// The fast path's program (see the module's text for what it does).
-fn program(maps: &[OwnedFd], counter: &OwnedFd) -> Vec<u64> {
+fn program(maps: &[OwnedFd], counter: &OwnedFd, epoch: &OwnedFd) -> Vec<u64> {
     let mut a = Asm::default();
     a.op(MOV_X, R6, R1, 0, 0); // r6 = ctx
     a.op(LDX_W, R7, R6, 0, 0); // r7 = data
@@ -470,6 +482,16 @@ fn program(maps: &[OwnedFd], counter: &OwnedFd) -> Vec<u64> {
     }
     a.label("found");
     a.op(MOV_X, R9, R0, 0, 0); // r9 = the value
+    // Learned in the current epoch.
+    a.op(ST_W, R10, 0, -8, 0);
+    a.ld_map(R1, epoch);
+    a.op(MOV_X, R2, R10, 0, 0);
+    a.op(ADD_K, R2, 0, 0, -8);
+    a.op(CALL, 0, 0, 0, FN_MAP_LOOKUP);
+    a.jmp(JEQ_K, R0, 0, 0, "pass");
+    a.op(LDX_DW, R2, R0, 0, 0);
+    a.op(LDX_DW, R3, R9, V_EPOCH, 0);
+    a.jmp(JNE_X, R2, R3, 0, "pass");
     a.op(LDX_W, R2, R6, 12, 0); // ingress ifindex
     a.op(LDX_W, R3, R9, V_IN, 0);
     a.jmp(JNE_X, R2, R3, 0, "pass");
@@ -605,24 +627,6 @@ fn map_update(map: &OwnedFd, key: &[u8], value: &[u8]) -> io::Result<()> {
     attr.u64(16, value.as_ptr() as u64);
     // SAFETY: key and value have the map's sizes (the caller built them for it); read only.
     unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
-}
-
-fn map_delete(map: &OwnedFd, key: &[u8]) -> io::Result<()> {
-    let mut attr = Attr::new();
-    attr.u32(0, map.as_raw_fd() as u32);
-    attr.u64(8, key.as_ptr() as u64);
-    // SAFETY: key has the map's key size; read only.
-    unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) }.map(drop)
-}
-
-/// Writes the map's first key into `key` (sized for it); false when the map is empty.
-fn map_first_key(map: &OwnedFd, key: &mut [u8]) -> bool {
-    let mut attr = Attr::new();
-    attr.u32(0, map.as_raw_fd() as u32);
-    attr.u64(8, 0); // no key: the first one
-    attr.u64(16, key.as_mut_ptr() as u64);
-    // SAFETY: `key` has the map's key size; the kernel writes a key into it.
-    unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) }.is_ok()
 }
 
 fn prog_load(code: &[u64]) -> io::Result<OwnedFd> {
