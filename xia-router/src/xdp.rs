@@ -481,8 +481,8 @@ fn program(maps: &[OwnedFd], counter: &OwnedFd, epoch: &OwnedFd) -> Vec<u64> {
         a.jmp(JA, 0, 0, 0, "found");
     }
     a.label("found");
-    a.op(MOV_X, R9, R0, 0, 0); // r9 = the value
-    // Learned in the current epoch.
+    // r9 = the value; learned in the current epoch?
+    a.op(MOV_X, R9, R0, 0, 0);
     a.op(ST_W, R10, 0, -8, 0);
     a.ld_map(R1, epoch);
     a.op(MOV_X, R2, R10, 0, 0);
