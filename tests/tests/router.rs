@@ -431,7 +431,13 @@ fn three_ads_in_a_line_route_by_distance_vectors_and_converge() {
     veth(n3, "r3c", nc, "eth0", 1500).unwrap();
     let r1 = XRouter::start(n1, &["r1a", "r1r2"], dir.path(), "r1", "ad1", &[]).unwrap();
     let r2 = XRouter::start(n2, &["r2r1", "r2r3"], dir.path(), "r2", "ad2", &[]).unwrap();
-    let r3 = XRouter::start(n3, &["r3r2", "r3c"], dir.path(), "r3", "ad3", &[]).unwrap();
+    // Behind R3, 120 more ADs (static routes): R3's table takes three frames of these links.
+    let far: Vec<String> = (0..120u32).map(|i| format!("AD:{:08x}{}", i, "7".repeat(32))).collect();
+    let routes_file = dir.path().join("r3.routes");
+    let lines: Vec<String> = far.iter().map(|ad| format!("{ad} via r3c 02:00:00:00:00:33")).collect();
+    std::fs::write(&routes_file, lines.join("\n")).unwrap();
+    let r3_extra = ["--routes", routes_file.to_str().unwrap()];
+    let r3 = XRouter::start(n3, &["r3r2", "r3c"], dir.path(), "r3", "ad3", &r3_extra).unwrap();
     let mut a = Xiad::start(na, "eth0", dir.path(), "a", None, None).unwrap();
     let mut c = Xiad::start(nc, "eth0", dir.path(), "c", None, None).unwrap();
     a.await_registered(Duration::from_secs(10)).unwrap();
@@ -445,6 +451,12 @@ fn three_ads_in_a_line_route_by_distance_vectors_and_converge() {
     );
     let out = run_ok(xping(na, &a, &["-c", "10", "-i", "0.01", "-W", "2"], &re_words(&c.dag)));
     assert!(out.contains("10 received"), "A to C across three ADs: {out}");
+    // Every one of R3's ADs reaches R1, in distance vectors of several frames.
+    let all_far = || {
+        let routes = f_routes(&r1, n1);
+        far.iter().all(|ad| routes.lines().any(|l| l.starts_with(ad.as_str()) && l.contains("metric 3")))
+    };
+    within(Duration::from_secs(5), all_far).expect("R1 learns the 120 ADs behind R3");
 
     // The R2-R3 link goes down: R1 forgets AD3 (R3's beacons stop at R2, R2 withdraws it).
     n2.run(&["ip", "link", "set", "r2r3", "down"]).unwrap();

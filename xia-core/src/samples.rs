@@ -207,6 +207,8 @@ pub fn samples() -> Vec<Sample> {
         router_hid: c.router1,
         stamp: stamp(500),
         routes: vec![(c.ad1, 0), (c.ad2, 1)],
+        page: 0,
+        pages: 1,
     }));
     let dv_msg = dv.seal(&c.ad1_key).expect("AD key signs its routes");
     let dv_dgram = DgramRepr { payload: &dv_msg };

@@ -376,6 +376,8 @@ pub struct Router {
     tables: [Table; 5],
     /// Moves on with every change to the tables ([`Router::fib_generation`]).
     fib_gen: u64,
+    /// Distance vector rounds of several pages being collected, per neighbour router (HID).
+    dv_rounds: XidMap<DvRound>,
     seqs: Seqs,
     beacon_seq: u64,
     next_beacon: Instant,
@@ -426,6 +428,7 @@ impl Router {
             ports,
             tables: Default::default(),
             fib_gen: 0,
+            dv_rounds: XidMap::default(),
             seqs: Seqs::default(),
             beacon_seq: control::seq_base(wall_ms),
             next_beacon: now,
@@ -704,27 +707,92 @@ impl Router {
             if self.neighbour_ports[port].is_none_or(|until| until <= now) {
                 continue;
             }
-            let mut routes = self.distance_vector(port);
-            if routes.len() > control::MAX_AD_ROUTES {
-                tracing::warn!("{} ADs routed: only {} advertised", routes.len(), control::MAX_AD_ROUTES);
-                routes.truncate(control::MAX_AD_ROUTES);
+            let routes = self.distance_vector(port);
+            // As many routes per message as a frame of this port holds: the table goes in
+            // pages, with consecutive sequence numbers.
+            let per = self.dv_routes_per_frame(port, &dst, &src);
+            let mut pages: Vec<&[(Xid, u8)]> = routes.chunks(per).collect();
+            if pages.len() > usize::from(u8::MAX) {
+                tracing::warn!("{} ADs routed: only {} advertised", routes.len(), per * usize::from(u8::MAX));
+                pages.truncate(usize::from(u8::MAX));
             }
-            self.dv_seq += 1;
-            let body = ControlBody::AdRoutes(Box::new(control::AdRoutes {
-                ad: self.ad,
-                router_hid: self.hid,
-                stamp: Stamp {
-                    seq: self.dv_seq,
-                    timestamp_ms: self.wall_ms(now),
-                    millis: self.cfg.dv_interval.as_millis().min(u128::from(u32::MAX)) as u32,
-                },
-                routes,
-            }));
-            let Ok(msg) = body.seal(&self.ad_key) else { continue };
-            if self.queue_dgram(port, EthernetAddress::BROADCAST, &dst, &src, &msg) {
-                self.stats.dv_sent += 1;
+            let n = pages.len() as u8;
+            for (k, page) in pages.into_iter().enumerate() {
+                self.dv_seq += 1;
+                let body = ControlBody::AdRoutes(Box::new(control::AdRoutes {
+                    ad: self.ad,
+                    router_hid: self.hid,
+                    stamp: Stamp {
+                        seq: self.dv_seq,
+                        timestamp_ms: self.wall_ms(now),
+                        millis: self.cfg.dv_interval.as_millis().min(u128::from(u32::MAX)) as u32,
+                    },
+                    routes: page.to_vec(),
+                    page: k as u8,
+                    pages: n,
+                }));
+                let Ok(msg) = body.seal(&self.ad_key) else { continue };
+                if self.queue_dgram(port, EthernetAddress::BROADCAST, &dst, &src, &msg) {
+                    self.stats.dv_sent += 1;
+                }
             }
         }
+    }
+
+    /// Routes one distance vector message to `dst` from `src` carries in a frame of `port`.
+    fn dv_routes_per_frame(&self, port: usize, dst: &Dag, src: &Dag) -> usize {
+        const ROUTE: usize = 28; // AD (24) + hops (1) + reserved (3) on the wire
+        let empty = ControlBody::AdRoutes(Box::new(control::AdRoutes {
+            ad: self.ad,
+            router_hid: self.hid,
+            stamp: Stamp { seq: 0, timestamp_ms: 0, millis: 0 },
+            routes: Vec::new(),
+            page: 0,
+            pages: 1,
+        }))
+        .buffer_len();
+        let d = DgramRepr { payload: &[] }.buffer_len();
+        let x = XipRepr::new(NextHeader::Dgram, dst.clone(), src.clone(), 0).header_len();
+        let room = self.ports[port].mtu.saturating_sub(x + d + empty);
+        (room / ROUTE).clamp(1, control::MAX_AD_ROUTES)
+    }
+
+    /// Collects the pages of a neighbour's distance vector round (the first page's sequence
+    /// number names it); the ADs of the whole table once its last page completes it.
+    fn dv_round(&mut self, r: &control::AdRoutes, listed: &XidMap<u8>) -> Option<XidMap<()>> {
+        let id = r.stamp.seq.wrapping_sub(u64::from(r.page));
+        if r.pages == 1 {
+            self.dv_rounds.remove(r.router_hid.id());
+            return Some(listed.keys().map(|k| (*k, ())).collect());
+        }
+        if !self.dv_rounds.contains_key(r.router_hid.id()) && self.dv_rounds.len() >= MAX_DV_ROUNDS {
+            // Bounded: rounds of routers no longer heard make room.
+            let oldest = self.dv_rounds.iter().min_by_key(|(_, d)| d.id).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.dv_rounds.remove(&k);
+            }
+        }
+        let round = self.dv_rounds.entry(*r.router_hid.id()).or_insert_with(|| DvRound {
+            id,
+            pages: r.pages,
+            got: 0,
+            ads: XidMap::default(),
+        });
+        if round.id != id || round.pages != r.pages {
+            *round = DvRound { id, pages: r.pages, got: 0, ads: XidMap::default() };
+        }
+        round.got = round.got.saturating_add(1);
+        for k in listed.keys() {
+            if round.ads.len() < self.cfg.max_routes {
+                round.ads.insert(*k, ());
+            }
+        }
+        // Sequence numbers only go up, so no page comes twice: all of them are in when as many
+        // have come as there are.
+        if round.got < round.pages {
+            return None;
+        }
+        self.dv_rounds.remove(r.router_hid.id()).map(|d| d.ads)
     }
 
     /// A router of another AD was heard on `port`: distance vectors go there from now on, and
@@ -751,20 +819,23 @@ impl Router {
         self.note_neighbour(now, port, interval);
         let expires = Some(now + (interval * self.cfg.beacon_routes_last).min(self.cfg.max_lifetime));
         let mut changed = false;
-        // The message is the neighbour's whole table: what it no longer lists (or lists as
-        // unreachable) is no longer reachable through it.
         let listed: XidMap<u8> = r
             .routes
             .iter()
             .filter(|(_, h)| *h < control::AD_HOPS_INFINITY - 1)
             .map(|(ad, h)| (*ad.id(), *h))
             .collect();
-        let before = self.tables[0].routes.len();
-        self.tables[0]
-            .routes
-            .retain(|id, rt| !(rt.origin == Origin::Routing && rt.target == via && !listed.contains_key(id)));
-        changed |= self.tables[0].routes.len() != before;
-        self.fib_gen += (before - self.tables[0].routes.len()) as u64;
+        // The pages of a round are the neighbour's whole table: once all of them are in, what
+        // it no longer lists (or lists as unreachable) is no longer reachable through it. A
+        // round with a page lost withdraws nothing (its routes expire if it lasts).
+        if let Some(all) = self.dv_round(r, &listed) {
+            let before = self.tables[0].routes.len();
+            self.tables[0].routes.retain(|id, rt| {
+                !(rt.origin == Origin::Routing && rt.target == via && !all.contains_key(id))
+            });
+            changed |= self.tables[0].routes.len() != before;
+            self.fib_gen += (before - self.tables[0].routes.len()) as u64;
+        }
         for (id, hops) in listed {
             let ad = Xid::new(Principal::Ad, id);
             if ad == self.ad {
@@ -1379,6 +1450,19 @@ impl Router {
         }
     }
 }
+
+/// The pages of a neighbour's distance vector round heard so far.
+#[derive(Debug)]
+struct DvRound {
+    /// The round's first sequence number.
+    id: u64,
+    pages: u8,
+    got: u8,
+    ads: XidMap<()>,
+}
+
+/// Neighbour routers whose paged distance vectors are collected at once.
+const MAX_DV_ROUNDS: usize = 64;
 
 /// A chunk being put together from the pieces passing through.
 #[derive(Debug)]

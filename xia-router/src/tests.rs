@@ -774,3 +774,42 @@ fn broadcast_frames_are_not_forwarded() {
     assert_eq!(r.stats().drop_not_for_us, 1);
     assert_eq!(r.handle_frame(now, 0, &mut frame(mac(0, 0))), crate::router::Action::Forward(1));
 }
+
+/// More ADs than one frame of the link holds (~40 at MTU 1500): distance vectors go in pages,
+/// every AD is learned two routers away, and ADs that go are withdrawn once a whole round of
+/// pages no longer lists them.
+#[test]
+fn distance_vectors_larger_than_a_frame_go_in_pages() {
+    let (mut w, [r1, r2, r3, a, c]) = chain();
+    assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, c])));
+    let far: Vec<Xid> = (0..150u32)
+        .map(|i| {
+            let mut id = [0x77; 20];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            Xid::new(Principal::Ad, id)
+        })
+        .collect();
+    for ad in &far {
+        w.r(r3).add_route(Principal::Ad, Some(*ad), Target::Via { port: 1, mac: mac(4, 0) }).unwrap();
+    }
+    let sent = w.r(r3).stats().dv_sent;
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| far.iter().all(|ad| w.r(r1).route(ad).is_some())),
+        "R1 learns all {} ADs behind R3",
+        far.len()
+    );
+    assert_eq!(w.r(r1).route(&far[0]).map(|r| (r.origin, r.metric)), Some((Origin::Routing, 3)));
+    // Several messages per round: R3 sends a round every 500 ms to R2 only.
+    let rounds = w.r(r3).stats().dv_sent - sent;
+    assert!(rounds >= 4, "pages sent: {rounds}");
+    assert_eq!(w.r(r1).stats().drop_bad_control + w.r(r2).stats().drop_bad_control, 0);
+    // 60 of them go at R3: withdrawn along the line; the others stay.
+    for ad in &far[..60] {
+        w.r(r3).del_route(Principal::Ad, Some(*ad)).unwrap();
+    }
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| far[..60].iter().all(|ad| w.r(r1).route(ad).is_none())),
+        "R1 forgets the ADs R3 no longer routes"
+    );
+    assert!(far[60..].iter().all(|ad| w.r(r1).route(ad).is_some()));
+}

@@ -184,6 +184,12 @@ pub struct AdRoutes {
     pub stamp: Stamp,
     /// (AD, hops), at most [`MAX_AD_ROUTES`]; [`AD_HOPS_INFINITY`] withdraws.
     pub routes: Vec<(Xid, u8)>,
+    /// This message is page `page` (from 0) of `pages` making up the sender's whole table:
+    /// a table too large for one frame of the link goes in several, with consecutive sequence
+    /// numbers (page `k` carries the first page's plus `k`).
+    pub page: u8,
+    /// Pages of the table (1 or more).
+    pub pages: u8,
 }
 
 /// The body of a control message.
@@ -343,8 +349,9 @@ impl ControlBody {
                 if n > MAX_AD_ROUTES {
                     return Err(WireError::Field("AD routes count").into());
                 }
-                if b[AD_ROUTES_FIXED - 2..AD_ROUTES_FIXED] != [0; 2] {
-                    return Err(WireError::Field("reserved").into());
+                let (page, pages) = (b[AD_ROUTES_FIXED - 2], b[AD_ROUTES_FIXED - 1]);
+                if pages == 0 || page >= pages {
+                    return Err(WireError::Field("AD routes page").into());
                 }
                 exact(b, AD_ROUTES_FIXED + AD_ROUTE_LEN * n)?;
                 let mut routes = Vec::with_capacity(n);
@@ -362,6 +369,8 @@ impl ControlBody {
                     router_hid: read_xid(b, XID_WIRE_LEN),
                     stamp: Stamp::read(b, 2 * XID_WIRE_LEN)?,
                     routes,
+                    page,
+                    pages,
                 };
                 expect_principal(&r.ad, Principal::Ad, "AD routes sender AD")?;
                 expect_principal(&r.router_hid, Principal::Hid, "AD routes router HID")?;
@@ -399,7 +408,7 @@ impl ControlBody {
                 write_xid(b, XID_WIRE_LEN, &r.router_hid);
                 r.stamp.write(b, 2 * XID_WIRE_LEN);
                 put16(b, AD_ROUTES_FIXED - 4, r.routes.len() as u16);
-                b[AD_ROUTES_FIXED - 2..AD_ROUTES_FIXED].copy_from_slice(&[0, 0]);
+                b[AD_ROUTES_FIXED - 2..AD_ROUTES_FIXED].copy_from_slice(&[r.page, r.pages]);
                 for (i, (ad, hops)) in r.routes.iter().enumerate() {
                     let at = AD_ROUTES_FIXED + AD_ROUTE_LEN * i;
                     write_xid(b, at, ad);
@@ -419,6 +428,9 @@ impl ControlBody {
         if let ControlBody::AdRoutes(r) = self {
             if r.routes.len() > MAX_AD_ROUTES {
                 return Err(WireError::Field("AD routes count"));
+            }
+            if r.pages == 0 || r.page >= r.pages {
+                return Err(WireError::Field("AD routes page"));
             }
         }
         let len = self.buffer_len();
@@ -588,6 +600,8 @@ mod tests {
             router_hid: Keypair::from_seed([3; 32]).xid(Principal::Hid),
             stamp: Stamp { millis: 500, ..stamp(9) },
             routes: (0..n).map(|i| (Xid::new(Principal::Ad, [i as u8; 20]), i as u8)).collect(),
+            page: 1,
+            pages: 3,
         }))
     }
 
@@ -596,10 +610,14 @@ mod tests {
         assert!(ad_routes(MAX_AD_ROUTES).seal(&ad_key()).is_ok());
         assert!(ad_routes(MAX_AD_ROUTES + 1).seal(&ad_key()).is_err());
         let good = ad_routes(2).seal(&ad_key()).unwrap();
-        // A count larger than the entries present, an entry that is not an AD, reserved bytes set.
+        // A count larger than the entries present, an entry that is not an AD, reserved bytes
+        // set...
         let count_at = HEADER_LEN + AD_ROUTES_FIXED - 4;
+        // ...a page beyond the pages, no pages.
         for (at, v) in [
             (count_at + 1, 3u8),
+            (count_at + 2, 3),
+            (count_at + 3, 0),
             (HEADER_LEN + AD_ROUTES_FIXED + 3, 0x11),
             (HEADER_LEN + AD_ROUTES_FIXED + 25, 1),
         ] {
