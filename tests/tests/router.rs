@@ -521,8 +521,8 @@ fn xdp_fast_path_forwards_learned_dags_and_forgets_them_when_routes_change() {
     assert!(out.contains("200 packets transmitted, 200 received, 0% packet loss"), "{out}");
     let s = stats();
     eprintln!(
-        "xdp: forwarded {} in the kernel, {} by the daemon, {} keys learned",
-        s["xdp_forwarded"], s["forwarded"], s["xdp_learned"]
+        "xdp: forwarded {} in the kernel, {} by the daemon, {} keys learned, {} flushes",
+        s["xdp_forwarded"], s["forwarded"], s["xdp_learned"], s["xdp_flushes"]
     );
     // Both directions learned after their first packets; the rest went through the kernel.
     assert!(s["xdp_learned"] >= 2, "{s:?} {}", f.r1.child.stderr_tail());

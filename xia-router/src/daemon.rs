@@ -218,14 +218,25 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
                     if let Some(w) = pcap.as_mut() {
                         w.write_frame(f)?;
                     }
-                    let n = if fast.is_some() { f.len().min(before.len()) } else { 0 };
+                    let learning = fast.as_ref().is_some_and(|fp| !fp.is_off());
+                    let n = if learning { f.len().min(before.len()) } else { 0 };
                     before[..n].copy_from_slice(&f[..n]);
-                    if let Action::Forward(o) = router.handle_frame(now, i, f) {
-                        outs[o].push(k);
-                        if let Some(fp) = fast.as_mut() {
-                            let g = router.fib_generation();
-                            fp.learn(g, &before[..n], f, &fast_ports[i], &fast_ports[o]);
+                    let action = router.handle_frame(now, i, f);
+                    if let Some(fp) = fast.as_mut() {
+                        // A control message may have changed the routes: forget before learning.
+                        fp.sync(router.fib_generation());
+                        if let (Action::Forward(o), true) = (action, learning) {
+                            fp.learn(
+                                router.fib_generation(),
+                                &before[..n],
+                                f,
+                                &fast_ports[i],
+                                &fast_ports[o],
+                            );
                         }
+                    }
+                    if let Action::Forward(o) = action {
+                        outs[o].push(k);
                     }
                 }
                 let frames: Vec<&[u8]> = rings[i].frames().collect();

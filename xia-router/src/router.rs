@@ -1299,8 +1299,9 @@ impl Router {
         }
         let Some(a) = self.assembling.remove(cid.id()) else { return };
         self.assembling_bytes -= a.total;
-        // SAFETY: every byte of 0..total lies in a range of `have`, and every range inserted
-        // into `have` was written just before (the loop above).
+        // SAFETY: every byte of 0..total lies in a range of `have`, and a range goes into
+        // `have` only after its bytes were copied in (above; an insert refused for the range
+        // limit records nothing).
         let data = unsafe { a.data.assume_init() };
         if let Some(c) = self.cache.as_mut() {
             c.insert_verified(cid, data);

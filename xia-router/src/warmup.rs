@@ -7,8 +7,9 @@
 //! memory had been used before. So at start, and when the cache grows, the daemon allocates
 //! the cache's size from the heap a block at a time, whenever a turn of its loop finds nothing
 //! to do, asks for transparent huge pages on it, writes a byte in every page, and frees it all
-//! at the end. The allocator keeps freed memory (the daemon raises its trim threshold above the
-//! cache's size), so the chunks the cache later allocates land in memory that is already there.
+//! at the end. The allocator keeps freed memory (the warm-up raises its trim threshold above the
+//! cache's size, and has blocks and chunks below 64 MiB come from the heap), so the chunks the
+//! cache later allocates land in memory that is already there. Up to [`MAX_WARMUP`].
 
 /// Bytes faulted in per idle turn: a few milliseconds of work at most.
 const BLOCK: usize = 4 << 20;
@@ -35,6 +36,7 @@ impl Warmup {
 
     /// The cache now holds up to `bytes`: fault in what was never faulted in.
     pub fn grow_to(&mut self, bytes: usize) {
+        let bytes = bytes.min(MAX_WARMUP);
         if bytes > self.target {
             keep_freed_heap(bytes);
             self.target = bytes;
@@ -74,7 +76,8 @@ impl Warmup {
         for i in (0..spare.len()).step_by(PAGE) {
             spare[i].write(0);
         }
-        // Keeps the writes: the block is never read, and freeing it unread could let them go.
+        // Keeps the writes (in practice; losing them would cost speed, never correctness): the
+        // block is never read, and freeing it unread could let them go.
         std::hint::black_box(b);
         self.touched += 1;
         if self.touched == self.held.len() {
@@ -87,9 +90,10 @@ impl Warmup {
     }
 }
 
-/// Asks for transparent huge pages on the whole 2 MiB pages of `[lo, hi)` (memory this
-/// process allocated): fewer faults, and a TLB entry per 2 MiB of cached chunks. Advice only:
-/// ignored where THP is off.
+/// Asks for transparent huge pages on the whole 2 MiB pages of `[lo, hi)`, the span of the
+/// warm-up's blocks (contiguous in the heap; were they not, the span could take in other
+/// mappings of the process, which the advice would only make eligible for huge pages too):
+/// fewer faults, and a TLB entry per 2 MiB of cached chunks. Ignored where THP is off.
 fn advise_huge(lo: usize, hi: usize) {
     const HUGE: usize = 2 << 20;
     let start = lo.next_multiple_of(HUGE);
@@ -101,11 +105,20 @@ fn advise_huge(lo: usize, hi: usize) {
     }
 }
 
-/// Makes the allocator keep at least `bytes` of freed heap instead of giving it back.
+/// The most a warm-up faults in: the allocator's thresholds are `int`s, and the freed heap
+/// must stay under its trim threshold (larger caches are warmed this far, the rest faults in
+/// as it fills).
+pub const MAX_WARMUP: usize = 1536 << 20;
+
+/// Makes the allocator serve the cache's chunks from the heap (not from a mapping each, given
+/// back when freed) and keep at least `bytes` of freed heap instead of returning it.
 fn keep_freed_heap(bytes: usize) {
     let t = bytes.saturating_add(64 << 20).clamp(512 << 20, i32::MAX as usize);
     // SAFETY: mallopt only tunes glibc's allocator; it takes the allocator's own lock.
-    unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, t as i32) };
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, t as i32);
+    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,14 @@
 //! goes up to the daemon as before (`XDP_PASS`): unknown keys, CHUNK packets (the chunk cache
 //! watches and answers them), hop limits about to run out (time exceeded is the daemon's),
 //! frames not addressed to the port, frames too long for the outgoing port, DAGs of more than
-//! [`MAX_NODES`] nodes, broken lengths.
+//! [`MAX_NODES`] nodes, lengths that are not the frame's (as the daemon checks them).
 //!
 //! The daemon learns a key when the router forwards a packet and changed nothing but those
 //! fields; DAGs naming a CID are never learned (whether the cache holds it changes the
 //! decision). Whenever the router's tables change ([`Router::fib_generation`]) every learned
 //! key is forgotten at once, so a route deleted, expired, patched or learned anew applies to
-//! the very next packet: each key carries the epoch it was learned in, the program takes only
+//! the packets after the change (the daemon checks the generation after every frame it
+//! handles, every timer and every admin command): each key carries the epoch it was learned in, the program takes only
 //! the current epoch's, and a new epoch is one write. The tables are LRU maps: the busiest
 //! keys stay, stale ones are overwritten or evicted.
 //!
@@ -39,6 +40,8 @@ use std::time::{Duration, Instant};
 use xia_core::wire::xip::{FIXED_HEADER_LEN, NODE_LEN};
 use xia_core::xid::Principal;
 
+/// Frames the fast path must have forwarded in a second for its drops to turn it off.
+const MIN_JUDGED: u64 = 64;
 /// The longest destination DAG (in nodes) the fast path knows.
 pub const MAX_NODES: usize = 8;
 /// Keys per DAG size.
@@ -132,10 +135,11 @@ impl FastPath {
                     .map_err(|e| io::Error::new(e.kind(), format!("XDP on ifindex {}: {e}", p.ifindex)))
             })
             .collect::<io::Result<Vec<_>>>()?;
+        // The per-CPU counter is read into one u64 per possible CPU: their number must be known.
         let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")
             .ok()
             .and_then(|s| possible_cpus(s.trim()))
-            .unwrap_or(1);
+            .ok_or_else(|| io::Error::other("the number of possible CPUs is unknown"))?;
         Ok(FastPath {
             maps,
             counter,
@@ -257,7 +261,9 @@ impl FastPath {
              its peer)",
             dropped.join(", ")
         );
-        if total >= moved / 2 && !self.off {
+        // Half of what the fast path forwarded, and enough of it to mean something: one
+        // unrelated drop beside a trickle of forwarding is no reason.
+        if moved >= MIN_JUDGED && total >= moved / 2 && !self.off {
             self.flush();
             self.links.clear();
             self.off = true;
@@ -282,7 +288,8 @@ impl FastPath {
         // SAFETY: the kernel writes one u64 per possible CPU into `per_cpu`, sized for them.
         match unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
             Ok(_) => per_cpu.iter().sum(),
-            Err(_) => 0,
+            // Cannot happen with a valid map; the last figure is better than none.
+            Err(_) => self.last_forwarded,
         }
     }
 }
@@ -353,6 +360,10 @@ fn possible_cpus(s: &str) -> Option<usize> {
 
 // ---------------------------------------------------------------- the program
 
+// Instructions are encoded, and map values laid out, for a little-endian kernel.
+#[cfg(target_endian = "big")]
+compile_error!("the XDP fast path is written for little-endian machines");
+
 /// One eBPF instruction (linux/bpf.h `struct bpf_insn`).
 #[derive(Debug, Clone, Copy)]
 struct Insn {
@@ -415,6 +426,7 @@ const JEQ_K: u8 = 0x15;
 const JNE_K: u8 = 0x55;
 const JNE_X: u8 = 0x5d;
 const JLT_K: u8 = 0xa5;
+const JGT_K: u8 = 0x25;
 const JGT_X: u8 = 0x2d;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
@@ -501,7 +513,10 @@ fn program(maps: &[OwnedFd], counter: &OwnedFd, epoch: &OwnedFd) -> Vec<u64> {
     a.op(LDX_H, R2, R7, 4, 0);
     a.op(LDX_H, R3, R9, V_IN_MAC + 4, 0);
     a.jmp(JNE_X, R2, R3, 0, "pass");
-    // The packet's lengths fit the frame: ETH + 8 + 28 * (dst + src) + payload <= its length.
+    // The packet's lengths are the frame's, as the daemon checks them: at most MAX_NODES
+    // source nodes, and ETH + 8 + 28 * (dst + src) + payload == the frame's length.
+    a.op(LDX_B, R2, R7, (ETH + 6) as i16, 0);
+    a.jmp(JGT_K, R2, 0, xia_core::dag::MAX_NODES as i32, "pass");
     a.op(LDX_H, R2, R7, (ETH + 2) as i16, 0);
     a.op(TO_BE16, R2, 0, 0, 16);
     a.op(LDX_B, R3, R7, (ETH + 5) as i16, 0);
@@ -512,7 +527,7 @@ fn program(maps: &[OwnedFd], counter: &OwnedFd, epoch: &OwnedFd) -> Vec<u64> {
     a.op(ADD_K, R2, 0, 0, (ETH + FIXED_HEADER_LEN) as i32);
     a.op(MOV_X, R3, R7, 0, 0);
     a.op(ADD_X, R3, R2, 0, 0);
-    a.jmp(JGT_X, R3, R8, 0, "pass");
+    a.jmp(JNE_X, R3, R8, 0, "pass");
     // The frame fits the outgoing port.
     a.op(LDX_H, R2, R9, V_MAX_FRAME, 0);
     a.op(MOV_X, R3, R7, 0, 0);
@@ -641,16 +656,16 @@ fn prog_load(code: &[u64]) -> io::Result<OwnedFd> {
     // SAFETY: code and license outlive the call; no log asked for.
     match unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
         Ok(rc) => Ok(fd(rc)),
-        Err(_) => {
+        Err(first) => {
             // Again with the verifier's log, to say why.
             attr.u32(24, 1);
             attr.u32(28, log.len() as u32);
             attr.u64(32, log.as_mut_ptr() as u64);
             // SAFETY: as above, and `log` is writable for its length.
-            let e = unsafe { bpf(BPF_PROG_LOAD, &mut attr) }.err().unwrap_or_else(|| io::Error::other("?"));
+            let _ = unsafe { bpf(BPF_PROG_LOAD, &mut attr) };
             let text = String::from_utf8_lossy(&log);
             let tail: Vec<&str> = text.trim_end_matches('\0').lines().rev().take(8).collect();
-            Err(io::Error::new(e.kind(), format!("XDP program refused: {e}: {}", tail.join(" | "))))
+            Err(io::Error::new(first.kind(), format!("XDP program refused: {first}: {}", tail.join(" | "))))
         }
     }
 }
