@@ -401,9 +401,6 @@ pub struct Router {
     stats: RouterStats,
 }
 
-/// Largest frame the router makes itself (beacons with a name-server DAG, receipts, XCMP).
-const MAX_OWN_FRAME: usize = 2048;
-
 impl Router {
     /// A router of the AD whose key is `ad_key`, with HID key `key`, on `ports`. `wall_ms` is
     /// the wall clock (ms since the Unix epoch) at `now`.
@@ -952,7 +949,7 @@ impl Router {
     ) -> Option<Vec<u8>> {
         let x = XipRepr::new(next, dst.clone(), src.clone(), payload.len());
         let len = ethernet::HEADER_LEN + x.buffer_len();
-        if len > MAX_OWN_FRAME.max(ethernet::HEADER_LEN + self.ports[port].mtu) {
+        if len > ethernet::HEADER_LEN + self.ports[port].mtu {
             return None;
         }
         let mut f = vec![0u8; len];
@@ -1137,7 +1134,17 @@ impl Router {
             self.stats.xcmp_rate_limited += 1;
             return;
         }
-        let original = xcmp::XcmpRepr::quote(packet);
+        // As much of the packet as a frame of the smallest port holds (a large DAG's header
+        // alone can be more).
+        let mtu = self.ports.iter().map(|p| p.mtu).min().unwrap_or(0);
+        let empty = match kind {
+            XcmpKind::Unreachable(reason) => XcmpRepr::DstUnreachable { reason, original: &[] },
+            XcmpKind::TimeExceeded => XcmpRepr::TimeExceeded { code: 0, original: &[] },
+        };
+        let head =
+            XipRepr::new(NextHeader::Xcmp, src.clone(), self.dag(), 0).header_len() + empty.buffer_len();
+        let quoted = xcmp::XcmpRepr::quote(packet);
+        let original = &quoted[..quoted.len().min(mtu.saturating_sub(head))];
         let m = match kind {
             XcmpKind::Unreachable(reason) => XcmpRepr::DstUnreachable { reason, original },
             XcmpKind::TimeExceeded => XcmpRepr::TimeExceeded { code: 0, original },

@@ -813,3 +813,36 @@ fn distance_vectors_larger_than_a_frame_go_in_pages() {
     );
     assert!(far[60..].iter().all(|ad| w.r(r1).route(ad).is_some()));
 }
+
+/// An error about a packet with large DAGs quotes what fits: the XCMP frame never exceeds the
+/// port's MTU (the quoted header alone can be longer than a frame).
+#[test]
+fn xcmp_errors_about_large_packets_fit_the_link() {
+    let now = Instant::now();
+    let ports = (0..2).map(|p| PortInfo { name: format!("p{p}"), mac: mac(0, p), mtu: MTU }).collect();
+    let mut r = Router::new(
+        RouterConfig::default(),
+        Keypair::from_seed([1; 32]),
+        Keypair::from_seed([2; 32]),
+        ports,
+        now,
+        WALL,
+    );
+    let node = |p: Principal, i: u8| Xid::new(p, [i; 20]);
+    // 20 unknown ADs, then a host: unreachable. From a 20-node source DAG reached via port 0.
+    let dst: Vec<Xid> =
+        (1..=19).map(|i| node(Principal::Ad, i)).chain([node(Principal::Hid, 0x40)]).collect();
+    let src: Vec<Xid> =
+        (0x50..0x63).map(|i| node(Principal::Ad, i)).chain([node(Principal::Hid, 0x70)]).collect();
+    r.add_route(Principal::Ad, Some(src[0]), Target::Via { port: 0, mac: mac(9, 0) }).unwrap();
+    let x = XipRepr::new(NextHeader::Dgram, Dag::linear(&dst).unwrap(), Dag::linear(&src).unwrap(), 8);
+    let mut f = xip_frame(mac(9, 0), mac(0, 0), &x, &[0; 8]);
+    assert!(f.len() <= MTU + 14);
+    assert_eq!(r.handle_frame(now, 0, &mut f), crate::router::Action::Done);
+    let (port, err) = r.poll_transmit().expect("an XCMP error");
+    assert_eq!(port, 0);
+    assert!(err.len() <= MTU + 14, "{} bytes", err.len());
+    let p = xia_core::wire::xip::Packet::new_checked(&err[14..]).unwrap();
+    assert_eq!(p.next_header(), NextHeader::Xcmp);
+    assert_eq!(r.stats().xcmp_sent, 1);
+}
