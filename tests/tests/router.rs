@@ -8,9 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use xia_core::dag::Dag;
 use xia_core::keys::Keypair;
 use xia_core::link::afpacket::{LinkOptions, PacketSocket, RecvBatch};
+use xia_core::samples::frame;
 use xia_core::wire::control::{self, ControlBody, HostRegistered, RoutePatch, Stamp};
 use xia_core::wire::dgram::DgramRepr;
-use xia_core::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
+use xia_core::wire::ethernet::{self, EtherType, EthernetAddress};
 use xia_core::wire::xcmp::XcmpRepr;
 use xia_core::wire::xip::{self, NextHeader, XipRepr};
 use xia_core::xid::{Principal, Xid, SID_XHCP};
@@ -32,16 +33,6 @@ fn raw(ns: &Netns, ifname: &str) -> PacketSocket {
     ns.enter(move || PacketSocket::open(&name, &LinkOptions { ethertypes: vec![], ..LinkOptions::default() }))
         .unwrap()
         .unwrap()
-}
-
-fn frame(src: EthernetAddress, dst: EthernetAddress, x: &XipRepr, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + x.buffer_len()];
-    EthernetRepr { src, dst, ethertype: EtherType::Xip }
-        .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
-        .unwrap();
-    x.emit(&mut f[14..]).unwrap();
-    f[14 + x.header_len()..].copy_from_slice(payload);
-    f
 }
 
 /// Waits for a frame on `sock` that `want` accepts.
@@ -305,6 +296,12 @@ fn a_host_moves_to_another_ad_and_its_old_dag_follows_it_after_a_patch() {
 }
 
 /// Resident memory of a process, from /proc (kB).
+/// Replies counted in xping's summary ("N packets transmitted, M received, ...") in `text`.
+fn pings_received(text: &str) -> Option<u32> {
+    let line = text.lines().find(|l| l.contains("packets transmitted"))?;
+    line.split(", ").nth(1)?.split(' ').next()?.parse().ok()
+}
+
 fn rss_kb(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
@@ -397,8 +394,7 @@ fn a_flood_of_bad_frames_and_rogue_control_is_survived_and_counted() {
     assert!(rss_after < rss_before + 16 * 1024, "memory stays bounded: {rss_before} -> {rss_after} kB");
     // Forwarding went on: the pings through R1 during the flood came back.
     let out = ping.wait_for_line(|l| l.contains("packets transmitted"), Duration::from_secs(20)).unwrap();
-    let received: u32 =
-        out.split(", ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    let received = pings_received(&out).unwrap();
     assert!(received >= 150, "pings through the flooded router: {out}");
     assert!(f.r1.admin(&f.ns_r1, &["info"]).is_ok(), "still answering its admin socket");
 }
@@ -572,8 +568,7 @@ fn xdp_fast_path_forwards_learned_dags_and_forgets_them_when_routes_change() {
         sent += sock.send_batch(&refs).unwrap() as u64;
     }
     let out = ping.wait_for_line(|l| l.contains("packets transmitted"), Duration::from_secs(20)).unwrap();
-    let received: u32 =
-        out.split(", ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    let received = pings_received(&out).unwrap();
     let s = stats();
     let d = |k: &str| s[k] - before[k];
     let rss_after = rss_kb(pid);
@@ -611,13 +606,7 @@ fn xdp_fast_path_turns_itself_off_when_its_frames_are_dropped() {
         xping(&f.ns_c, &f.c, &["-c", "600", "-i", "0.01", "-W", "1"], &re_words(&f.a.dag)).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let s = f.r1.stats(&f.ns_r1).unwrap();
-    let received: u32 = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .and_then(|l| l.split(", ").nth(1))
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let received = pings_received(&text).unwrap_or(0);
     eprintln!(
         "xdp off: {received} of 600 pings back, fast path forwarded {}, off {}",
         s["xdp_forwarded"], s["xdp_off"]

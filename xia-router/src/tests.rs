@@ -6,9 +6,10 @@ use xia_core::dag::Dag;
 use xia_core::host::{Host, HostConfig, HostEvent};
 use xia_core::keys::Keypair;
 use xia_core::link::sim::{SimConfig, SimLink};
+use xia_core::samples::frame as xip_frame;
 use xia_core::wire::control::{ControlBody, RoutePatch, Stamp};
 use xia_core::wire::dgram::DgramRepr;
-use xia_core::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
+use xia_core::wire::ethernet::EthernetAddress;
 use xia_core::wire::xip::{NextHeader, XipRepr};
 use xia_core::xid::{Principal, Xid, SID_XHCP};
 
@@ -43,19 +44,14 @@ struct World {
     seed: u64,
 }
 
-fn mac(node: usize, port: usize) -> EthernetAddress {
-    EthernetAddress([2, 0, 0, 0, node as u8, port as u8])
+/// A router with two ports and no neighbours, driven frame by frame.
+fn lone_router(cfg: RouterConfig, now: Instant) -> Router {
+    let ports = (0..2).map(|p| PortInfo { name: format!("p{p}"), mac: mac(0, p), mtu: MTU }).collect();
+    Router::new(cfg, Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]), ports, now, WALL)
 }
 
-/// An Ethernet frame from `src` to `dst` carrying the XIP packet `x` with `payload`.
-fn xip_frame(src: EthernetAddress, dst: EthernetAddress, x: &XipRepr, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + x.buffer_len()];
-    EthernetRepr { src, dst, ethertype: EtherType::Xip }
-        .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
-        .unwrap();
-    x.emit(&mut f[14..]).unwrap();
-    f[14 + x.header_len()..].copy_from_slice(payload);
-    f
+fn mac(node: usize, port: usize) -> EthernetAddress {
+    EthernetAddress([2, 0, 0, 0, node as u8, port as u8])
 }
 
 impl World {
@@ -516,8 +512,7 @@ fn the_chunk_cache_answers_a_repeated_fetch() {
 fn corrupt_chunks_are_cached_but_never_served() {
     let cfg = RouterConfig { cache_bytes: 1 << 20, ..RouterConfig::default() };
     let now = Instant::now();
-    let ports = (0..2).map(|p| PortInfo { name: format!("p{p}"), mac: mac(0, p), mtu: MTU }).collect();
-    let mut r = Router::new(cfg, Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]), ports, now, WALL);
+    let mut r = lone_router(cfg, now);
     let hop = mac(5, 0);
     let ad_x = Xid::new(Principal::Ad, [0x0a; 20]);
     let hid_x = Xid::new(Principal::Hid, [0x0d; 20]);
@@ -755,15 +750,7 @@ fn chunks_cross_a_congested_router_link() {
 #[test]
 fn broadcast_frames_are_not_forwarded() {
     let now = Instant::now();
-    let ports = (0..2).map(|p| PortInfo { name: format!("p{p}"), mac: mac(0, p), mtu: MTU }).collect();
-    let mut r = Router::new(
-        RouterConfig::default(),
-        Keypair::from_seed([1; 32]),
-        Keypair::from_seed([2; 32]),
-        ports,
-        now,
-        WALL,
-    );
+    let mut r = lone_router(RouterConfig::default(), now);
     let ad_x = Xid::new(Principal::Ad, [0x0a; 20]);
     r.add_route(Principal::Ad, Some(ad_x), Target::Via { port: 1, mac: mac(5, 0) }).unwrap();
     let dst = Dag::host(ad_x, Xid::new(Principal::Hid, [0x0d; 20])).unwrap();
@@ -819,15 +806,7 @@ fn distance_vectors_larger_than_a_frame_go_in_pages() {
 #[test]
 fn xcmp_errors_about_large_packets_fit_the_link() {
     let now = Instant::now();
-    let ports = (0..2).map(|p| PortInfo { name: format!("p{p}"), mac: mac(0, p), mtu: MTU }).collect();
-    let mut r = Router::new(
-        RouterConfig::default(),
-        Keypair::from_seed([1; 32]),
-        Keypair::from_seed([2; 32]),
-        ports,
-        now,
-        WALL,
-    );
+    let mut r = lone_router(RouterConfig::default(), now);
     let node = |p: Principal, i: u8| Xid::new(p, [i; 20]);
     // 20 unknown ADs, then a host: unreachable. From a 20-node source DAG reached via port 0.
     let dst: Vec<Xid> =

@@ -448,6 +448,22 @@ impl Asm {
         self.op(LD_IMM64, dst, PSEUDO_MAP_FD, 0, map.as_raw_fd());
         self.op(0, 0, 0, 0, 0);
     }
+    /// Jumps to `labels[n - 1]` for a destination DAG of n nodes (the frame in r7), to
+    /// "pass" for any other count. Clobbers r2.
+    fn by_dag_size(&mut self, labels: &[&'static str; MAX_NODES]) {
+        self.op(LDX_B, R2, R7, (ETH + 5) as i16, 0);
+        for (i, l) in labels.iter().enumerate() {
+            self.jmp(JEQ_K, R2, 0, i as i32 + 1, l);
+        }
+        self.jmp(JA, 0, 0, 0, "pass");
+    }
+    /// To "pass" unless the frame (r7, its end r8) holds the fixed header and `nodes`
+    /// destination nodes. Clobbers r3.
+    fn dag_in_frame(&mut self, nodes: usize) {
+        self.op(MOV_X, R3, R7, 0, 0);
+        self.op(ADD_K, R3, 0, 0, (ETH + FIXED_HEADER_LEN + nodes * NODE_LEN) as i32);
+        self.jmp(JGT_X, R3, R8, 0, "pass");
+    }
     fn finish(mut self) -> Vec<u64> {
         for (at, to) in std::mem::take(&mut self.fixups) {
             let target = self.labels[to];
@@ -474,17 +490,11 @@ fn program(maps: &[OwnedFd], counter: &OwnedFd, epoch: &OwnedFd) -> Vec<u64> {
     a.jmp(JEQ_K, R2, 0, i32::from(NEXT_CHUNK), "pass"); // CHUNK: the cache's
     a.op(LDX_B, R2, R7, HOP as i16, 0);
     a.jmp(JLT_K, R2, 0, 2, "pass"); // time exceeded: the daemon's
-    a.op(LDX_B, R2, R7, (ETH + 5) as i16, 0); // destination nodes
     const SIZES: [&str; MAX_NODES] = ["n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8"];
-    for (i, l) in SIZES.iter().enumerate() {
-        a.jmp(JEQ_K, R2, 0, i as i32 + 1, l);
-    }
-    a.jmp(JA, 0, 0, 0, "pass");
+    a.by_dag_size(&SIZES);
     for (i, l) in SIZES.iter().enumerate() {
         a.label(l);
-        a.op(MOV_X, R3, R7, 0, 0);
-        a.op(ADD_K, R3, 0, 0, (ETH + FIXED_HEADER_LEN + (i + 1) * NODE_LEN) as i32);
-        a.jmp(JGT_X, R3, R8, 0, "pass"); // the key is in the frame
+        a.dag_in_frame(i + 1); // the key is in the frame
         a.ld_map(R1, &maps[i]);
         a.op(MOV_X, R2, R7, 0, 0);
         a.op(ADD_K, R2, 0, 0, LAST as i32);
@@ -536,16 +546,10 @@ fn program(maps: &[OwnedFd], counter: &OwnedFd, epoch: &OwnedFd) -> Vec<u64> {
     // What the router did to the first packet: the edges it marked (per DAG size again: the
     // verifier wants each access under a bounds check on its own path)...
     const EDGES: [&str; MAX_NODES] = ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"];
-    a.op(LDX_B, R2, R7, (ETH + 5) as i16, 0);
-    for (i, l) in EDGES.iter().enumerate() {
-        a.jmp(JEQ_K, R2, 0, i as i32 + 1, l);
-    }
-    a.jmp(JA, 0, 0, 0, "pass");
+    a.by_dag_size(&EDGES);
     for (i, l) in EDGES.iter().enumerate() {
         a.label(l);
-        a.op(MOV_X, R3, R7, 0, 0);
-        a.op(ADD_K, R3, 0, 0, (ETH + FIXED_HEADER_LEN + (i + 1) * NODE_LEN) as i32);
-        a.jmp(JGT_X, R3, R8, 0, "pass");
+        a.dag_in_frame(i + 1);
         for n in 0..=i {
             let at = (ETH + FIXED_HEADER_LEN + (n + 1) * NODE_LEN - 4) as i16;
             a.op(LDX_W, R2, R7, at, 0);
