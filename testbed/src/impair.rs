@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use xia_core::link::sim::Rng;
+use xia_core::rng::Rng;
 
 /// Impairments of one direction.
 #[derive(Debug, Clone, PartialEq)]

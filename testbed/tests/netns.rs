@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use xia_core::link::afpacket::{LinkOptions, PacketSocket, RecvBatch};
-use xia_core::link::sim::Rng;
+use xia_core::rng::Rng;
 use xia_core::wire::ethernet::{EthernetAddress, HEADER_LEN};
 use xia_testbed::{nft_loss, nft_loss_egress, offloads_off, require_root, veth, Child, Netns};
 

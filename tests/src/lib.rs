@@ -367,7 +367,7 @@ pub fn re_words(dag: &str) -> Vec<String> {
 /// random noise, a flipped bit after the Ethernet header, truncated, or lying lengths and node
 /// counts. Addressed to `dst` with the XIP ethertype.
 pub fn hostile_frame(
-    rng: &mut xia_core::link::sim::Rng,
+    rng: &mut xia_core::rng::Rng,
     template: &[u8],
     kind: u32,
     dst: xia_core::wire::ethernet::EthernetAddress,

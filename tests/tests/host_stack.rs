@@ -252,7 +252,7 @@ fn hostile_flood_is_survived_and_counted() {
         return;
     }
     use xia_core::link::afpacket::{LinkOptions, PacketSocket};
-    use xia_core::link::sim::Rng;
+    use xia_core::rng::Rng;
     let h = TwoHosts::new(1500, false).unwrap();
     // A valid frame to B's HID from the link, to mutate.
     let mut warm = h.ns_a.cmd(bin("xping"));
@@ -330,32 +330,37 @@ fn applications_get_typed_errors() {
     let h = TwoHosts::new(1500, false).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
+        use xia_core::api::XiaError;
         let xia = xia_core::api::Xia::at(&h.a.socket);
         // A stream to a DAG whose intent is not a service.
         let not_a_service: xia_core::Dag = h.b.re_dag().parse().unwrap();
         let e = xia.connect(&not_a_service).await.unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        assert!(matches!(e, XiaError::BadAddress(_)), "{e}");
         // A service nobody listens on: refused.
         let nobody: xia_core::Dag =
             format!("{} SID:0202020202020202020202020202020202020202", h.b.re_dag()).parse().unwrap();
         let e = xia.connect(&nobody).await.unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        assert!(matches!(e, XiaError::Refused), "{e}");
         // A datagram too large for a frame.
         let mut d = xia.bind_dgram(None).await.unwrap();
         let echo: xia_core::Dag =
             format!("{} SID:0303030303030303030303030303030303030303", h.b.re_dag()).parse().unwrap();
-        d.send_to(&vec![0u8; 4000], &echo).await.unwrap();
-        let e = d.recv_from().await.unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
-        // Garbage on the socket: a typed answer, and the daemon lives on.
+        let e = d.send_to(&vec![0u8; 4000], &echo).await.unwrap_err();
+        assert!(matches!(e, XiaError::TooLarge(_)), "{e}");
+        // Garbage on the socket: the daemon's hello, a typed answer, and the daemon lives on.
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use xia_core::ipc::codec;
         let mut raw = tokio::net::UnixStream::connect(&h.a.socket).await.unwrap();
         raw.write_all(&[5, 0, 0, 0, 1, 30, 0, 0, 0]).await.unwrap();
         let mut answer = Vec::new();
         raw.read_to_end(&mut answer).await.unwrap();
-        let m = xia_core::ipc::Msg::decode(&answer[4..]).unwrap();
+        codec::check_hello(answer[..codec::HELLO_LEN].try_into().unwrap()).unwrap();
+        let frame = &answer[codec::HELLO_LEN..];
+        let p = codec::Prefix::parse(frame).unwrap().unwrap();
+        let m: xia_core::ipc::Response =
+            codec::decode(&frame[codec::PREFIX_LEN..codec::PREFIX_LEN + p.head]).unwrap();
         assert!(
-            matches!(m, xia_core::ipc::Msg::Error { code: xia_core::ipc::ErrorCode::BadRequest, .. }),
+            matches!(m, xia_core::ipc::Response::Error { code: xia_core::ipc::ErrorCode::BadRequest, .. }),
             "{m:?}"
         );
         assert!(xia.info().await.is_ok());

@@ -316,7 +316,7 @@ fn a_flood_of_bad_frames_and_rogue_control_is_survived_and_counted() {
         return;
     }
     let _quiet = quiet();
-    use xia_core::link::sim::Rng;
+    use xia_core::rng::Rng;
     use xia_core::wire::control::Beacon;
     let f = Fig1::new(false, 1500, false, false).unwrap();
     let mut sock = raw(&f.ns_c, "eth0");
@@ -558,7 +558,7 @@ fn xdp_fast_path_forwards_learned_dags_and_forgets_them_when_routes_change() {
     let mut ping =
         Child::spawn(xping(&f.ns_c, &f.c, &["-i", "0.02", "-w", "4", "-W", "1"], &re_words(&f.a.dag)))
             .unwrap();
-    let mut rng = xia_core::link::sim::Rng::new(11);
+    let mut rng = xia_core::rng::Rng::new(11);
     let t0 = Instant::now();
     let mut sent = 0u64;
     while t0.elapsed() < Duration::from_secs(3) {

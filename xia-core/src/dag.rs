@@ -452,6 +452,45 @@ impl Dag {
     }
 }
 
+// In derived encodings (the local IPC protocol) a DAG is its nodes in wire order, each its XID
+// and edge bytes; what is read is bounded and validated like a DAG off the wire.
+impl serde::Serialize for Dag {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for n in self.nodes() {
+            seq.serialize_element(&(n.xid, n.edges))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dag, D::Error> {
+        struct Nodes;
+        impl<'de> serde::de::Visitor<'de> for Nodes {
+            type Value = Dag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "at most {MAX_NODES} DAG nodes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Dag, A::Error> {
+                use serde::de::Error;
+                let mut d = Dag { len: 0, nodes: [EMPTY_NODE; MAX_NODES] };
+                while let Some((xid, edges)) = seq.next_element::<(Xid, [u8; MAX_EDGES])>()? {
+                    let slot = d
+                        .nodes
+                        .get_mut(usize::from(d.len))
+                        .ok_or_else(|| A::Error::custom(DagError::TooManyNodes(MAX_NODES + 1)))?;
+                    *slot = Node { xid, edges };
+                    d.len += 1;
+                }
+                Dag::from_nodes(d.nodes()).map_err(A::Error::custom)
+            }
+        }
+        d.deserialize_seq(Nodes)
+    }
+}
+
 impl fmt::Display for Dag {
     /// The `RE` form when the DAG has that shape, the `DAG` form otherwise.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

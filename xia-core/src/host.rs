@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::dag::Dag;
 use crate::keys::Keypair;
-use crate::link::sim::Rng;
+use crate::rng::Rng;
 use crate::select::{select, Lookup, Selection, LAST_NODE_ENTRY};
 use crate::transport::chunk::{ChunkError, ContentStore, FetchConfig, Fetcher, ServeJob, StoreError, Verify};
 use crate::transport::stream::{Event as StreamEvent, Stream, StreamConfig, StreamError};
@@ -76,6 +76,11 @@ pub struct HostConfig {
     pub control_window: Duration,
     /// Lifetime asked for when registering with a router.
     pub registration_lifetime: Duration,
+    /// The gateway is taken as lost when this many of its beacon intervals pass without one
+    /// (and at least [`HostConfig::gateway_timeout_floor`]).
+    pub gateway_missed_beacons: u32,
+    /// The least time without beacons before the gateway is taken as lost.
+    pub gateway_timeout_floor: Duration,
     /// Seed of the host's random numbers (sequence numbers, ephemeral SIDs); `None`: from the OS.
     pub seed: Option<u64>,
 }
@@ -97,6 +102,8 @@ impl Default for HostConfig {
             resolve_queue: 256,
             control_window: Duration::from_secs(30),
             registration_lifetime: Duration::from_secs(30),
+            gateway_missed_beacons: 5,
+            gateway_timeout_floor: Duration::from_millis(500),
             seed: None,
         }
     }
@@ -183,8 +190,8 @@ pub enum HostEvent {
         seq: u16,
         /// Who reported it.
         from: Dag,
-        /// XCMP type (3 unreachable, 11 time exceeded, ...).
-        kind: u8,
+        /// What it reports (unreachable, time exceeded, ...).
+        kind: xcmp::Message,
         /// XCMP code.
         code: u8,
     },
@@ -198,6 +205,13 @@ pub enum HostEvent {
     /// The gateway confirmed the host's registration.
     Registered {
         /// The AD.
+        ad: Xid,
+        /// The gateway router's HID.
+        router: Xid,
+    },
+    /// The gateway's beacons stopped: the host has no router until beacons come again.
+    GatewayLost {
+        /// The AD it was in.
         ad: Xid,
         /// The gateway router's HID.
         router: Xid,
@@ -322,6 +336,8 @@ struct Gateway {
     ad: Xid,
     last_seq: u64,
     name_server: Option<Dag>,
+    /// Lost if no beacon comes before this.
+    expires: Instant,
 }
 
 #[derive(Debug)]
@@ -917,7 +933,7 @@ impl Host {
             XcmpRepr::DstUnreachable { original, .. }
             | XcmpRepr::TimeExceeded { original, .. }
             | XcmpRepr::Redirect { original, .. } => {
-                let (kind, code) = (payload[0], payload[1]);
+                let (kind, code) = (xcmp::Message::from(payload[0]), payload[1]);
                 self.handle_xcmp_error(x, kind, code, original);
             }
             XcmpRepr::Other { .. } => {}
@@ -925,7 +941,7 @@ impl Host {
     }
 
     /// An XCMP error quoting one of our packets: tell whoever sent it.
-    fn handle_xcmp_error(&mut self, x: &XipRepr, kind: u8, code: u8, original: &[u8]) {
+    fn handle_xcmp_error(&mut self, x: &XipRepr, kind: xcmp::Message, code: u8, original: &[u8]) {
         let q = xip::Packet::new_unchecked(original);
         if original.len() < xip::FIXED_HEADER_LEN || original.len() < q.header_len() {
             return;
@@ -941,7 +957,7 @@ impl Host {
                     self.events.push_back(HostEvent::EchoError { owner, seq, from, kind, code });
                 }
             }
-            NextHeader::Stream if kind == 3 => {
+            NextHeader::Stream if kind == xcmp::Message::DstUnreachable => {
                 let (Some(dst), Some(src)) = (q.dst_intent(), q.src_intent()) else { return };
                 if let Some(&h) = self.stream_index.get(&(*src.id(), *dst.id())) {
                     if let Some(s) = self.streams.get_mut(&h) {
@@ -1039,12 +1055,16 @@ impl Host {
                 // its next refresh.
                 let restarted = same.is_some_and(|g| b.stamp.seq > g.last_seq.saturating_add(1 << 12));
                 self.stats.beacons += 1;
+                let interval = Duration::from_millis(u64::from(b.stamp.millis));
+                let silence =
+                    (interval * self.cfg.gateway_missed_beacons).max(self.cfg.gateway_timeout_floor);
                 self.gateway = Some(Gateway {
                     hid: b.router_hid,
                     mac: src_mac,
                     ad: b.ad,
                     last_seq: b.stamp.seq,
                     name_server: b.name_server.clone(),
+                    expires: now + silence,
                 });
                 if changed {
                     self.ad = Some(b.ad);
@@ -1077,6 +1097,27 @@ impl Host {
             // Registrations and patches are for routers.
             ControlBody::HostRegister(_) | ControlBody::RoutePatch(_) | ControlBody::AdRoutes(_) => {
                 self.stats.drop_bad_control += 1
+            }
+        }
+    }
+
+    /// The gateway fell silent: no router until beacons come again (the AD, and so the host's
+    /// DAG, stay: the host is still where it was, only cut off).
+    fn lose_gateway(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            self.registration = None;
+            self.route_gen += 1;
+            self.events.push_back(HostEvent::GatewayLost { ad: g.ad, router: g.hid });
+        }
+    }
+
+    /// The link went down or came up. Up: register again at once (the router may have
+    /// forgotten us meanwhile, or the link may now lead to another one).
+    pub fn link_changed(&mut self, now: Instant, up: bool) {
+        self.clock = now;
+        if up {
+            if let Some(r) = self.registration.as_mut() {
+                r.next_at = now;
             }
         }
     }
@@ -1525,7 +1566,8 @@ impl Host {
         let streams = self.streams.values().filter_map(|s| s.conn.poll_timeout()).min();
         let reg = self.registration.as_ref().map(|r| r.next_at);
         let resolve = self.pending.values().map(|p| p.asked_at + Duration::from_millis(200)).min();
-        [streams, self.fetcher.poll_timeout(), reg, resolve].into_iter().flatten().min()
+        let gateway = self.gateway.as_ref().map(|g| g.expires);
+        [streams, self.fetcher.poll_timeout(), reg, resolve, gateway].into_iter().flatten().min()
     }
 
     /// Fires the timers due at `now`.
@@ -1546,6 +1588,9 @@ impl Host {
         if self.fetcher.poll_timeout().is_some_and(|t| t <= now) {
             self.fetcher.handle_timeout(now);
             self.drain_fetches();
+        }
+        if self.gateway.as_ref().is_some_and(|g| g.expires <= now) {
+            self.lose_gateway();
         }
         if self.registration.as_ref().is_some_and(|r| r.next_at <= now) {
             self.send_registration(now);
@@ -1766,6 +1811,16 @@ impl Host {
         self.fetch_tags.insert(t, (owner, tag));
         self.fetcher.fetch(now, cid, dag, len, t);
         self.drain_fetches();
+    }
+
+    /// Gives up the fetch `tag` of `owner`: nothing more is said of it.
+    pub fn chunk_cancel(&mut self, owner: Handle, tag: u64) {
+        let gone: Vec<u64> =
+            self.fetch_tags.iter().filter(|(_, &(o, t))| o == owner && t == tag).map(|(&t, _)| t).collect();
+        for t in gone {
+            self.fetch_tags.remove(&t);
+            self.fetcher.cancel(t);
+        }
     }
 
     /// An assembled chunk to hash, when fetches defer verification

@@ -52,6 +52,11 @@ impl<W: Write> PcapWriter<W> {
         self.write_frame_at(ts, frame)
     }
 
+    /// Writes what the stream buffers.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     /// Flushes and returns the stream.
     pub fn into_inner(mut self) -> io::Result<W> {
         self.out.flush()?;

@@ -254,6 +254,20 @@ const fn well_known(last: u8) -> XidId {
     id
 }
 
+// In derived encodings (the local IPC protocol) an XID is its type code and its 20 bytes.
+impl serde::Serialize for Xid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.principal.code(), self.id).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Xid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Xid, D::Error> {
+        let (code, id) = <(u32, XidId)>::deserialize(d)?;
+        Ok(Xid::new(Principal::from_code(code), id))
+    }
+}
+
 impl fmt::Display for Xid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:", self.principal)?;

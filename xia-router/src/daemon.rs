@@ -12,10 +12,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use xia_core::daemon::{signal_fd, wall_ms};
 use xia_core::keys::Keypair;
 use xia_core::link::afpacket::{LinkOptions, PacketSocket, RxRing};
 use xia_core::pcap::PcapWriter;
+use xia_core::sys::{signal_fd, wall_ms};
 
 use crate::admin;
 use crate::router::{Action, PortInfo, Router, RouterConfig, RouterStats};

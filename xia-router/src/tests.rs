@@ -285,7 +285,10 @@ fn unknown_ad_gets_unreachable_and_the_fallback_edge_delivers() {
     let hid_a = w.h(a).hid();
     let ev = w.ping(c, &Dag::host(nowhere, hid_a).unwrap());
     assert!(
-        matches!(ev.as_slice(), [HostEvent::EchoError { kind: 3, code: 0, .. }]),
+        matches!(
+            ev.as_slice(),
+            [HostEvent::EchoError { kind: xia_core::wire::xcmp::Message::DstUnreachable, code: 0, .. }]
+        ),
         "no route to the AD: {ev:?}"
     );
     assert_eq!(w.r(r1).stats().drop_unreachable, 1);
@@ -436,7 +439,7 @@ fn hop_limit_exhaustion_gets_time_exceeded() {
 fn garbage_is_counted_and_survived() {
     let (mut w, [r1, a, _b, c]) = fig1a();
     assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, c])));
-    let mut rng = xia_core::link::sim::Rng::new(5);
+    let mut rng = xia_core::rng::Rng::new(5);
     let template = w.h(a).dag();
     let x = XipRepr::new(NextHeader::Xcmp, template, w.h(c).dag(), 16);
     let rmac = w.r(r1).ports()[2].mac;
@@ -492,7 +495,7 @@ fn the_chunk_cache_answers_a_repeated_fetch() {
     assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, b, c])));
     // B publishes 1 MiB; A (AD1) fetches it through R2 and R1, which cache it on the way.
     let mut data = vec![0u8; 1 << 20];
-    xia_core::link::sim::Rng::new(3).fill(&mut data);
+    xia_core::rng::Rng::new(3).fill(&mut data);
     let cid = w.h(b).chunk_put(data.clone().into()).unwrap();
     let dag = w.h(b).content_dag(cid);
     assert_eq!(fetch(&mut w, a, cid, &dag).as_deref(), Some(&data[..]));
@@ -627,7 +630,13 @@ fn distance_vectors_route_across_several_ads_and_converge_when_links_come_and_go
     let took = w.now - t;
     assert!(took < Duration::from_secs(2), "converged in {took:?}");
     let ev = w.ping(a, &dag_c);
-    assert!(matches!(ev.as_slice(), [HostEvent::EchoError { kind: 3, .. }]), "no route to AD3 now: {ev:?}");
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [HostEvent::EchoError { kind: xia_core::wire::xcmp::Message::DstUnreachable, .. }]
+        ),
+        "no route to AD3 now: {ev:?}"
+    );
     // Up again: back within a few beacon intervals.
     cut(&mut w, 2, false);
     let t = w.now;
@@ -704,7 +713,7 @@ fn chunks_cross_a_congested_router_link() {
     w.wires[2].ba = SimLink::new(slow, 77);
     assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, b, c])));
     let _ = (r1, r2);
-    let mut rng = xia_core::link::sim::Rng::new(9);
+    let mut rng = xia_core::rng::Rng::new(9);
     let mut cids = Vec::new();
     for _ in 0..16 {
         let mut data = vec![0u8; 1 << 20];

@@ -1,14 +1,19 @@
 //! `xiad`: the XIA host daemon. One per host (network namespace); applications reach it over
 //! a Unix socket. Prints one `xiad ready ...` line on stdout when it serves, and an `xiad
-//! registered ad=... router=... dag=...` line whenever a gateway router confirms its registration.
+//! registered ad=... router=... dag=...` line whenever a gateway router confirms its
+//! registration (applications learn that, and more, from the API's event stream).
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use xia_core::daemon::{run, DaemonConfig};
 use xia_core::host::HostConfig;
+use xia_core::keys::Keypair;
 use xia_core::link::afpacket::LinkOptions;
+use xia_core::link::capture::Capture;
+use xia_core::link::host_port::HostPort;
 use xia_core::xid::{Principal, Xid};
 
 /// The XIA host daemon.
@@ -38,6 +43,37 @@ struct Args {
     log: xia_core::cli::LogArgs,
 }
 
+fn serve(args: Args) -> std::io::Result<()> {
+    // Before any thread starts: SIGTERM and SIGINT then reach this descriptor, and the daemon
+    // ends cleanly (capture flushed, socket removed).
+    let stop = xia_core::sys::signal_fd()?;
+    if let Some(dir) = args.key.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let key = Keypair::load_or_generate(&args.key)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", args.key.display())))?;
+    let port = HostPort::open(&args.interface, &LinkOptions::default())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", args.interface)))?;
+    let link = Capture::new(port, args.pcap.as_deref())?;
+    let cfg = DaemonConfig {
+        socket: args.socket,
+        host: HostConfig { static_ad: args.ad, store_bytes: args.store_mib << 20, ..HostConfig::default() },
+    };
+    run(cfg, key, link, stop.as_raw_fd(), |r| {
+        // One line for scripts and tests to wait on; logs go to stderr.
+        println!(
+            "xiad ready socket={} hid={} mac={} mtu={} dag={}",
+            r.socket.display(),
+            r.hid,
+            r.mac,
+            r.mtu,
+            r.dag.to_dag_string().replace('\n', "")
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    })
+}
+
 fn main() -> ExitCode {
     // Chunk buffers (a MiB each, many a second) are reused from the heap instead of being
     // mapped, faulted in and zeroed afresh every time, and the heap is not trimmed between them.
@@ -54,34 +90,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if let Some(dir) = args.key.parent() {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("xiad: {}: {e}", dir.display());
-            return ExitCode::from(2);
-        }
-    }
-    let cfg = DaemonConfig {
-        interface: args.interface.clone(),
-        socket: args.socket.clone(),
-        key_file: args.key,
-        host: HostConfig { static_ad: args.ad, store_bytes: args.store_mib << 20, ..HostConfig::default() },
-        link: LinkOptions::default(),
-        pcap: args.pcap,
-    };
-    let socket = args.socket.clone();
-    let result = run(cfg, |hid, dag, link| {
-        // One line for scripts and tests to wait on; logs go to stderr.
-        println!(
-            "xiad ready socket={} hid={hid} mac={} mtu={} dag={}",
-            socket.display(),
-            link.mac(),
-            link.mtu(),
-            dag.to_dag_string().replace('\n', "")
-        );
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-    });
-    match result {
+    match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xiad: {e}");

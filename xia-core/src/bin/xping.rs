@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use xia_core::api::{PingReply, Xia};
 use xia_core::dag::Dag;
+use xia_core::wire::xcmp::Message;
 
 /// Send XCMP echo requests to an XIA address.
 #[derive(Debug, Parser)]
@@ -181,10 +182,10 @@ async fn ping(args: Args, dst: Dag) -> ExitCode {
                     s.errors += 1;
                     if !args.quiet {
                         let what = match kind {
-                            3 => format!("Destination Unreachable (code {code})"),
-                            11 => "Time to live exceeded".to_string(),
-                            5 => "Redirect".to_string(),
-                            k => format!("XCMP type {k} code {code}"),
+                            Message::DstUnreachable => format!("Destination Unreachable (code {code})"),
+                            Message::TimeExceeded => "Time to live exceeded".to_string(),
+                            Message::Redirect => "Redirect".to_string(),
+                            k => format!("XCMP type {} code {code}", u8::from(k)),
                         };
                         let from = from.to_string().replace('\n', " ");
                         println!("{}From {from} xcmp_seq={seq} {what}", stamp(args.timestamps));

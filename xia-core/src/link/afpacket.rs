@@ -12,6 +12,8 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::LinkStats;
+use crate::sys::cvt;
 use crate::wire::ethernet::{EtherType, EthernetAddress, HEADER_LEN};
 
 const SOL_PACKET: libc::c_int = 263;
@@ -50,29 +52,6 @@ impl Default for LinkOptions {
             rx_ring: None,
         }
     }
-}
-
-/// Counters of a link.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LinkStats {
-    /// Frames received.
-    pub rx_frames: u64,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Frames dropped because they were longer than the buffers (never delivered).
-    pub rx_truncated: u64,
-    /// Frames sent.
-    pub tx_frames: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Frames the kernel refused (buffer full).
-    pub tx_dropped: u64,
-    /// Frames not sent because the device failed (down, gone): dropped, as a cut cable would.
-    pub tx_errors: u64,
-    /// Errors reported on receive (device down, ...); the socket keeps working after them.
-    pub rx_errors: u64,
-    /// Frames the kernel dropped before we read them (socket buffer full: we were too slow).
-    pub rx_kernel_dropped: u64,
 }
 
 /// The descriptors of one `recvmmsg`/`sendmmsg` call, kept between calls so that a batch costs
@@ -185,14 +164,6 @@ pub struct PacketSocket {
     kernel_dropped: std::cell::Cell<u64>,
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: `value` lives across the call and its size is passed.
     let r = unsafe {
@@ -214,6 +185,7 @@ struct IfReq {
     data: [u8; 24],
 }
 
+const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
 const SIOCGIFMTU: libc::c_ulong = 0x8921;
 const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
 const SIOCGIFINDEX: libc::c_ulong = 0x8933;
@@ -338,6 +310,15 @@ impl PacketSocket {
             tx_ring,
             rx_ring,
         })
+    }
+
+    /// The interface's flags now (`IFF_UP`, `IFF_RUNNING`, ...), by ioctl.
+    pub fn interface_flags(&self) -> io::Result<u32> {
+        let mut r = IfReq { name: [0; 16], data: [0; 24] };
+        r.name[..self.ifname.len()].copy_from_slice(self.ifname.as_bytes());
+        // SAFETY: `r` is a valid ifreq-sized buffer for SIOCGIFFLAGS.
+        cvt(unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCGIFFLAGS as _, &mut r as *mut IfReq) })?;
+        Ok(u32::from(u16::from_ne_bytes([r.data[0], r.data[1]])))
     }
 
     /// The receive ring ([`LinkOptions::rx_ring`]), to read frames from in place while the

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::stream::{Event, Stream, StreamConfig, StreamError};
-use crate::link::sim::{Rng, SimConfig, SimLink};
+use crate::link::sim::{SimConfig, SimLink};
+use crate::rng::Rng;
 use crate::wire::stream::{Packet, StreamRepr};
 
 /// Largest STREAM packet in these tests: a 9000-byte MTU minus a typical XIP header.

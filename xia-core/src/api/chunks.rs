@@ -1,0 +1,472 @@
+//! CHUNK: publishing content named by its SHA-1 and fetching it, one chunk or many in order.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::conn::{deadline, unexpected, within, Conn};
+use super::XiaError;
+use crate::dag::Dag;
+use crate::ipc::{Request, Response};
+use crate::xid::Xid;
+
+/// A published chunk: what a fetcher needs to ask for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// Its CID.
+    pub cid: Xid,
+    /// Its length.
+    pub len: usize,
+    /// Where to ask for it.
+    pub dag: Dag,
+}
+
+/// Content cut into chunks, in order: what [`ChunkClient::put_all`] publishes and
+/// [`ChunkClient::fetch_manifest`] fetches. Its text form has a line per chunk:
+/// `<CID> <length> <DAG in one-line DAG form>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// The chunks, in content order.
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// Why a manifest's text does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("manifest line {line}: {why}")]
+pub struct ManifestError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl Manifest {
+    /// Bytes of content in all.
+    pub fn total_len(&self) -> u64 {
+        self.chunks.iter().map(|c| c.len as u64).sum()
+    }
+}
+
+impl fmt::Display for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.chunks {
+            writeln!(f, "{} {} {}", c.cid, c.len, c.dag.to_dag_string().replace('\n', ""))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Manifest {
+    type Err = ManifestError;
+    fn from_str(text: &str) -> Result<Manifest, ManifestError> {
+        let mut chunks = Vec::new();
+        for (i, l) in text.lines().enumerate() {
+            if l.trim().is_empty() {
+                continue;
+            }
+            let err = |why: String| ManifestError { line: i + 1, why };
+            let mut w = l.trim().splitn(3, ' ');
+            let (Some(cid), Some(len), Some(dag)) = (w.next(), w.next(), w.next()) else {
+                return Err(err("want `<CID> <length> <DAG>`".into()));
+            };
+            let cid: Xid = cid.parse().map_err(|e| err(format!("{cid}: {e}")))?;
+            let len: usize = len.parse().map_err(|_| err(format!("bad length {len}")))?;
+            let dag: Dag = dag.parse().map_err(|e| err(format!("{dag}: {e}")))?;
+            chunks.push(ChunkRef { cid, len, dag });
+        }
+        Ok(Manifest { chunks })
+    }
+}
+
+/// How a bulk fetch runs.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Chunks requested and not yet delivered, at most. 32 chunks of 1 MiB keep a fetch
+    /// pipeline full at MTU 9000 here (16 ran dry between chunks).
+    pub window: usize,
+    /// When the whole transfer must be done; past it, [`Fetch::next`] fails with
+    /// [`XiaError::TimedOut`]. Chunks that time out or arrive corrupt are asked for again until
+    /// then; without a deadline the first failure of a chunk is final.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions { window: 32, deadline: None }
+    }
+}
+
+/// Publishes and fetches chunks (content named by its SHA-1), like `XputChunk` and
+/// `XrequestChunk`. One client holds one connection to the daemon; fetches on it are pipelined.
+#[derive(Debug)]
+pub struct ChunkClient {
+    conn: Conn,
+    next_tag: u64,
+    /// Results that arrived while another answer was awaited.
+    done: HashMap<u64, Result<Vec<u8>, XiaError>>,
+    order: VecDeque<u64>,
+    /// Fetches given up by the application: their results are dropped when they come.
+    abandoned: HashSet<u64>,
+    timeout: Option<Duration>,
+}
+
+/// Publications in flight at once in [`ChunkClient::put_all`].
+const PUT_WINDOW: usize = 8;
+
+impl ChunkClient {
+    pub(crate) fn new(conn: Conn, timeout: Option<Duration>) -> ChunkClient {
+        ChunkClient {
+            conn,
+            next_tag: 1,
+            done: HashMap::new(),
+            order: VecDeque::new(),
+            abandoned: HashSet::new(),
+            timeout,
+        }
+    }
+
+    /// How long each call waits at most (`None`: for ever).
+    pub fn set_timeout(&mut self, t: Option<Duration>) {
+        self.timeout = t;
+    }
+
+    /// Reads one message: a fetch result is kept aside (`None`), anything else returned.
+    async fn pump(&mut self) -> Result<Option<Response>, XiaError> {
+        let (m, data) = self.conn.recv().await?;
+        match m {
+            Response::ChunkData { tag } => self.note(tag, Ok(data)),
+            Response::ChunkFailed { tag, code } => {
+                self.note(tag, Err(XiaError::from_code(code, String::new())))
+            }
+            Response::Error { code, message } => return Err(XiaError::from_code(code, message)),
+            m => return Ok(Some(m)),
+        }
+        Ok(None)
+    }
+
+    /// The next message that is not a fetch result (those are kept aside).
+    async fn answer(&mut self) -> Result<Response, XiaError> {
+        loop {
+            if let Some(m) = self.pump().await? {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Waits for fetch results; anything else is out of place.
+    async fn pump_results(&mut self) -> Result<(), XiaError> {
+        match self.pump().await? {
+            None => Ok(()),
+            Some(m) => Err(unexpected(&m)),
+        }
+    }
+
+    fn note(&mut self, tag: u64, r: Result<Vec<u8>, XiaError>) {
+        if self.abandoned.remove(&tag) {
+            return;
+        }
+        self.done.insert(tag, r);
+        self.order.push_back(tag);
+    }
+
+    /// Publishes `data` on this host; returns its CID and the DAG others fetch it at. The
+    /// bytes are written from `data` to the daemon, which reads them into its store: no copy
+    /// on either side.
+    pub async fn put(&mut self, data: &[u8]) -> Result<(Xid, Dag), XiaError> {
+        let d = deadline(self.timeout);
+        within(d, async {
+            self.conn.send(&Request::ChunkPut, data).await?;
+            match self.answer().await? {
+                Response::Put { cid, dag } => Ok((cid, dag)),
+                m => Err(unexpected(&m)),
+            }
+        })
+        .await
+    }
+
+    /// Publishes `data` cut into chunks of `chunk_size` bytes (the last one shorter); returns
+    /// their manifest.
+    pub async fn put_all(&mut self, data: &[u8], chunk_size: usize) -> Result<Manifest, XiaError> {
+        self.put_iter(data.chunks(chunk_size.max(1))).await
+    }
+
+    /// Publishes each of `chunks`, in order, as they come; returns their manifest. The
+    /// publications are pipelined (a few in flight at once) and each chunk is written from where
+    /// it is.
+    pub async fn put_iter<B: AsRef<[u8]>>(
+        &mut self,
+        chunks: impl IntoIterator<Item = B>,
+    ) -> Result<Manifest, XiaError> {
+        let d = deadline(self.timeout);
+        let mut chunks = chunks.into_iter();
+        within(d, async {
+            let mut done = Vec::new();
+            let mut lens = VecDeque::new();
+            loop {
+                while lens.len() < PUT_WINDOW {
+                    let Some(c) = chunks.next() else { break };
+                    self.conn.send(&Request::ChunkPut, c.as_ref()).await?;
+                    lens.push_back(c.as_ref().len());
+                }
+                let Some(len) = lens.pop_front() else { break };
+                match self.answer().await? {
+                    Response::Put { cid, dag } => done.push(ChunkRef { cid, len, dag }),
+                    m => return Err(unexpected(&m)),
+                }
+            }
+            Ok(Manifest { chunks: done })
+        })
+        .await
+    }
+
+    /// Stops publishing `cid`.
+    pub async fn remove(&mut self, cid: Xid) -> Result<(), XiaError> {
+        within(deadline(self.timeout), async {
+            self.conn.send(&Request::ChunkRemove { cid }, &[]).await?;
+            match self.answer().await? {
+                Response::Ok => Ok(()),
+                m => Err(unexpected(&m)),
+            }
+        })
+        .await
+    }
+
+    /// Starts fetching `cid` from `dag` (`len` if known); returns a tag for
+    /// [`ChunkClient::next`]. Many fetches can be in flight: the daemon pipelines them.
+    pub async fn request(&mut self, cid: Xid, dag: &Dag, len: Option<usize>) -> Result<u64, XiaError> {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let req = Request::ChunkFetch { tag, cid, dag: dag.clone(), len: len.map(|l| l as u64) };
+        within(deadline(self.timeout), self.conn.send(&req, &[])).await?;
+        Ok(tag)
+    }
+
+    /// Gives up the fetch `tag`: nothing more is heard of it.
+    pub async fn cancel(&mut self, tag: u64) -> Result<(), XiaError> {
+        if self.done.remove(&tag).is_some() {
+            self.order.retain(|&t| t != tag);
+            return Ok(());
+        }
+        self.abandoned.insert(tag);
+        within(deadline(self.timeout), self.conn.send(&Request::ChunkCancel { tag }, &[])).await
+    }
+
+    /// The next fetch to finish: its tag and its verified bytes (or why not).
+    pub async fn next(&mut self) -> Result<(u64, Result<Vec<u8>, XiaError>), XiaError> {
+        within(deadline(self.timeout), async {
+            loop {
+                if let Some(tag) = self.order.pop_front() {
+                    let r = self.done.remove(&tag).expect("ordered tags are stored");
+                    return Ok((tag, r));
+                }
+                self.pump_results().await?;
+            }
+        })
+        .await
+    }
+
+    /// Fetches one chunk, like `XrequestChunk` + `XreadChunk`.
+    pub async fn fetch(&mut self, cid: Xid, dag: &Dag, len: Option<usize>) -> Result<Vec<u8>, XiaError> {
+        let d = deadline(self.timeout);
+        let want = within(d, self.request(cid, dag, len)).await?;
+        let r = within(d, async {
+            loop {
+                if let Some(r) = self.done.remove(&want) {
+                    self.order.retain(|&t| t != want);
+                    return r;
+                }
+                self.pump_results().await?;
+            }
+        })
+        .await;
+        if matches!(r, Err(XiaError::TimedOut)) && !self.done.contains_key(&want) {
+            self.abandoned.insert(want);
+            let _ = self.conn.send(&Request::ChunkCancel { tag: want }, &[]).await;
+        }
+        r
+    }
+
+    /// A bulk fetch: chunks announced through the returned [`Announcer`] (from another task, as
+    /// their CIDs become known) are fetched with a window of requests in flight and delivered in
+    /// the order announced by [`Fetch::next`].
+    pub fn fetch_announced(&mut self, opts: FetchOptions) -> (Announcer, Fetch<'_>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Announcer(tx), Fetch::new(self, rx, opts))
+    }
+
+    /// Fetches every chunk of `m`, delivered in order by [`Fetch::next`].
+    pub fn fetch_manifest(&mut self, m: &Manifest, opts: FetchOptions) -> Fetch<'_> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for c in &m.chunks {
+            let _ = tx.send(c.clone());
+        }
+        drop(tx);
+        Fetch::new(self, rx, opts)
+    }
+}
+
+/// Announces chunks to a [`Fetch`]. Dropping it (every clone) says no more will come: the fetch
+/// then ends once it has delivered what was announced.
+#[derive(Debug, Clone)]
+pub struct Announcer(mpsc::UnboundedSender<ChunkRef>);
+
+impl Announcer {
+    /// Adds a chunk to fetch after those announced before. False if the fetch is gone.
+    pub fn announce(&self, c: ChunkRef) -> bool {
+        self.0.send(c).is_ok()
+    }
+}
+
+/// Chunks fetched with a window of requests in flight, delivered in the order announced.
+#[derive(Debug)]
+pub struct Fetch<'a> {
+    client: &'a mut ChunkClient,
+    announced: mpsc::UnboundedReceiver<ChunkRef>,
+    /// No more announcements will come.
+    closed: bool,
+    queue: VecDeque<ChunkRef>,
+    /// Requested, in delivery order: tag and chunk.
+    in_flight: VecDeque<(u64, ChunkRef)>,
+    opts: FetchOptions,
+    delivered_bytes: u64,
+    delivered_chunks: u64,
+    retries: u64,
+}
+
+impl<'a> Fetch<'a> {
+    fn new(
+        client: &'a mut ChunkClient,
+        announced: mpsc::UnboundedReceiver<ChunkRef>,
+        opts: FetchOptions,
+    ) -> Fetch<'a> {
+        Fetch {
+            client,
+            announced,
+            closed: false,
+            queue: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            opts: FetchOptions { window: opts.window.max(1), ..opts },
+            delivered_bytes: 0,
+            delivered_chunks: 0,
+            retries: 0,
+        }
+    }
+
+    /// Bytes delivered so far.
+    pub fn delivered_bytes(&self) -> u64 {
+        self.delivered_bytes
+    }
+
+    /// Chunks delivered so far.
+    pub fn delivered_chunks(&self) -> u64 {
+        self.delivered_chunks
+    }
+
+    /// Chunks asked for again after a timeout or a corrupt copy.
+    pub fn retries(&self) -> u64 {
+        self.retries
+    }
+
+    fn take_announced(&mut self) {
+        loop {
+            match self.announced.try_recv() {
+                Ok(c) => self.queue.push_back(c),
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn fill_window(&mut self) -> Result<(), XiaError> {
+        while self.in_flight.len() < self.opts.window {
+            let Some(c) = self.queue.pop_front() else { break };
+            let tag = self.client.request(c.cid, &c.dag, Some(c.len)).await?;
+            self.in_flight.push_back((tag, c));
+        }
+        Ok(())
+    }
+
+    /// The next chunk in announced order, verified against its CID; `None` once the announcer
+    /// is gone and every chunk it announced was delivered. A chunk that cannot be had is an
+    /// error, in its turn.
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, XiaError>> {
+        let deadline = self.opts.deadline;
+        let r = within(deadline, self.next_inner()).await;
+        match r {
+            Ok(Some(data)) => Some(Ok(data)),
+            Ok(None) => None,
+            Err(e) => {
+                if matches!(e, XiaError::TimedOut) {
+                    self.abandon();
+                }
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Gives up what is in flight (after the deadline).
+    fn abandon(&mut self) {
+        for (tag, c) in self.in_flight.drain(..) {
+            self.client.abandoned.insert(tag);
+            self.queue.push_front(c);
+        }
+    }
+
+    async fn next_inner(&mut self) -> Result<Option<Vec<u8>>, XiaError> {
+        loop {
+            self.take_announced();
+            self.fill_window().await?;
+            let Some(&(front, _)) = self.in_flight.front() else {
+                if self.closed && self.queue.is_empty() {
+                    return Ok(None);
+                }
+                // Nothing to fetch until more is announced.
+                match self.announced.recv().await {
+                    Some(c) => self.queue.push_back(c),
+                    None => self.closed = true,
+                }
+                continue;
+            };
+            if let Some(r) = self.client.done.remove(&front) {
+                self.client.order.retain(|&t| t != front);
+                let (_, c) = self.in_flight.pop_front().expect("front exists");
+                match r {
+                    Ok(data) => {
+                        self.delivered_bytes += data.len() as u64;
+                        self.delivered_chunks += 1;
+                        return Ok(Some(data));
+                    }
+                    // With time left, a chunk that timed out or kept arriving corrupt is asked
+                    // for again (the holder may have been busy, the path lossy).
+                    Err(XiaError::TimedOut | XiaError::Corrupt)
+                        if self.opts.deadline.is_some_and(|d| Instant::now() < d) =>
+                    {
+                        self.retries += 1;
+                        let tag = self.client.request(c.cid, &c.dag, Some(c.len)).await?;
+                        self.in_flight.push_front((tag, c));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            // Wait for the daemon or for more announcements (they fill the window meanwhile).
+            if self.closed || self.in_flight.len() >= self.opts.window {
+                self.client.pump_results().await?;
+                continue;
+            }
+            tokio::select! {
+                r = self.client.pump_results() => r?,
+                c = self.announced.recv() => match c {
+                    Some(c) => self.queue.push_back(c),
+                    None => self.closed = true,
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! Applications' side of the daemon: accepting their connections, their requests, and the
+//! host's events routed to the applications they concern.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::conn::{Conn, Role};
+use super::Daemon;
+use crate::dag::Dag;
+use crate::host::{Handle, HostError, HostEvent};
+use crate::ipc::{ErrorCode, Event, HostInfo, Request, Response};
+use crate::link::Link;
+use crate::xid::Xid;
+
+/// Outgoing message bytes buffered for an application before the daemon stops reading its
+/// host queue (datagrams then wait, and are dropped by the host's own bounded queue).
+pub(super) const OUTBUF_SOFT_LIMIT: usize = 8 << 20;
+/// Remembered outcomes of finished streams.
+const STATUS_MEMORY: usize = 4096;
+
+fn error(e: &HostError) -> Response {
+    Response::Error { code: ErrorCode::from(e), message: e.to_string() }
+}
+
+fn bad_request(message: &str) -> Response {
+    Response::Error { code: ErrorCode::BadRequest, message: message.into() }
+}
+
+/// A random token nobody can guess, not in `taken`.
+fn token(taken: impl Fn(u64) -> bool) -> u64 {
+    loop {
+        let mut b = [0u8; 8];
+        let _ = getrandom::getrandom(&mut b);
+        let t = u64::from_le_bytes(b);
+        if t != 0 && !taken(t) {
+            return t;
+        }
+    }
+}
+
+impl<L: Link> Daemon<L> {
+    pub(super) fn accept_apps(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((sock, _)) => {
+                    if sock.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let id = self.next_conn;
+                    self.next_conn += 1;
+                    // Our hello waits to be written: writability too.
+                    let interest = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT) as u32;
+                    if self.epoll.ctl(libc::EPOLL_CTL_ADD, sock.as_raw_fd(), interest, id).is_err() {
+                        continue;
+                    }
+                    self.conns.insert(id, Conn::new(sock, interest));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn conn_ready(&mut self, id: u64, flags: u32) {
+        let Some(c) = self.conns.get(&id) else { return };
+        if flags & libc::EPOLLERR as u32 != 0 {
+            // The socket broke: whatever it carried is aborted.
+            self.drop_conn(id, true);
+            return;
+        }
+        if let Role::Raw(_) = c.role {
+            if flags & libc::EPOLLHUP as u32 != 0 {
+                // The application closed its socket. What it wrote before is still to be read
+                // and sent (a close is a FIN after the data, not an abort); HUP cannot be
+                // masked, so the socket leaves epoll and the stream's own events drive the
+                // rest.
+                self.deregister(id);
+            }
+            // Raw streams move bytes in the pump.
+            self.dirty.insert(id);
+            return;
+        }
+        if flags & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | libc::EPOLLHUP as u32) != 0 {
+            self.read_messages(id);
+        }
+        if flags & libc::EPOLLOUT as u32 != 0 {
+            self.flush_conn(id);
+        }
+        if flags & libc::EPOLLHUP as u32 != 0
+            && self.conns.get(&id).is_some_and(|c| !matches!(c.role, Role::Raw(_)))
+        {
+            self.drop_conn(id, false);
+        }
+    }
+
+    fn read_messages(&mut self, id: u64) {
+        let mut eof = false;
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            if c.close_after_flush || matches!(c.role, Role::Raw(_) | Role::Connecting(_)) {
+                break;
+            }
+            eof |= c.read_in();
+            let mut handled = false;
+            // Every whole request, in order (a switch to raw mode stops there: the bytes after
+            // it belong to the stream).
+            loop {
+                let Some(c) = self.conns.get_mut(&id) else { return };
+                if c.close_after_flush || matches!(c.role, Role::Raw(_) | Role::Connecting(_)) {
+                    break;
+                }
+                match c.next_request() {
+                    Ok(Some((req, payload))) => {
+                        handled = true;
+                        self.request(id, req, payload);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!("application connection {id}: {e}");
+                        c.fail(e.to_string());
+                        break;
+                    }
+                }
+            }
+            // A big payload just started: read on into its buffer while the socket has bytes.
+            if eof || !handled {
+                break;
+            }
+        }
+        if eof {
+            match self.conns.get(&id).map(|c| c.role) {
+                // The stream's pump sends what came with the request, then FIN.
+                Some(Role::Raw(_) | Role::Connecting(_)) => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.read_closed = true;
+                    }
+                    self.dirty.insert(id);
+                }
+                Some(_) => self.drop_conn(id, false),
+                None => {}
+            }
+        }
+    }
+
+    pub(super) fn reply(&mut self, id: u64, m: &Response) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.queue(m);
+        }
+    }
+
+    fn set_role(&mut self, id: u64, role: Role) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else { return false };
+        if c.role != Role::Fresh {
+            c.queue(&bad_request("connection already has a role"));
+            return false;
+        }
+        c.role = role;
+        true
+    }
+
+    /// Gives connection `id` the role `role` over host object `h`, or closes `h` if it cannot.
+    fn take_role(&mut self, id: u64, role: Role, h: Handle) -> bool {
+        if self.set_role(id, role) {
+            self.owners.insert(h, id);
+            true
+        } else {
+            self.host.close(h);
+            false
+        }
+    }
+
+    pub(super) fn host_info(&self) -> HostInfo {
+        HostInfo {
+            hid: self.host.hid(),
+            dag: self.host.dag(),
+            ad: self.host.ad(),
+            gateway: self.host.gateway(),
+            registered: self.host.registration_receipt().is_some(),
+            name_server: self.host.name_server(),
+            mtu: self.link.mtu() as u32,
+            link_up: self.link.is_up(),
+        }
+    }
+
+    fn request(&mut self, id: u64, req: Request, payload: Arc<[u8]>) {
+        let now = Instant::now();
+        let role = self.conns.get(&id).map(|c| c.role);
+        match req {
+            Request::Connect { dst } => match self.host.connect(now, dst) {
+                Ok(h) => {
+                    if !self.take_role(id, Role::Connecting(h), h) {
+                        self.host.abort(h);
+                    }
+                }
+                Err(e) => self.reply(id, &error(&e)),
+            },
+            Request::Listen { sid } => {
+                let sid = sid.unwrap_or_else(|| {
+                    let mut b = [0u8; 20];
+                    let _ = getrandom::getrandom(&mut b);
+                    Xid::new(crate::xid::Principal::Sid, b)
+                });
+                match self.host.listen(sid) {
+                    Ok(h) => {
+                        if self.take_role(id, Role::Listener(h), h) {
+                            let dag = self.host.service_dag(sid);
+                            self.reply(id, &Response::Listening { dag });
+                        }
+                    }
+                    Err(e) => self.reply(id, &error(&e)),
+                }
+            }
+            Request::Attach { token } => {
+                let Some(&h) = self.tokens.get(&token) else {
+                    self.reply(
+                        id,
+                        &Response::Error {
+                            code: ErrorCode::BadHandle,
+                            message: "no such incoming stream".into(),
+                        },
+                    );
+                    return;
+                };
+                // A connection with a role already cannot take it: the stream stays unclaimed.
+                if self.set_role(id, Role::Raw(h)) {
+                    self.unclaim(h);
+                    self.owners.insert(h, id);
+                    let local = self.stream_local(h);
+                    let peer = self.host.stream_peer(h).cloned().unwrap_or_else(|| local.clone());
+                    self.reply(id, &Response::Connected { id: h, local, peer });
+                    self.dirty.insert(id);
+                }
+            }
+            Request::DgramBind { sid } => match self.host.dgram_bind(sid) {
+                Ok((h, sid)) => {
+                    if self.take_role(id, Role::Dgram(h), h) {
+                        let dag = self.host.service_dag(sid);
+                        let max = self.host.dgram_max(h, &dag).unwrap_or(0) as u32;
+                        let t = token(|t| self.dgram_tokens.contains_key(&t));
+                        self.dgram_tokens.insert(t, h);
+                        self.dgram_holders.insert(h, 1);
+                        self.reply(id, &Response::Bound { dag, max, token: t });
+                    }
+                }
+                Err(e) => self.reply(id, &error(&e)),
+            },
+            Request::DgramSender { token } => {
+                let Some(&h) = self.dgram_tokens.get(&token) else {
+                    self.reply(
+                        id,
+                        &Response::Error {
+                            code: ErrorCode::BadHandle,
+                            message: "no such datagram socket".into(),
+                        },
+                    );
+                    return;
+                };
+                if self.set_role(id, Role::DgramSend(h)) {
+                    *self.dgram_holders.entry(h).or_insert(0) += 1;
+                    self.reply(id, &Response::Ok);
+                }
+            }
+            Request::SendTo { dst } => match role {
+                Some(Role::DgramSend(h) | Role::Dgram(h)) => {
+                    match self.host.dgram_send(now, h, &dst, &payload) {
+                        Ok(()) => self.reply(id, &Response::Ok),
+                        Err(e) => self.reply(id, &error(&e)),
+                    }
+                }
+                _ => self.reply(id, &bad_request("not a datagram socket")),
+            },
+            Request::ChunkPut => match self.host.chunk_put(payload) {
+                Ok(cid) => {
+                    let dag = self.host.content_dag(cid);
+                    self.reply(id, &Response::Put { cid, dag });
+                }
+                Err(e) => self.reply(id, &error(&e)),
+            },
+            Request::ChunkRemove { cid } => {
+                self.host.chunk_remove(&cid);
+                self.reply(id, &Response::Ok);
+            }
+            Request::ChunkFetch { tag, cid, dag, len } => match self.chunk_owner(id, role) {
+                Some(o) => {
+                    let len = len.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+                    self.host.chunk_fetch(now, o, cid, dag, len, tag);
+                }
+                None => self.reply(id, &bad_request("not a chunk client")),
+            },
+            Request::ChunkCancel { tag } => match role {
+                Some(Role::Chunks(o)) => self.host.chunk_cancel(o, tag),
+                Some(Role::Fresh) => {}
+                _ => self.reply(id, &bad_request("not a chunk client")),
+            },
+            Request::PingOpen => {
+                let h = self.host.ping_open();
+                if self.take_role(id, Role::Ping(h), h) {
+                    self.reply(id, &Response::Ok);
+                }
+            }
+            Request::PingSend { dst, seq } => match role {
+                Some(Role::Ping(h)) => {
+                    if let Err(e) = self.host.ping_send(now, h, &dst, seq, &payload) {
+                        self.reply(id, &error(&e));
+                    }
+                }
+                _ => self.reply(id, &bad_request("not a pinger")),
+            },
+            Request::PatchRoute { router, lifetime_ms } => {
+                let lifetime = Duration::from_millis(u64::from(lifetime_ms));
+                match self.host.send_route_patch(now, &router, lifetime) {
+                    Ok(()) => self.reply(id, &Response::Ok),
+                    Err(e) => self.reply(id, &error(&e)),
+                }
+            }
+            Request::Info => {
+                let info = self.host_info();
+                self.reply(id, &Response::Info(info));
+            }
+            Request::Stats => {
+                let stats = self.stats();
+                self.reply(id, &Response::Stats(stats));
+            }
+            Request::StreamStatus { id: h } => {
+                let code = self.status.get(&h).copied().flatten();
+                self.reply(id, &Response::Status { code });
+            }
+            Request::Subscribe => {
+                if self.set_role(id, Role::Events) {
+                    self.subscribers.push(id);
+                    let info = self.host_info();
+                    self.reply(id, &Response::Subscribed(info));
+                }
+            }
+        }
+    }
+
+    /// The fetch owner of a chunk client connection (made on its first fetch).
+    fn chunk_owner(&mut self, id: u64, role: Option<Role>) -> Option<Handle> {
+        let o = match role {
+            Some(Role::Chunks(o)) => o,
+            Some(Role::Fresh) => {
+                let o = self.host.fetch_owner();
+                if !self.set_role(id, Role::Chunks(o)) {
+                    return None;
+                }
+                o
+            }
+            _ => return None,
+        };
+        self.owners.insert(o, id);
+        Some(o)
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        let (fetch, window, in_flight) = self.host.fetch_stats();
+        let mut out: Vec<(String, u64)> = self
+            .host
+            .stats()
+            .fields()
+            .into_iter()
+            .chain(fetch.fields())
+            .chain([("fetch_window", window), ("fetch_in_flight", in_flight)])
+            .chain(self.link.stats().fields())
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        out.extend([
+            ("apps".to_string(), self.conns.len() as u64),
+            ("apps_overflowed".to_string(), self.apps_overflowed),
+            ("echo_dropped".to_string(), self.echo_dropped),
+        ]);
+        out
+    }
+
+    pub(super) fn stream_local(&self, h: Handle) -> Dag {
+        self.host.stream_local(h).unwrap_or_else(|| self.host.dag())
+    }
+
+    fn remember_status(&mut self, h: Handle, code: Option<ErrorCode>) {
+        if self.status.insert(h, code).is_none() {
+            self.status_order.push_back(h);
+            while self.status_order.len() > STATUS_MEMORY {
+                if let Some(old) = self.status_order.pop_front() {
+                    self.status.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Tells every subscriber.
+    pub(super) fn publish(&mut self, e: Event) {
+        let m = Response::Event(e);
+        let subscribers = std::mem::take(&mut self.subscribers);
+        for &id in &subscribers {
+            self.reply(id, &m);
+        }
+        self.subscribers = subscribers;
+    }
+
+    /// Host events to the applications they concern.
+    pub(super) fn route_events(&mut self, now: Instant) {
+        while let Some(v) = self.host.poll_verify() {
+            if let Err(v) = self.hasher.submit(v) {
+                // No hashing thread (it cannot end while we hold its sender): hash here.
+                let ok = v.check();
+                self.host.chunk_verified(now, v, ok);
+            }
+        }
+        while let Some(e) = self.host.poll_event() {
+            match e {
+                HostEvent::StreamConnected(h) => {
+                    let Some(&id) = self.owners.get(&h) else { continue };
+                    let local = self.stream_local(h);
+                    let peer = self.host.stream_peer(h).cloned().unwrap_or_else(|| local.clone());
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.queue(&Response::Connected { id: h, local, peer });
+                        c.role = Role::Raw(h);
+                        self.dirty.insert(id);
+                    }
+                }
+                HostEvent::StreamReadable(h)
+                | HostEvent::StreamWritable(h)
+                | HostEvent::StreamPeerClosed(h) => {
+                    if let Some(&id) = self.owners.get(&h) {
+                        self.dirty.insert(id);
+                    }
+                }
+                HostEvent::StreamClosed(h, err) => {
+                    // Remembered before the application's socket is closed: its question "how
+                    // did it end?" always finds the answer.
+                    self.remember_status(h, err.map(ErrorCode::from));
+                    let Some(&id) = self.owners.get(&h) else {
+                        self.unclaim(h);
+                        self.host.close(h);
+                        continue;
+                    };
+                    match (self.conns.get(&id).map(|c| c.role), err) {
+                        (Some(Role::Connecting(_)), e) => {
+                            let code = e.map_or(ErrorCode::Closed, ErrorCode::from);
+                            if let Some(c) = self.conns.get_mut(&id) {
+                                c.queue(&Response::Error { code, message: format!("connect: {code:?}") });
+                                c.close_after_flush = true;
+                                c.role = Role::Fresh;
+                            }
+                            self.owners.remove(&h);
+                            self.host.close(h);
+                        }
+                        (_, Some(_)) => {
+                            // Close the application's socket: its next read sees the end, and
+                            // StreamStatus says it failed, and why.
+                            self.drop_conn(id, true);
+                        }
+                        _ => {
+                            self.dirty.insert(id);
+                        }
+                    }
+                }
+                HostEvent::StreamIncoming(l) => {
+                    let Some(&id) = self.owners.get(&l) else { continue };
+                    while let Some((h, peer)) = self.host.accept(l) {
+                        let t = token(|t| self.tokens.contains_key(&t));
+                        self.unclaimed.insert(h, (id, t));
+                        self.tokens.insert(t, h);
+                        self.reply(id, &Response::Incoming { token: t, peer });
+                    }
+                }
+                HostEvent::DgramReadable(h) => {
+                    if let Some(&id) = self.owners.get(&h) {
+                        self.dirty.insert(id);
+                    }
+                }
+                HostEvent::ChunkDone { owner, tag, result, .. } => {
+                    let Some(&id) = self.owners.get(&owner) else { continue };
+                    match result {
+                        Ok(data) => {
+                            if let Some(c) = self.conns.get_mut(&id) {
+                                // The message, then the chunk's own buffer: no copy.
+                                c.queue_owned(&Response::ChunkData { tag }, data);
+                            }
+                        }
+                        Err(e) => self.reply(id, &Response::ChunkFailed { tag, code: e.into() }),
+                    }
+                }
+                HostEvent::EchoReply { owner, seq, from, data } => {
+                    if let Some(id) = self.echo_owner(owner) {
+                        if let Some(c) = self.conns.get_mut(&id) {
+                            c.queue_with(&Response::EchoReply { seq, from }, &data);
+                        }
+                    }
+                }
+                HostEvent::EchoError { owner, seq, from, kind, code } => {
+                    if let Some(id) = self.echo_owner(owner) {
+                        self.reply(id, &Response::EchoError { seq, from, kind: kind.into(), code });
+                    }
+                }
+                HostEvent::Attached { ad, router } => {
+                    tracing::info!("attached to {ad} via router {router}");
+                    self.publish(Event::Attached { ad, router });
+                }
+                HostEvent::Registered { ad, router } => {
+                    tracing::info!("registered in {ad} with {router}");
+                    // For scripts to wait on, like the ready line.
+                    println!(
+                        "xiad registered ad={ad} router={router} dag={}",
+                        self.host.dag().to_dag_string().replace('\n', "")
+                    );
+                    self.publish(Event::Registered { ad, router });
+                }
+                HostEvent::GatewayLost { ad, router } => {
+                    tracing::warn!("gateway {router} of {ad} fell silent");
+                    self.publish(Event::GatewayLost { ad, router });
+                }
+            }
+        }
+        let dag = self.host.dag();
+        if dag != self.told_dag {
+            self.told_dag = dag.clone();
+            self.publish(Event::DagChanged { dag });
+        }
+    }
+
+    /// The connection to give an echo answer to, unless it is not reading (the answer is then
+    /// dropped and counted, as a lost reply would be).
+    fn echo_owner(&mut self, owner: Handle) -> Option<u64> {
+        let id = *self.owners.get(&owner)?;
+        if self.conns.get(&id)?.pending_out() >= OUTBUF_SOFT_LIMIT {
+            self.echo_dropped += 1;
+            return None;
+        }
+        Some(id)
+    }
+
+    /// Forgets an application connection and what it owned. `reset`: the stream it carried
+    /// failed or is abandoned (the peer is told, if it is not over already).
+    pub(super) fn drop_conn(&mut self, id: u64, reset: bool) {
+        let Some(c) = self.conns.get(&id) else { return };
+        match c.role {
+            Role::Raw(h) | Role::Connecting(h) => {
+                if reset && self.host.stream(h).is_some_and(|s| s.closed().is_none()) {
+                    // The application went away abruptly: tell the peer.
+                    self.host.abort(h);
+                }
+                self.host.close(h);
+                self.owners.remove(&h);
+            }
+            Role::Listener(h) => {
+                let orphans: Vec<Handle> =
+                    self.unclaimed.iter().filter(|(_, &(o, _))| o == id).map(|(&s, _)| s).collect();
+                for s in orphans {
+                    self.unclaim(s);
+                    self.host.close(s);
+                }
+                self.host.close(h);
+                self.owners.remove(&h);
+            }
+            Role::Dgram(h) | Role::DgramSend(h) => {
+                if matches!(c.role, Role::Dgram(_)) {
+                    self.owners.remove(&h);
+                }
+                let left = self.dgram_holders.get_mut(&h).map_or(0, |n| {
+                    *n = n.saturating_sub(1);
+                    *n
+                });
+                if left == 0 {
+                    self.dgram_holders.remove(&h);
+                    self.dgram_tokens.retain(|_, s| *s != h);
+                    self.host.close(h);
+                }
+            }
+            Role::Ping(h) | Role::Chunks(h) => {
+                self.host.close(h);
+                self.owners.remove(&h);
+            }
+            Role::Events => self.subscribers.retain(|&s| s != id),
+            Role::Fresh => {}
+        }
+        self.remove_conn(id);
+    }
+
+    /// Forgets an incoming stream's attach token.
+    pub(super) fn unclaim(&mut self, h: Handle) {
+        if let Some((_, t)) = self.unclaimed.remove(&h) {
+            self.tokens.remove(&t);
+        }
+    }
+
+    pub(super) fn remove_conn(&mut self, id: u64) {
+        if let Some(c) = self.conns.remove(&id) {
+            if c.registered {
+                let _ = self.epoll.ctl(libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, id);
+            }
+        }
+        self.dirty.remove(&id);
+    }
+
+    /// Takes a connection's socket out of epoll (after HUP).
+    pub(super) fn deregister(&mut self, id: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if c.registered {
+                let _ = self.epoll.ctl(libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, id);
+                c.registered = false;
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! `xiad`: the host daemon. One per host (network namespace, VM): it owns a link, runs the
+//! [`Host`] state machine and serves applications over a Unix socket ([`crate::ipc`]).
+//!
+//! A single thread and one epoll loop: frames in and out in batches on the link, applications'
+//! sockets, timers from the host, a stop descriptor (the binary's signalfd). No locks, no task
+//! switches on the data path; stream bytes move between the application's socket and the
+//! STREAM buffers with one copy each way. Chunks are hashed on a thread of their own.
+//!
+//! The link is any [`Link`]: the binary runs on an interface ([`crate::link::host_port`]);
+//! tests run daemons on a simulated wire in one process ([`spawn`]), without root.
+//!
+//! - `conn.rs`: one application connection (role, framing, what waits to be written);
+//! - `apps.rs`: applications' requests, and host events to the applications they concern;
+//! - `pump.rs`: stream bytes between applications' sockets and the host's streams;
+//! - `hasher.rs`: the hashing thread.
+
+mod apps;
+mod conn;
+mod hasher;
+mod pump;
+
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::dag::Dag;
+use crate::host::{Handle, HandleMap, Host, HostConfig};
+use crate::ipc::ErrorCode;
+use crate::keys::Keypair;
+use crate::link::{Link, LinkState};
+use crate::sys::{wall_ms, Epoll, EventFd};
+use crate::xid::Xid;
+
+use conn::Conn;
+use hasher::Hasher;
+
+/// How to run the daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Where applications connect.
+    pub socket: PathBuf,
+    /// Host tunables (the MTU is taken from the link).
+    pub host: HostConfig,
+}
+
+const TOKEN_LINK: u64 = 0;
+const TOKEN_LISTENER: u64 = 1;
+const TOKEN_STOP: u64 = 2;
+const TOKEN_HASHED: u64 = 4;
+const FIRST_CONN: u64 = 16;
+/// Frames received per wake-up before other work gets a turn.
+const RX_BUDGET: usize = 1024;
+/// Frames received between two turns of transmitting (ACKs and replies go out while data keeps
+/// coming).
+const RX_BATCH: usize = 64;
+/// How long an idle daemon sleeps at most (it wakes for frames, applications and timers).
+pub const MAX_IDLE: Duration = Duration::from_secs(1);
+
+/// What the daemon is, once it serves: what the binary prints and tests wait for.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The host's HID.
+    pub hid: Xid,
+    /// Its DAG now.
+    pub dag: Dag,
+    /// The link's MAC.
+    pub mac: crate::wire::ethernet::EthernetAddress,
+    /// The link's MTU.
+    pub mtu: usize,
+    /// Where applications connect.
+    pub socket: PathBuf,
+}
+
+/// The running daemon.
+struct Daemon<L: Link> {
+    host: Host,
+    link: L,
+    epoll: Epoll,
+    listener: UnixListener,
+    conns: HandleMap<Conn>,
+    next_conn: u64,
+    /// Which connection owns a host handle.
+    owners: HandleMap<u64>,
+    /// Accepted streams waiting for an application to attach: handle -> (listener connection,
+    /// attach token).
+    unclaimed: HandleMap<(u64, u64)>,
+    /// Attach tokens -> handle. Tokens are random, so that only the application told of an
+    /// incoming stream (its listener) can take it over.
+    tokens: HandleMap<Handle>,
+    /// Datagram sockets: tokens for their sending halves, and how many connections hold each.
+    dgram_tokens: HandleMap<Handle>,
+    dgram_holders: HandleMap<u32>,
+    /// Connections that asked for events.
+    subscribers: Vec<u64>,
+    /// The DAG applications were last told of.
+    told_dag: Dag,
+    /// Applications cut off for not reading their messages.
+    apps_overflowed: u64,
+    /// Echo replies and errors not delivered to a ping application that did not read.
+    echo_dropped: u64,
+    /// How streams ended, for [`crate::ipc::Request::StreamStatus`].
+    status: HandleMap<Option<ErrorCode>>,
+    status_order: VecDeque<u64>,
+    /// Connections whose raw stream or datagram queue may have bytes to move.
+    dirty: HashSet<u64, std::hash::BuildHasherDefault<crate::host::HandleHasher>>,
+    hasher: Hasher,
+}
+
+/// Runs the daemon on `link` until `stop` becomes readable (the binary passes its signalfd).
+/// `ready` is called once, when applications can connect.
+pub fn run<L: Link>(
+    cfg: DaemonConfig,
+    key: Keypair,
+    link: L,
+    stop: RawFd,
+    ready: impl FnOnce(&Ready),
+) -> io::Result<()> {
+    let mut host_cfg = cfg.host.clone();
+    host_cfg.mtu = link.mtu();
+    // Fetched chunks are hashed on a thread of their own.
+    host_cfg.fetch.defer_verify = true;
+    let host = Host::new(host_cfg, key, link.mac(), Instant::now(), wall_ms());
+    if let Some(parent) = cfg.socket.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::remove_file(&cfg.socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&cfg.socket)?;
+    listener.set_nonblocking(true)?;
+    let epoll = Epoll::new()?;
+    let hasher = Hasher::start()?;
+    epoll.add_readable(link.fd(), TOKEN_LINK)?;
+    epoll.add_readable(listener.as_raw_fd(), TOKEN_LISTENER)?;
+    epoll.add_readable(stop, TOKEN_STOP)?;
+    epoll.add_readable(hasher.wake.as_raw_fd(), TOKEN_HASHED)?;
+    let told_dag = host.dag();
+    let mut d = Daemon {
+        host,
+        link,
+        epoll,
+        listener,
+        conns: Default::default(),
+        next_conn: FIRST_CONN,
+        owners: Default::default(),
+        unclaimed: Default::default(),
+        tokens: Default::default(),
+        dgram_tokens: Default::default(),
+        dgram_holders: Default::default(),
+        subscribers: Vec::new(),
+        told_dag,
+        apps_overflowed: 0,
+        echo_dropped: 0,
+        status: Default::default(),
+        status_order: VecDeque::new(),
+        dirty: Default::default(),
+        hasher,
+    };
+    ready(&Ready {
+        hid: d.host.hid(),
+        dag: d.host.dag(),
+        mac: d.link.mac(),
+        mtu: d.link.mtu(),
+        socket: cfg.socket.clone(),
+    });
+    let result = d.event_loop();
+    drop(d);
+    let _ = std::fs::remove_file(&cfg.socket);
+    result
+}
+
+impl<L: Link> Daemon<L> {
+    fn event_loop(&mut self) -> io::Result<()> {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        loop {
+            let now = Instant::now();
+            let timeout = if !self.dirty.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                let due = [self.host.poll_timeout(), self.link.poll_at()].into_iter().flatten().min();
+                Some(due.map_or(MAX_IDLE, |t| t.saturating_duration_since(now).min(MAX_IDLE)))
+            };
+            let n = self.epoll.wait_for(&mut events, timeout)?;
+            for ev in &events[..n] {
+                let (token, flags) = (ev.u64, ev.events);
+                match token {
+                    TOKEN_LINK => self.receive()?,
+                    TOKEN_HASHED => {
+                        self.hasher.wake.clear();
+                        let now = Instant::now();
+                        while let Some((v, ok)) = self.hasher.try_done() {
+                            self.host.chunk_verified(now, v, ok);
+                        }
+                    }
+                    TOKEN_LISTENER => self.accept_apps(),
+                    TOKEN_STOP => {
+                        tracing::info!("stop requested, exiting");
+                        return Ok(());
+                    }
+                    id => self.conn_ready(id, flags),
+                }
+            }
+            // Simulated links deliver on their own schedule, not only on a wake-up.
+            if self.link.poll_at().is_some_and(|t| t <= Instant::now()) {
+                self.receive()?;
+            }
+            let now = Instant::now();
+            if self.host.poll_timeout().is_some_and(|t| t <= now) {
+                self.host.handle_timeout(now);
+            }
+            if let Some(state) = self.link.poll_state() {
+                self.link_state(state);
+            }
+            self.route_events(now);
+            self.pump_dirty();
+            self.route_events(now);
+            self.transmit(now)?;
+            self.flush_conns();
+        }
+    }
+
+    fn receive(&mut self) -> io::Result<()> {
+        let mut taken = 0;
+        while taken < RX_BUDGET {
+            let now = Instant::now();
+            let host = &mut self.host;
+            let n = self.link.receive(RX_BATCH, &mut |f| host.handle_frame(now, f))?;
+            if n == 0 {
+                break;
+            }
+            taken += n;
+            self.route_events(now);
+            self.transmit(now)?;
+        }
+        Ok(())
+    }
+
+    fn transmit(&mut self, now: Instant) -> io::Result<()> {
+        let host = &mut self.host;
+        self.link.transmit(&mut |buf| host.poll_transmit(now, buf))?;
+        Ok(())
+    }
+
+    fn link_state(&mut self, state: LinkState) {
+        match state {
+            LinkState::Down => tracing::warn!("link down"),
+            LinkState::Up => tracing::info!("link up"),
+        }
+        self.host.link_changed(Instant::now(), state == LinkState::Up);
+        let e = match state {
+            LinkState::Down => crate::ipc::Event::LinkDown,
+            LinkState::Up => crate::ipc::Event::LinkUp,
+        };
+        self.publish(e);
+    }
+}
+
+/// A daemon running on a thread of this process (tests, embedding), stopped when dropped.
+#[derive(Debug)]
+pub struct Spawned {
+    /// What it said when ready.
+    pub ready: Ready,
+    stop: EventFd,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Spawned {
+    /// Stops the daemon at once, as `kill -9` would as far as its peers can tell: it sends
+    /// nothing more (no FIN, no RST); its applications' sockets close.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> io::Result<()> {
+        self.stop.wake();
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the daemon thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.halt();
+    }
+}
+
+/// Starts a daemon on `link` on a thread of its own and waits until it serves.
+pub fn spawn<L: Link + Send + 'static>(cfg: DaemonConfig, key: Keypair, link: L) -> io::Result<Spawned> {
+    let stop = EventFd::new()?;
+    let stop_fd = stop.try_clone()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new().name("xiad".into()).spawn(move || {
+        run(cfg, key, link, stop_fd.as_raw_fd(), |r| {
+            let _ = tx.send(r.clone());
+        })
+    })?;
+    match rx.recv() {
+        Ok(ready) => Ok(Spawned { ready, stop, thread: Some(thread) }),
+        Err(_) => Err(thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the daemon thread panicked")))
+            .err()
+            .unwrap_or_else(|| io::Error::other("the daemon ended before serving"))),
+    }
+}
