@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::dag::Dag;
 use crate::keys::Keypair;
 use crate::rng::Rng;
-use crate::select::{select, Lookup, Selection, LAST_NODE_ENTRY};
+use crate::select::{select, Lookup, Selection};
 use crate::transport::chunk::{ChunkError, ContentStore, FetchConfig, Fetcher, ServeJob, StoreError, Verify};
 use crate::transport::stream::{Event as StreamEvent, Stream, StreamConfig, StreamError};
 use crate::wire::chunk::{self as chunk_wire, ChunkRepr, NackReason};
@@ -31,6 +31,7 @@ use crate::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
 use crate::wire::stream::{self as stream_wire, Flags, StreamRepr};
 use crate::wire::xarp::{self, XarpRepr};
 use crate::wire::xcmp::{self, Unreachable, XcmpRepr};
+use crate::wire::xip::LAST_NODE_ENTRY;
 use crate::wire::xip::{self, NextHeader, XipRepr};
 use crate::xid::{Principal, Xid, XidId, XidMap, HID_BROADCAST, SID_XHCP};
 

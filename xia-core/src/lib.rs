@@ -18,6 +18,7 @@ mod host_tests;
 pub mod ipc;
 pub mod keys;
 pub mod link;
+pub mod node;
 pub mod pcap;
 pub mod rng;
 pub mod samples;

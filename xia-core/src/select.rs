@@ -1,6 +1,6 @@
 //! Next-hop selection over a DAG: the one function routers and hosts share.
 //!
-//! Prototype semantics: start at node `last` (the entry when it is [`LAST_NODE_ENTRY`]); try its
+//! Prototype semantics: start at node `last` (the entry when it is [`crate::wire::xip::LAST_NODE_ENTRY`]); try its
 //! out-edges in order. For each target, look its XID up in the table of its principal:
 //! - a next hop: forward there (`last` unchanged: the next node starts where we did);
 //! - local: this node is satisfied; mark the edge visited, move `last` to it and, unless it is
@@ -11,10 +11,8 @@
 //! ([`DagNodes`]), so a router runs it in place on the packet buffer and a host on a [`Dag`].
 
 use crate::dag::{Dag, EDGE_EMPTY, EDGE_INDEX, MAX_EDGES, MAX_NODES};
+use crate::wire::xip::LAST_NODE_ENTRY;
 use crate::xid::Xid;
-
-/// `last node` value meaning "nothing satisfied yet; start at the entry node".
-pub const LAST_NODE_ENTRY: u8 = 0x7E;
 
 /// Read/write access to the nodes of a DAG, in wire layout.
 pub trait DagNodes {

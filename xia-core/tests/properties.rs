@@ -4,10 +4,11 @@
 use proptest::prelude::*;
 
 use xia_core::dag::{Dag, Node, EDGE_EMPTY, MAX_EDGES, MAX_NODES};
-use xia_core::select::{select, DagNodes, Lookup, Selection, LAST_NODE_ENTRY};
+use xia_core::select::{select, DagNodes, Lookup, Selection};
 use xia_core::wire::chunk::{ChunkRepr, NackReason};
 use xia_core::wire::stream::{Flags, SackBlocks, StreamRepr};
 use xia_core::wire::xcmp::{Unreachable, XcmpRepr};
+use xia_core::wire::xip::LAST_NODE_ENTRY;
 use xia_core::wire::xip::{NextHeader, Packet, XipRepr};
 use xia_core::wire::{chunk, dgram, stream, xcmp, WireError};
 use xia_core::xid::{Principal, Xid};

@@ -976,7 +976,7 @@ impl Router {
     /// Routes a packet the router makes itself to `dst`.
     fn originate(&mut self, next: NextHeader, dst: &Dag, payload: &[u8]) -> bool {
         let mut d = dst.clone();
-        let mut last = xia_core::select::LAST_NODE_ENTRY;
+        let mut last = xia_core::wire::xip::LAST_NODE_ENTRY;
         let hop = match select(&mut d, &mut last, |x| self.lookup(x)) {
             Ok(Selection::Forward { hop, .. }) => hop,
             _ => return false,
@@ -1227,7 +1227,7 @@ impl Router {
         let mut to = x.src.clone();
         to.clear_visited();
         let mut d = to.clone();
-        let mut last = xia_core::select::LAST_NODE_ENTRY;
+        let mut last = xia_core::wire::xip::LAST_NODE_ENTRY;
         let Ok(Selection::Forward { hop: (port, mac), .. }) = select(&mut d, &mut last, |x| self.lookup(x))
         else {
             self.stats.drop_unreachable += 1;

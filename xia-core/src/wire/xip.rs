@@ -13,7 +13,7 @@
 //! of the last destination node already satisfied, 0x7E at the entry.
 
 use crate::dag::{Dag, Node, EDGE_EMPTY, EDGE_VISITED, MAX_EDGES, MAX_NODES};
-use crate::select::{DagNodes, LAST_NODE_ENTRY};
+use crate::select::DagNodes;
 use crate::xid::Xid;
 
 use super::{be16, need, put16, read_xid, room, write_xid, Result, WireError, XID_WIRE_LEN};
@@ -24,6 +24,9 @@ pub const VERSION: u8 = 1;
 pub const FIXED_HEADER_LEN: usize = 8;
 /// Bytes per DAG node.
 pub const NODE_LEN: usize = 28;
+/// `last node` value meaning "nothing satisfied yet; start at the entry node" (xia-v2 and
+/// Wireshark; v1 used 0xFF).
+pub const LAST_NODE_ENTRY: u8 = 0x7E;
 /// The prototype's default hop limit.
 pub const DEFAULT_HOP_LIMIT: u8 = 250;
 /// Longest possible header: both DAGs at [`MAX_NODES`].
