@@ -13,8 +13,6 @@ pub mod cli;
 pub mod daemon;
 pub mod dag;
 pub mod host;
-#[cfg(test)]
-mod host_tests;
 pub mod ipc;
 pub mod keys;
 pub mod link;
