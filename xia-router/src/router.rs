@@ -29,14 +29,15 @@ use std::time::{Duration, Instant};
 
 use xia_core::dag::Dag;
 use xia_core::keys::Keypair;
+use xia_core::node::{echo_reply, xip_frame, TokenBucket, WallClock, XarpResponder};
 use xia_core::select::{select, Lookup, Selection};
 use xia_core::transport::chunk::{ContentStore, ServeJob};
 use xia_core::transport::ranges::RangeSet;
 use xia_core::wire::chunk::{self as chunk_wire, ChunkRepr};
 use xia_core::wire::control::{self, Beacon, ControlBody, HostRegistered, Stamp};
 use xia_core::wire::dgram::{self, DgramRepr};
-use xia_core::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
-use xia_core::wire::xarp::{self, XarpRepr};
+use xia_core::wire::ethernet::{self, EtherType, EthernetAddress};
+use xia_core::wire::xarp::XarpRepr;
 use xia_core::wire::xcmp::{self, Unreachable, XcmpRepr};
 use xia_core::wire::xip::{self, NextHeader, XipRepr};
 use xia_core::xid::{Principal, Xid, XidMap, HID_BROADCAST, SID_XHCP, SID_XROUTE};
@@ -330,31 +331,6 @@ fn table_index(p: Principal) -> Option<usize> {
     }
 }
 
-/// A token bucket: `rate` per second, bursts of `rate`.
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(now: Instant, rate: u32) -> Bucket {
-        Bucket { tokens: f64::from(rate), rate: f64::from(rate), at: now }
-    }
-    fn take(&mut self, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.rate);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Per neighbour-AD and per-HID sequence numbers: replays are refused.
 #[derive(Debug, Default)]
 struct Seqs {
@@ -388,7 +364,10 @@ pub struct Router {
     /// those ports only).
     neighbour_ports: Vec<Option<Instant>>,
     next_expiry: Instant,
-    xcmp_budget: Bucket,
+    /// XCMP errors and replies, and XARP replies: bursts of `xcmp_rate`, `xcmp_rate` a second.
+    xcmp_budget: TokenBucket,
+    /// Signed XARP replies for the router's HID (one binding per port, re-signed now and then).
+    xarp: XarpResponder,
     out: VecDeque<(usize, Vec<u8>)>,
     cache: Option<ContentStore>,
     /// Cached chunks not hashed yet: checked against their CID when first asked for.
@@ -396,8 +375,7 @@ pub struct Router {
     assembling: XidMap<Assembly>,
     assembling_bytes: usize,
     serving: VecDeque<Serve>,
-    wall_base_ms: u64,
-    instant_base: Instant,
+    clock: WallClock,
     stats: RouterStats,
 }
 
@@ -416,7 +394,8 @@ impl Router {
         let ad = ad_key.xid(Principal::Ad);
         let hid = key.xid(Principal::Hid);
         let mut r = Router {
-            xcmp_budget: Bucket::new(now, cfg.xcmp_rate),
+            xcmp_budget: TokenBucket::new(now, cfg.xcmp_rate, cfg.xcmp_rate),
+            xarp: XarpResponder::default(),
             cfg: cfg.clone(),
             ad_key,
             key,
@@ -440,8 +419,7 @@ impl Router {
             assembling: XidMap::default(),
             assembling_bytes: 0,
             serving: VecDeque::new(),
-            wall_base_ms: wall_ms,
-            instant_base: now,
+            clock: WallClock::new(now, wall_ms),
             stats: RouterStats::default(),
         };
         let own = Route { target: Target::Local, origin: Origin::Own, expires: None, metric: 0 };
@@ -478,7 +456,7 @@ impl Router {
 
     /// The wall clock (ms since the Unix epoch) at `now`.
     pub fn wall_ms(&self, now: Instant) -> u64 {
-        self.wall_base_ms + now.saturating_duration_since(self.instant_base).as_millis() as u64
+        self.clock.ms(now)
     }
 
     fn table(&self, p: Principal) -> Option<&Table> {
@@ -938,6 +916,7 @@ impl Router {
         true
     }
 
+    /// A frame out of `port` to `mac` carrying an XIP packet; `None` if it exceeds the port's MTU.
     fn build_frame(
         &self,
         port: usize,
@@ -947,18 +926,8 @@ impl Router {
         src: &Dag,
         payload: &[u8],
     ) -> Option<Vec<u8>> {
-        let x = XipRepr::new(next, dst.clone(), src.clone(), payload.len());
-        let len = ethernet::HEADER_LEN + x.buffer_len();
-        if len > ethernet::HEADER_LEN + self.ports[port].mtu {
-            return None;
-        }
-        let mut f = vec![0u8; len];
-        EthernetRepr { src: self.ports[port].mac, dst: mac, ethertype: EtherType::Xip }
-            .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
-            .ok()?;
-        x.emit(&mut f[ethernet::HEADER_LEN..]).ok()?;
-        f[ethernet::HEADER_LEN + x.header_len()..].copy_from_slice(payload);
-        Some(f)
+        let p = &self.ports[port];
+        xip_frame(p.mac, mac, p.mtu, next, dst, src, payload)
     }
 
     fn queue_dgram(&mut self, port: usize, mac: EthernetAddress, dst: &Dag, src: &Dag, msg: &[u8]) -> bool {
@@ -1098,23 +1067,9 @@ impl Router {
             self.stats.xcmp_rate_limited += 1;
             return;
         }
-        let port_mac = self.ports[port].mac;
-        let binding = xarp::Binding::sign(&self.key, port_mac, self.wall_ms(now));
-        let reply = XarpRepr::Reply {
-            sender: self.hid,
-            sender_mac: port_mac,
-            target: sender,
-            target_mac: sender_mac,
-            binding,
-        };
-        let mut f = vec![0u8; ethernet::HEADER_LEN + reply.buffer_len()];
-        let ok = EthernetRepr { src: port_mac, dst: sender_mac, ethertype: EtherType::Xarp }
-            .emit(&mut ethernet::Frame::new_unchecked(&mut f[..]))
-            .is_ok()
-            && reply.emit(&mut f[ethernet::HEADER_LEN..]).is_ok();
-        if ok {
-            self.push_out(port, f);
-        }
+        let wall = self.wall_ms(now);
+        let f = self.xarp.reply(&self.key, self.hid, self.ports[port].mac, wall, sender, sender_mac);
+        self.push_out(port, f);
     }
 
     fn send_xcmp_error(&mut self, now: Instant, packet: &[u8], kind: XcmpKind) {
@@ -1177,9 +1132,8 @@ impl Router {
                     return;
                 };
                 if let XcmpRepr::EchoRequest { ident, seq, data } = m {
-                    let reply = XcmpRepr::EchoReply { ident, seq, data };
-                    let mut buf = vec![0u8; reply.buffer_len()];
-                    if reply.emit(&mut buf).is_ok() && self.xcmp_budget.take(now) {
+                    let reply = echo_reply(ident, seq, data);
+                    if let Some(buf) = reply.filter(|_| self.xcmp_budget.take(now)) {
                         let mut to = x.src.clone();
                         to.clear_visited();
                         if self.originate(NextHeader::Xcmp, &to, &buf) {
