@@ -87,6 +87,8 @@ fn fig1a_xping_unreachable_fallback_and_hop_limit() {
     assert!(text.contains("Destination Unreachable (code 0)"), "{text}");
     let stats = f.r1.stats(&f.ns_r1).unwrap();
     assert!(stats["drop_unreachable"] >= 2 && stats["xcmp_sent"] >= 2, "{stats:?}");
+    // Each port's link counters, named as every daemon names them, after the interface.
+    assert!(stats["r1c.link_rx_frames"] >= 40 && stats["r1c.link_tx_frames"] >= 40, "{stats:?}");
 
     // The same destination with AD1 as the fallback of the unknown AD: delivered over it.
     let ad1: Xid = f.r1.ad.parse().unwrap();

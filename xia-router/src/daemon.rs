@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use xia_core::keys::Keypair;
 use xia_core::link::afpacket::{LinkOptions, PacketSocket, RxRing};
+use xia_core::link::LinkStats;
 use xia_core::pcap::PcapWriter;
 use xia_core::sys::{signal_fd, wall_ms};
 
@@ -319,19 +320,14 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
     Ok(())
 }
 
+/// Every port's link counters, named as every daemon names them ([`LinkStats::fields`]) after
+/// the interface (`eth1.link_rx_frames`): the socket sends, the ring receives.
 fn link_stats(socks: &[PacketSocket], rings: &[RxRing], tx_dropped: u64) -> Vec<(String, u64)> {
     let mut v = vec![("tx_queue_dropped".to_string(), tx_dropped)];
     for (s, r) in socks.iter().zip(rings) {
-        let st = s.stats();
         let n = s.ifname();
-        v.extend([
-            (format!("{n}.rx_frames"), r.stats().rx_frames),
-            (format!("{n}.rx_truncated"), r.stats().rx_truncated),
-            (format!("{n}.tx_frames"), st.tx_frames),
-            (format!("{n}.tx_dropped"), st.tx_dropped),
-            (format!("{n}.tx_errors"), st.tx_errors),
-            (format!("{n}.rx_kernel_dropped"), st.rx_kernel_dropped),
-        ]);
+        let st: LinkStats = s.stats().sum(&r.stats());
+        v.extend(st.fields().into_iter().map(|(k, x)| (format!("{n}.{k}"), x)));
     }
     v
 }
