@@ -53,7 +53,8 @@ for h in a b; do
   n=$tag$h
   ip netns exec "$n" "$B/xiad" -i eth0 -s "$dir/$h.sock" -k "$dir/$h.key" >"$dir/$h.out" 2>"$dir/$h.log" &
   pids+=($!)
-  await_line "$dir/$h.out" "xiad registered"
+  await_line "$dir/$h.out" "xiad ready"
+  ip netns exec "$n" "$B/xia" --socket "$dir/$h.sock" wait registered --timeout 20 >/dev/null
 done
 
 ip netns exec "$nb" "$B/xia" --socket "$dir/b.sock" chunk-serve --bytes "$BYTES" --chunk-size 1048576 \

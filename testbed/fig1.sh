@@ -77,10 +77,7 @@ host() { # host NAME
 }
 
 registered() { # waits until host NAME has its AD's receipt (its gateway confirmed it)
-  for _ in $(seq 1 400); do
-    grep -q "registered in" "$STATE/$1.log" 2>/dev/null && return 0
-    sleep 0.05
-  done
+  ip netns exec "$(ns "$1")" "$B/xia" --socket "$STATE/$1.sock" wait registered --timeout 20 >/dev/null && return 0
   echo "fig1: host $1 did not register" >&2
   cat "$STATE/$1.log" >&2
   return 1

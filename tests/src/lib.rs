@@ -197,11 +197,21 @@ pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 }
 
 impl Xiad {
-    /// Waits for the daemon's gateway to confirm its registration; the host's DAG then (its
-    /// AD is the router's).
+    /// Waits for the daemon's gateway to confirm its registration (the API's event stream
+    /// says so); the host's DAG then (its AD is the router's), in one-line `DAG` form.
     pub fn await_registered(&mut self, timeout: Duration) -> io::Result<String> {
-        let line = self.child.wait_for_line(|l| l.starts_with("xiad registered "), timeout)?;
-        self.dag = line.split_once("dag=").map(|(_, d)| d.to_string()).unwrap_or_default();
+        use xia_core::api::{Event, Xia};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let xia = Xia::at(&self.socket);
+        let dag = rt.block_on(async {
+            let mut events = xia.events().await?;
+            if !events.info().registered {
+                events.set_timeout(Some(timeout));
+                events.wait_for(|e| matches!(e, Event::Registered { .. })).await?;
+            }
+            Ok::<_, xia_core::api::XiaError>(xia.info().await?.dag)
+        })?;
+        self.dag = dag.to_dag_string().replace('\n', "");
         Ok(self.dag.clone())
     }
 }

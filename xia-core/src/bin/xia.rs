@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use xia_core::api::{FetchOptions, Manifest, Xia, XiaError};
+use xia_core::api::{Event, FetchOptions, Manifest, Xia, XiaError};
 use xia_core::dag::Dag;
 use xia_core::keys::Keypair;
 use xia_core::rng::Rng;
@@ -40,6 +40,18 @@ enum Cmd {
     Info,
     /// The daemon's counters.
     Stats,
+    /// Prints the host's state, then a line per event as it happens (attached, registered, dag,
+    /// gateway-lost, link down/up), like `ip monitor`.
+    Events,
+    /// Waits until the host is registered with a gateway (exit 0), or the timeout (exit 1).
+    Wait {
+        /// What to wait for.
+        #[arg(value_enum)]
+        what: WaitFor,
+        /// Seconds to wait at most.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// After a move: asks the router at ROUTER (the old gateway's DAG, `RE AD HID`) to send
     /// traffic for this host's HID on to the AD it is registered in now. Signed with the host's
     /// key, carrying the new AD's receipt.
@@ -117,6 +129,23 @@ enum Cmd {
         wait: f64,
         dag: Vec<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WaitFor {
+    /// A gateway confirmed the host's registration.
+    Registered,
+}
+
+fn event_line(e: &Event) -> String {
+    match e {
+        Event::Attached { ad, router } => format!("attached ad={ad} router={router}"),
+        Event::Registered { ad, router } => format!("registered ad={ad} router={router}"),
+        Event::DagChanged { dag } => format!("dag {}", one_line(dag)),
+        Event::GatewayLost { ad, router } => format!("gateway-lost ad={ad} router={router}"),
+        Event::LinkDown => "link down".into(),
+        Event::LinkUp => "link up".into(),
+    }
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -249,6 +278,31 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
             for (k, v) in xia.stats().await.map_err(e)?.0 {
                 line(format!("{k} {v}"));
             }
+        }
+        Cmd::Events => {
+            let mut ev = xia.events().await.map_err(e)?;
+            let i = ev.info();
+            line(format!(
+                "state dag {} gateway={} registered={} link={}",
+                one_line(&i.dag),
+                i.gateway.map_or("-".into(), |g| g.to_string()),
+                if i.registered { "yes" } else { "no" },
+                if i.link_up { "up" } else { "down" },
+            ));
+            loop {
+                line(event_line(&ev.next().await.map_err(e)?));
+            }
+        }
+        Cmd::Wait { what: WaitFor::Registered, timeout } => {
+            let mut ev = xia.events().await.map_err(e)?;
+            if !ev.info().registered {
+                ev.set_timeout(Some(Duration::from_secs_f64(timeout)));
+                ev.wait_for(|x| matches!(x, Event::Registered { .. })).await.map_err(|err| match err {
+                    XiaError::TimedOut => format!("not registered within {timeout} s"),
+                    err => err.to_string(),
+                })?;
+            }
+            line(format!("registered dag {}", one_line(&xia.info().await.map_err(e)?.dag)));
         }
         Cmd::PatchRoute { lifetime, router } => {
             let router = parse_dag(&router)?;

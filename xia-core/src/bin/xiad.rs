@@ -1,7 +1,7 @@
 //! `xiad`: the XIA host daemon. One per host (network namespace); applications reach it over
-//! a Unix socket. Prints one `xiad ready ...` line on stdout when it serves, and an `xiad
-//! registered ad=... router=... dag=...` line whenever a gateway router confirms its
-//! registration (applications learn that, and more, from the API's event stream).
+//! a Unix socket. Prints one `xiad ready ...` line on stdout when it serves; what happens to the
+//! host afterwards (attached, registered, moved, link down) applications learn from the API's
+//! event stream (`xia events`, `xia wait registered`).
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;

@@ -504,11 +504,6 @@ impl<L: Link> Daemon<L> {
                 }
                 HostEvent::Registered { ad, router } => {
                     tracing::info!("registered in {ad} with {router}");
-                    // For scripts to wait on, like the ready line.
-                    println!(
-                        "xiad registered ad={ad} router={router} dag={}",
-                        self.host.dag().to_dag_string().replace('\n', "")
-                    );
                     self.publish(Event::Registered { ad, router });
                 }
                 HostEvent::GatewayLost { ad, router } => {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use xia_core::node::echo_reply;
 use xia_core::wire::xarp::XarpRepr;
-use xia_core::wire::xcmp::{self, Unreachable, XcmpRepr};
+use xia_core::wire::xcmp::{self, Message, Unreachable, XcmpRepr};
 use xia_core::wire::xip::{self, NextHeader, XipRepr};
 
 use super::Router;
@@ -40,7 +40,8 @@ impl Router {
         }
         if p.next_header() == NextHeader::Xcmp {
             let payload = p.payload();
-            if !matches!(payload.first(), Some(0 | 8)) {
+            let kind = payload.first().map(|&t| Message::from(t));
+            if !matches!(kind, Some(Message::EchoReply | Message::EchoRequest)) {
                 return;
             }
         }
