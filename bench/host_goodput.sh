@@ -6,6 +6,8 @@
 #
 #   bench/host_goodput.sh                 # 5 runs of 1 GiB per figure
 #   RUNS=3 BYTES=536870912 bench/host_goodput.sh
+#   BIN=/elsewhere/target/release bench/host_goodput.sh   # binaries built elsewhere (another
+#                                         # version, for a before/after comparison)
 #
 # Needs root. The machine should be otherwise idle: every figure shares its two cores.
 set -euo pipefail
@@ -15,8 +17,12 @@ MTUS=${MTUS:-"1500 9000"}
 cd "$(dirname "$0")/.."
 . testbed/lib.sh
 testbed/deps.sh
-cargo build --release -q -p xia-core --bins
-B=$PWD/target/release
+if [ -n "${BIN:-}" ]; then
+  B=$BIN
+else
+  cargo build --release -q -p xia-core --bins
+  B=$PWD/target/release
+fi
 AD=AD:$(printf 'ad%.0s' {1..20})
 
 tag=gp$$

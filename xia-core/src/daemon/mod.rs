@@ -133,6 +133,7 @@ pub fn run<L: Link>(
     }
     let listener = UnixListener::bind(&cfg.socket)?;
     listener.set_nonblocking(true)?;
+    let ours = socket_identity(&cfg.socket);
     let epoll = Epoll::new()?;
     let hasher = Hasher::start()?;
     epoll.add_readable(link.fd(), TOKEN_LINK)?;
@@ -170,8 +171,17 @@ pub fn run<L: Link>(
     });
     let result = d.event_loop();
     drop(d);
-    let _ = std::fs::remove_file(&cfg.socket);
+    // Only our own socket: a daemon started since on the same path keeps its.
+    if ours.is_some() && socket_identity(&cfg.socket) == ours {
+        let _ = std::fs::remove_file(&cfg.socket);
+    }
     result
+}
+
+/// Which file a path names (device and inode).
+fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl<L: Link> Daemon<L> {
