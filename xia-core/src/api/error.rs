@@ -153,6 +153,13 @@ impl From<XiaError> for io::Error {
     }
 }
 
+/// Stream I/O in a function returning `XiaError`: `s.write_all(..).await?` keeps the cause.
+impl From<io::Error> for XiaError {
+    fn from(e: io::Error) -> XiaError {
+        XiaError::from_io(e)
+    }
+}
+
 impl From<IpcError> for XiaError {
     fn from(e: IpcError) -> XiaError {
         match e {
