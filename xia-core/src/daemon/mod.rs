@@ -240,12 +240,15 @@ impl<L: Link> Daemon<L> {
             let now = Instant::now();
             let host = &mut self.host;
             let n = self.link.receive(RX_BATCH, &mut |f| host.handle_frame(now, f))?;
-            if n == 0 {
+            taken += n;
+            if n > 0 {
+                self.route_events(now);
+                self.transmit(now)?;
+            }
+            // Fewer than asked for: the link has nothing more now.
+            if n < RX_BATCH {
                 break;
             }
-            taken += n;
-            self.route_events(now);
-            self.transmit(now)?;
         }
         Ok(())
     }

@@ -238,18 +238,19 @@ impl Link for HostPort {
 
     fn receive(&mut self, budget: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<usize> {
         let mut taken = 0;
-        let mut drained = false;
         while taken < budget {
             let n = self.xip.recv_batch(&mut self.rx)?;
             self.rx.frames().for_each(&mut *f);
             taken += n;
             if n < self.rx.capacity() {
-                drained = true;
                 break;
             }
         }
+        // The other sockets (and the XIP socket's errors and writability) are looked at when the
+        // wake-up was not for XIP frames, and now and then while XIP frames keep coming: a
+        // look costs a system call, which every busy wake-up would pay otherwise.
         self.turns += 1;
-        if drained || self.turns.is_multiple_of(LOOK_AROUND) {
+        if taken == 0 || self.turns.is_multiple_of(LOOK_AROUND) {
             self.look_around(f)?;
         }
         Ok(taken)
