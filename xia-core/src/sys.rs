@@ -71,7 +71,8 @@ impl Epoll {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
                 Some(libc::EINTR) => Ok(0),
-                Some(libc::ENOSYS) => {
+                // Not in this kernel, or refused by a seccomp filter that does not know it.
+                Some(libc::ENOSYS | libc::EPERM) => {
                     let ms =
                         timeout.map_or(-1, |t| t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32);
                     self.wait(events, ms)

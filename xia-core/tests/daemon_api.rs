@@ -576,3 +576,165 @@ fn a_chunk_every_copy_of_which_is_corrupt_fails_as_corrupt() {
         assert!(matches!(e, XiaError::Corrupt), "{e:?} after {:?}", t.elapsed());
     });
 }
+
+#[test]
+fn an_application_flooding_requests_without_reading_holds_neither_the_daemon_nor_its_memory() {
+    use xia_core::ipc::{codec, Request};
+    let net = Net::hosts(1, 1500, SimConfig::default());
+    let xia = net.nodes[0].xia.clone();
+    let flood = std::os::unix::net::UnixStream::connect(xia.path()).unwrap();
+    flood.set_nonblocking(true).unwrap();
+    let mut one = codec::hello().to_vec();
+    let info = codec::encode(&Request::Info, &[]);
+    let mut batch = Vec::new();
+    for _ in 0..10_000 {
+        batch.extend_from_slice(&info);
+    }
+    use std::io::Write;
+    (&flood).write_all(&std::mem::take(&mut one)).unwrap();
+    // Requests as fast as the socket takes them, answers never read: the daemon stops reading
+    // them once its answers pile up, and serves everyone else meanwhile.
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut blocked_since = None;
+    while start.elapsed() < Duration::from_secs(3) {
+        match (&flood).write(&batch) {
+            Ok(n) => {
+                sent += n as u64;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let requests = sent / info.len() as u64;
+    let t = Instant::now();
+    let other = rt().block_on(xia.clone().with_timeout(Duration::from_secs(2)).info());
+    assert!(other.is_ok(), "another application is served: {other:?}");
+    // Each answer is ~250 bytes: the daemon stopped near its 8 MiB of unread answers.
+    assert!(requests < 200_000, "{requests} requests were taken without their answers being read");
+    eprintln!("{requests} requests taken before the daemon stopped reading; info in {:?}", t.elapsed());
+}
+
+#[test]
+fn a_call_given_up_leaves_nothing_for_the_next_one() {
+    let net = Net::hosts(2, 9000, SimConfig::default());
+    let (a, b) = (net.nodes[0].xia.clone(), net.nodes[1].xia.clone());
+    rt().block_on(async {
+        let mut c = b.chunks().await.unwrap();
+        // A publication given up after it was sent: its answer must not become the next one's.
+        // (The answer comes from another thread, after the first poll in practice; the loop
+        // makes sure one publication was given up.)
+        let mut given_up = 0;
+        for i in 0..10 {
+            let first = pattern(1000, 10 + i);
+            tokio::select! {
+                biased;
+                _ = c.put(&first) => {}
+                _ = std::future::ready(()) => given_up += 1,
+            }
+            if given_up > 0 {
+                break;
+            }
+        }
+        assert!(given_up > 0);
+        let second = pattern(100_000, 2);
+        let (cid, _) = c.put(&second).await.unwrap();
+        assert_eq!(cid, Xid::cid_of(&second));
+        // A bulk fetch dropped half way: the client goes on without its leftovers.
+        let manifest = c.put_all(&pattern(8 << 20, 3), 1 << 20).await.unwrap();
+        let mut f = a.chunks().await.unwrap();
+        {
+            let mut fetch = f.fetch_manifest(&manifest, FetchOptions { window: 8, deadline: None });
+            fetch.next().await.unwrap().unwrap();
+        }
+        let third = pattern(5000, 4);
+        let (cid, dag) = c.put(&third).await.unwrap();
+        assert_eq!(f.fetch(cid, &dag, None).await.unwrap(), third);
+        let mut again = f.fetch_manifest(&manifest, FetchOptions::default());
+        let mut n = 0;
+        while let Some(x) = again.next().await {
+            n += x.unwrap().len();
+        }
+        assert_eq!(n, 8 << 20);
+        drop(again);
+        // An accept given up while a connection was being handed over: the next accept has it.
+        let mut l = b.listen(None).await.unwrap();
+        let _s = a.connect(l.dag()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            biased;
+            _ = l.accept() => {}
+            _ = std::future::ready(()) => {}
+        }
+        let got = tokio::time::timeout(Duration::from_secs(2), l.accept()).await;
+        assert!(matches!(got, Ok(Ok(_))), "the connection was lost: {got:?}");
+    });
+}
+
+#[test]
+fn a_restarted_daemon_does_not_vouch_for_its_predecessors_streams() {
+    let mut net = Net::hosts(2, 9000, SimConfig::default());
+    let (a, b) = (net.nodes[0].xia.clone(), net.nodes[1].xia.clone());
+    let rt = rt();
+    let (_s, mut t) = rt.block_on(async {
+        let mut l = b.listen(None).await.unwrap();
+        let mut s = a.connect(l.dag()).await.unwrap();
+        let (mut t, _) = l.accept().await.unwrap();
+        s.write_all(b"some").await.unwrap();
+        let mut some = [0u8; 4];
+        t.read_exact(&mut some).await.unwrap();
+        (s, t)
+    });
+    // B's daemon restarts on the same socket (same key, a new run).
+    net.nodes[1].kill();
+    let port = net
+        .wire
+        .port(xia_core::wire::ethernet::EthernetAddress([2, 0, 0, 0, 7, 7]), 9000, SimConfig::default(), 5)
+        .unwrap();
+    let cfg = xia_core::daemon::DaemonConfig { socket: b.path().to_path_buf(), host: host_config(Some(AD)) };
+    let _again = xia_core::daemon::spawn(cfg, xia_core::keys::Keypair::from_seed([2; 32]), port).unwrap();
+    rt.block_on(async {
+        let mut buf = Vec::new();
+        let e = t.read_to_end(&mut buf).await.map_err(XiaError::from_io).unwrap_err();
+        assert!(matches!(e, XiaError::DaemonGone(_)), "not a clean end of file: {e:?}");
+    });
+}
+
+#[test]
+fn both_halves_of_a_split_stream_learn_of_its_failure() {
+    let _one = one_at_a_time();
+    let net = Net::hosts(2, 9000, SimConfig::default());
+    let (a, b) = (net.nodes[0].xia.clone(), net.nodes[1].xia.clone());
+    rt().block_on(async {
+        let mut l = b.listen(None).await.unwrap();
+        let s = a.connect(l.dag()).await.unwrap();
+        let (_t, _) = l.accept().await.unwrap();
+        let (mut r, mut w) = tokio::io::split(s);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            r.read(&mut buf).await.map_err(XiaError::from_io)
+        });
+        let writer = tokio::spawn(async move {
+            let chunk = pattern(1 << 20, 1);
+            loop {
+                if let Err(e) = w.write_all(&chunk).await {
+                    return XiaError::from_io(e);
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        net.impair_all(SimConfig { loss: 1.0, ..SimConfig::default() });
+        let (r, w) = tokio::time::timeout(Duration::from_secs(15), async { (reader.await, writer.await) })
+            .await
+            .expect("both halves end");
+        assert!(matches!(r.unwrap(), Err(XiaError::TimedOut)));
+        assert!(matches!(w.unwrap(), XiaError::TimedOut));
+    });
+}

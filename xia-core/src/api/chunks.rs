@@ -101,6 +101,11 @@ impl Default for FetchOptions {
 
 /// Publishes and fetches chunks (content named by its SHA-1), like `XputChunk` and
 /// `XrequestChunk`. One client holds one connection to the daemon; fetches on it are pipelined.
+///
+/// A call given up (dropped, or past its deadline) leaves nothing that a later call would
+/// mistake for its own: answers owed to it are counted and skipped, its fetches cancelled. One
+/// given up in the middle of writing its request (a chunk too big for the socket's buffer)
+/// leaves the connection unusable: later calls fail with [`XiaError::Protocol`].
 #[derive(Debug)]
 pub struct ChunkClient {
     conn: Conn,
@@ -108,12 +113,19 @@ pub struct ChunkClient {
     /// Results that arrived while another answer was awaited.
     done: HashMap<u64, Result<Vec<u8>, XiaError>>,
     order: VecDeque<u64>,
-    /// Fetches given up by the application: their results are dropped when they come.
+    /// Fetches given up: their results are dropped when they come, until the daemon confirms the
+    /// cancel.
     abandoned: HashSet<u64>,
+    /// Cancels to send before the next request.
+    cancels: Vec<u64>,
+    /// Answers (to publications and removals) the daemon still owes, in order.
+    owed: usize,
+    /// The fetch of a [`ChunkClient::fetch`] under way (abandoned if that call was dropped).
+    current: Option<u64>,
     timeout: Option<Duration>,
 }
 
-/// Publications in flight at once in [`ChunkClient::put_all`].
+/// Publications in flight at once in [`ChunkClient::put_iter`].
 const PUT_WINDOW: usize = 8;
 
 impl ChunkClient {
@@ -124,6 +136,9 @@ impl ChunkClient {
             done: HashMap::new(),
             order: VecDeque::new(),
             abandoned: HashSet::new(),
+            cancels: Vec::new(),
+            owed: 0,
+            current: None,
             timeout,
         }
     }
@@ -133,7 +148,30 @@ impl ChunkClient {
         self.timeout = t;
     }
 
-    /// Reads one message: a fetch result is kept aside (`None`), anything else returned.
+    /// Gives up fetch `tag`: its result, if here, goes; one still to come is dropped.
+    fn abandon(&mut self, tag: u64) {
+        if self.done.remove(&tag).is_some() {
+            self.order.retain(|&t| t != tag);
+        } else {
+            self.abandoned.insert(tag);
+            self.cancels.push(tag);
+        }
+    }
+
+    /// What every call does first: cleans up after calls that were given up.
+    async fn settle(&mut self) -> Result<(), XiaError> {
+        if let Some(t) = self.current.take() {
+            self.abandon(t);
+        }
+        while let Some(&tag) = self.cancels.last() {
+            self.conn.send(&Request::ChunkCancel { tag }, &[]).await?;
+            self.cancels.pop();
+        }
+        Ok(())
+    }
+
+    /// Reads one message: a fetch result is kept aside (`None`); an answer to a publication or
+    /// removal (or an error) is returned.
     async fn pump(&mut self) -> Result<Option<Response>, XiaError> {
         let (m, data) = self.conn.recv().await?;
         match m {
@@ -141,45 +179,71 @@ impl ChunkClient {
             Response::ChunkFailed { tag, code } => {
                 self.note(tag, Err(XiaError::from_code(code, String::new())))
             }
-            Response::Error { code, message } => return Err(XiaError::from_code(code, message)),
+            Response::Cancelled { tag } => {
+                self.abandoned.remove(&tag);
+            }
             m => return Ok(Some(m)),
         }
         Ok(None)
     }
 
-    /// The next message that is not a fetch result (those are kept aside).
-    async fn answer(&mut self) -> Result<Response, XiaError> {
+    /// The answer owed to the caller, after `stale` answers owed to calls given up.
+    async fn answer(&mut self, stale: &mut usize) -> Result<Response, XiaError> {
         loop {
-            if let Some(m) = self.pump().await? {
-                return Ok(m);
+            let Some(m) = self.pump().await? else { continue };
+            self.owed = self.owed.saturating_sub(1);
+            if *stale > 0 {
+                *stale -= 1;
+                continue;
             }
+            return match m {
+                Response::Error { code, message } => Err(XiaError::from_code(code, message)),
+                m => Ok(m),
+            };
         }
     }
 
-    /// Waits for fetch results; anything else is out of place.
+    /// Waits for fetch results; answers owed to calls given up are skipped.
     async fn pump_results(&mut self) -> Result<(), XiaError> {
         match self.pump().await? {
             None => Ok(()),
+            Some(_) if self.owed > 0 => {
+                self.owed -= 1;
+                Ok(())
+            }
+            Some(Response::Error { code, message }) => Err(XiaError::from_code(code, message)),
             Some(m) => Err(unexpected(&m)),
         }
     }
 
     fn note(&mut self, tag: u64, r: Result<Vec<u8>, XiaError>) {
-        if self.abandoned.remove(&tag) {
+        if self.abandoned.contains(&tag) {
             return;
         }
         self.done.insert(tag, r);
         self.order.push_back(tag);
     }
 
-    /// Publishes `data` on this host; returns its CID and the DAG others fetch it at. The
-    /// bytes are written from `data` to the daemon, which reads them into its store: no copy
-    /// on either side.
+    /// Sends a request owed an answer.
+    async fn send_owed(&mut self, req: &Request, payload: &[u8]) -> Result<(), XiaError> {
+        self.owed += 1;
+        if let Err(e) = self.conn.send(req, payload).await {
+            // Not sent (too large, or the connection is gone): nothing is owed for it.
+            self.owed -= 1;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Publishes `data` on this host; returns its CID and the DAG others fetch it at. A chunk
+    /// of 64 KiB or more is written from `data` and read by xiad straight into its store.
     pub async fn put(&mut self, data: &[u8]) -> Result<(Xid, Dag), XiaError> {
         let d = deadline(self.timeout);
         within(d, async {
-            self.conn.send(&Request::ChunkPut, data).await?;
-            match self.answer().await? {
+            self.settle().await?;
+            let mut stale = self.owed;
+            self.send_owed(&Request::ChunkPut, data).await?;
+            match self.answer(&mut stale).await? {
                 Response::Put { cid, dag } => Ok((cid, dag)),
                 m => Err(unexpected(&m)),
             }
@@ -195,7 +259,7 @@ impl ChunkClient {
 
     /// Publishes each of `chunks`, in order, as they come; returns their manifest. The
     /// publications are pipelined (a few in flight at once) and each chunk is written from where
-    /// it is.
+    /// it is. On an error, the chunks published before it stay published.
     pub async fn put_iter<B: AsRef<[u8]>>(
         &mut self,
         chunks: impl IntoIterator<Item = B>,
@@ -203,16 +267,18 @@ impl ChunkClient {
         let d = deadline(self.timeout);
         let mut chunks = chunks.into_iter();
         within(d, async {
+            self.settle().await?;
+            let mut stale = self.owed;
             let mut done = Vec::new();
             let mut lens = VecDeque::new();
             loop {
                 while lens.len() < PUT_WINDOW {
                     let Some(c) = chunks.next() else { break };
-                    self.conn.send(&Request::ChunkPut, c.as_ref()).await?;
+                    self.send_owed(&Request::ChunkPut, c.as_ref()).await?;
                     lens.push_back(c.as_ref().len());
                 }
                 let Some(len) = lens.pop_front() else { break };
-                match self.answer().await? {
+                match self.answer(&mut stale).await? {
                     Response::Put { cid, dag } => done.push(ChunkRef { cid, len, dag }),
                     m => return Err(unexpected(&m)),
                 }
@@ -225,8 +291,10 @@ impl ChunkClient {
     /// Stops publishing `cid`.
     pub async fn remove(&mut self, cid: Xid) -> Result<(), XiaError> {
         within(deadline(self.timeout), async {
-            self.conn.send(&Request::ChunkRemove { cid }, &[]).await?;
-            match self.answer().await? {
+            self.settle().await?;
+            let mut stale = self.owed;
+            self.send_owed(&Request::ChunkRemove { cid }, &[]).await?;
+            match self.answer(&mut stale).await? {
                 Response::Ok => Ok(()),
                 m => Err(unexpected(&m)),
             }
@@ -237,21 +305,25 @@ impl ChunkClient {
     /// Starts fetching `cid` from `dag` (`len` if known); returns a tag for
     /// [`ChunkClient::next`]. Many fetches can be in flight: the daemon pipelines them.
     pub async fn request(&mut self, cid: Xid, dag: &Dag, len: Option<usize>) -> Result<u64, XiaError> {
+        within(deadline(self.timeout), async {
+            self.settle().await?;
+            self.send_request(cid, dag, len).await
+        })
+        .await
+    }
+
+    async fn send_request(&mut self, cid: Xid, dag: &Dag, len: Option<usize>) -> Result<u64, XiaError> {
         let tag = self.next_tag;
         self.next_tag += 1;
         let req = Request::ChunkFetch { tag, cid, dag: dag.clone(), len: len.map(|l| l as u64) };
-        within(deadline(self.timeout), self.conn.send(&req, &[])).await?;
+        self.conn.send(&req, &[]).await?;
         Ok(tag)
     }
 
     /// Gives up the fetch `tag`: nothing more is heard of it.
     pub async fn cancel(&mut self, tag: u64) -> Result<(), XiaError> {
-        if self.done.remove(&tag).is_some() {
-            self.order.retain(|&t| t != tag);
-            return Ok(());
-        }
-        self.abandoned.insert(tag);
-        within(deadline(self.timeout), self.conn.send(&Request::ChunkCancel { tag }, &[])).await
+        self.abandon(tag);
+        within(deadline(self.timeout), self.settle()).await
     }
 
     /// The next fetch to finish: its tag and its verified bytes (or why not).
@@ -271,20 +343,23 @@ impl ChunkClient {
     /// Fetches one chunk, like `XrequestChunk` + `XreadChunk`.
     pub async fn fetch(&mut self, cid: Xid, dag: &Dag, len: Option<usize>) -> Result<Vec<u8>, XiaError> {
         let d = deadline(self.timeout);
-        let want = within(d, self.request(cid, dag, len)).await?;
         let r = within(d, async {
+            self.settle().await?;
+            let want = self.send_request(cid, dag, len).await?;
+            self.current = Some(want);
             loop {
                 if let Some(r) = self.done.remove(&want) {
                     self.order.retain(|&t| t != want);
+                    self.current = None;
                     return r;
                 }
                 self.pump_results().await?;
             }
         })
         .await;
-        if matches!(r, Err(XiaError::TimedOut)) && !self.done.contains_key(&want) {
-            self.abandoned.insert(want);
-            let _ = self.conn.send(&Request::ChunkCancel { tag: want }, &[]).await;
+        // Given up (deadline): cancelled now rather than at the next call.
+        if r.is_err() && self.current.is_some() {
+            let _ = self.settle().await;
         }
         r
     }
@@ -384,9 +459,10 @@ impl<'a> Fetch<'a> {
     }
 
     async fn fill_window(&mut self) -> Result<(), XiaError> {
+        self.client.settle().await?;
         while self.in_flight.len() < self.opts.window {
             let Some(c) = self.queue.pop_front() else { break };
-            let tag = self.client.request(c.cid, &c.dag, Some(c.len)).await?;
+            let tag = self.client.send_request(c.cid, &c.dag, Some(c.len)).await?;
             self.in_flight.push_back((tag, c));
         }
         Ok(())
@@ -410,10 +486,11 @@ impl<'a> Fetch<'a> {
         }
     }
 
-    /// Gives up what is in flight (after the deadline).
+    /// Gives up what is in flight (after the deadline); those chunks are announced again, in
+    /// their order, at the head of the queue.
     fn abandon(&mut self) {
-        for (tag, c) in self.in_flight.drain(..) {
-            self.client.abandoned.insert(tag);
+        for (tag, c) in self.in_flight.drain(..).rev() {
+            self.client.abandon(tag);
             self.queue.push_front(c);
         }
     }
@@ -448,7 +525,7 @@ impl<'a> Fetch<'a> {
                         if self.opts.deadline.is_some_and(|d| Instant::now() < d) =>
                     {
                         self.retries += 1;
-                        let tag = self.client.request(c.cid, &c.dag, Some(c.len)).await?;
+                        let tag = self.client.send_request(c.cid, &c.dag, Some(c.len)).await?;
                         self.in_flight.push_front((tag, c));
                         continue;
                     }
@@ -467,6 +544,16 @@ impl<'a> Fetch<'a> {
                     None => self.closed = true,
                 },
             }
+        }
+    }
+}
+
+impl Drop for Fetch<'_> {
+    /// Fetches still in flight are given up (cancelled with the client's next call), so that
+    /// their results do not pile up in the client.
+    fn drop(&mut self) {
+        for (tag, _) in self.in_flight.drain(..) {
+            self.client.abandon(tag);
         }
     }
 }

@@ -37,9 +37,10 @@ pub(crate) async fn within<T>(
 /// A framed connection to the daemon.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) io: UnixStream,
-    /// Bytes read and not yet taken.
-    pub(crate) buf: Vec<u8>,
+    io: UnixStream,
+    /// Bytes read; those from `at` on are not yet taken.
+    buf: Vec<u8>,
+    at: usize,
     /// Our hello still goes out in front of the first request.
     hello_out: bool,
     /// The daemon's hello is checked.
@@ -57,13 +58,49 @@ impl Conn {
         let io = UnixStream::connect(path)
             .await
             .map_err(|e| XiaError::DaemonGone(format!("cannot reach xiad at {}: {e}", path.display())))?;
-        Ok(Conn { io, buf: Vec::new(), hello_out: true, hello_in: false, body: None, torn: false })
+        Ok(Conn { io, buf: Vec::new(), at: 0, hello_out: true, hello_in: false, body: None, torn: false })
+    }
+
+    /// The socket and the bytes read beyond the last message (a stream's first bytes, once the
+    /// connection is raw).
+    pub(crate) fn into_raw(mut self) -> (UnixStream, Vec<u8>) {
+        self.buf.drain(..self.at);
+        (self.io, self.buf)
+    }
+
+    /// Bytes read and not yet taken.
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+
+    /// Takes `n` bytes; the buffer is compacted only now and then (not once per message).
+    fn take(&mut self, n: usize) {
+        self.at += n;
+        if self.at == self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
+        } else if self.at >= 64 << 10 && self.at * 2 >= self.buf.len() {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
     }
 
     /// Sends a request and its payload.
     pub(crate) async fn send(&mut self, req: &Request, payload: &[u8]) -> Result<(), XiaError> {
         if self.torn {
-            return Err(XiaError::Protocol("connection broken by an interrupted send".into()));
+            return Err(XiaError::Protocol(
+                "an earlier call was given up while writing its request: this connection is \
+                 unusable (open another)"
+                    .into(),
+            ));
+        }
+        if payload.len() > req.max_payload() {
+            return Err(XiaError::TooLarge(format!(
+                "{} bytes, at most {} in one {}",
+                payload.len(),
+                req.max_payload(),
+                if matches!(req, Request::ChunkPut) { "chunk" } else { "datagram" }
+            )));
         }
         let head = codec::encode_head(req, payload.len());
         let mut first = Vec::with_capacity(HELLO_LEN + head.len() + payload.len().min(4096));
@@ -102,10 +139,9 @@ impl Conn {
     /// The next message and its payload (empty for messages without one). Cancel-safe.
     pub(crate) async fn recv(&mut self) -> Result<(Response, Vec<u8>), XiaError> {
         while !self.hello_in {
-            if self.buf.len() >= HELLO_LEN {
-                let h: [u8; HELLO_LEN] = self.buf[..HELLO_LEN].try_into().expect("length checked");
-                codec::check_hello(&h)?;
-                self.buf.drain(..HELLO_LEN);
+            if let Some(h) = self.unread().get(..HELLO_LEN) {
+                codec::check_hello(h.try_into().expect("length checked"))?;
+                self.take(HELLO_LEN);
                 self.hello_in = true;
             } else {
                 self.fill().await?;
@@ -124,24 +160,26 @@ impl Conn {
                 let (m, data, _) = self.body.take().expect("checked");
                 return Ok((m, data));
             }
-            if let Some(p) = Prefix::parse(&self.buf)? {
+            let unread = self.unread();
+            if let Some(p) = Prefix::parse(unread)? {
                 let head_end = PREFIX_LEN + p.head;
-                if self.buf.len() >= head_end {
-                    let m: Response = codec::decode(&self.buf[PREFIX_LEN..head_end])?;
+                if unread.len() >= head_end {
+                    let m: Response = codec::decode(&unread[PREFIX_LEN..head_end])?;
                     if p.payload > 0 && !m.carries_payload() {
-                        return Err(crate::ipc::IpcError::UnexpectedPayload.into());
+                        return Err(crate::ipc::IpcError::UnexpectedPayload(p.payload).into());
                     }
-                    if self.buf.len() >= p.frame_len() {
-                        let payload = self.buf[head_end..p.frame_len()].to_vec();
-                        self.buf.drain(..p.frame_len());
+                    if unread.len() >= p.frame_len() {
+                        let payload = unread[head_end..p.frame_len()].to_vec();
+                        self.take(p.frame_len());
                         return Ok((m, payload));
                     }
                     if p.payload >= DIRECT_PAYLOAD {
                         // The rest of a big payload goes straight into the buffer handed out.
                         let mut data = vec![0u8; p.payload];
-                        let have = self.buf.len() - head_end;
-                        data[..have].copy_from_slice(&self.buf[head_end..]);
+                        let have = unread.len() - head_end;
+                        data[..have].copy_from_slice(&unread[head_end..]);
                         self.buf.clear();
+                        self.at = 0;
                         self.body = Some((m, data, have));
                         continue;
                     }

@@ -23,6 +23,8 @@ pub struct DgramSender {
     dag: Dag,
     max: usize,
     timeout: Option<Duration>,
+    /// Answers still owed to sends that were given up (dropped, or past their deadline).
+    owed: usize,
 }
 
 /// The receiving half of a datagram socket. The socket stays bound while either half lives.
@@ -51,7 +53,7 @@ impl XiaDatagram {
                 m => return Err(unexpected(&m)),
             }
             Ok(XiaDatagram {
-                tx: DgramSender { conn: tx, dag: dag.clone(), max, timeout },
+                tx: DgramSender { conn: tx, dag: dag.clone(), max, timeout, owed: 0 },
                 rx: DgramReceiver { conn: rx, dag, timeout },
             })
         })
@@ -111,11 +113,24 @@ impl DgramSender {
     /// without a route ([`XiaError::NoRoute`]) or not a service ([`XiaError::BadAddress`]) fail
     /// here. Nothing is fragmented or retransmitted.
     pub async fn send_to(&mut self, data: &[u8], dst: &Dag) -> Result<(), XiaError> {
-        let conn = &mut self.conn;
+        let (conn, owed) = (&mut self.conn, &mut self.owed);
         within(deadline(self.timeout), async move {
-            match conn.call(&Request::SendTo { dst: dst.clone() }, data).await? {
-                Response::Ok => Ok(()),
-                m => Err(unexpected(&m)),
+            // The answers of sends given up come first.
+            let mut stale = *owed;
+            conn.send(&Request::SendTo { dst: dst.clone() }, data).await?;
+            *owed += 1;
+            loop {
+                let (m, _) = conn.recv().await?;
+                *owed -= 1;
+                if stale > 0 {
+                    stale -= 1;
+                    continue;
+                }
+                return match m {
+                    Response::Ok => Ok(()),
+                    Response::Error { code, message } => Err(XiaError::from_code(code, message)),
+                    m => Err(unexpected(&m)),
+                };
             }
         })
         .await

@@ -30,8 +30,13 @@ impl EventStream {
 
     /// The next event.
     pub async fn next(&mut self) -> Result<Event, XiaError> {
+        let d = deadline(self.timeout);
+        self.next_by(d).await
+    }
+
+    async fn next_by(&mut self, d: super::conn::Deadline) -> Result<Event, XiaError> {
         let conn = &mut self.conn;
-        within(deadline(self.timeout), async move {
+        within(d, async move {
             match conn.recv().await? {
                 (Response::Event(e), _) => Ok(e),
                 (Response::Error { code, message }, _) => Err(XiaError::from_code(code, message)),
@@ -41,20 +46,15 @@ impl EventStream {
         .await
     }
 
-    /// Waits for the first event `want` accepts, skipping the others.
+    /// Waits for the first event `want` accepts, skipping the others (the timeout counts for the
+    /// whole wait).
     pub async fn wait_for(&mut self, mut want: impl FnMut(&Event) -> bool) -> Result<Event, XiaError> {
         let d = deadline(self.timeout);
-        let saved = self.timeout.take();
-        let r = within(d, async {
-            loop {
-                let e = self.next().await?;
-                if want(&e) {
-                    return Ok(e);
-                }
+        loop {
+            let e = self.next_by(d).await?;
+            if want(&e) {
+                return Ok(e);
             }
-        })
-        .await;
-        self.timeout = saved;
-        r
+        }
     }
 }

@@ -29,7 +29,9 @@
 //!
 //! Every call fails with a [`XiaError`] that says why (not registered, no route, refused,
 //! timed out, the daemon gone...). Calls wait for ever unless the handle has a timeout
-//! ([`Xia::with_timeout`]), which the sockets it opens inherit (each has `set_timeout`).
+//! ([`Xia::with_timeout`]), which what it opens inherits (listeners, datagram sockets, chunk
+//! clients, pingers, event streams: each has `set_timeout`). Stream reads and writes have their
+//! own ([`XiaStream::set_read_timeout`], [`XiaStream::set_write_timeout`]).
 //!
 //! A stream is the daemon socket itself in raw mode, so its reads and writes cost what a Unix
 //! socket costs; a read returns end of file only for the peer's orderly close.
@@ -52,7 +54,7 @@ pub use events::EventStream;
 pub use ping::{PingReply, Pinger};
 pub use stream::{XiaListener, XiaStream};
 
-pub use crate::ipc::{ErrorCode, Event, HostInfo};
+pub use crate::ipc::{ErrorCode, Event, HostInfo, StreamEnd};
 
 use crate::dag::Dag;
 use crate::ipc::{default_socket, Request, Response};
@@ -138,10 +140,10 @@ impl Xia {
         }
     }
 
-    /// How stream `id` ended: `None` if cleanly (or not yet).
-    pub async fn stream_status(&self, id: u64) -> Result<Option<ErrorCode>, XiaError> {
+    /// How stream `id` ended, as far as the daemon knows.
+    pub async fn stream_status(&self, id: u64) -> Result<StreamEnd, XiaError> {
         match self.call(Request::StreamStatus { id }).await? {
-            Response::Status { code } => Ok(code),
+            Response::Status { end } => Ok(end),
             m => Err(unexpected(&m)),
         }
     }
@@ -161,9 +163,13 @@ impl Xia {
         within(deadline(self.timeout), async {
             let mut conn = Conn::open(&self.path).await?;
             match conn.call(&Request::Listen { sid }, &[]).await? {
-                Response::Listening { dag } => {
-                    Ok(XiaListener { conn, dag, path: self.path.clone(), timeout: self.timeout })
-                }
+                Response::Listening { dag } => Ok(XiaListener {
+                    conn,
+                    dag,
+                    path: self.path.clone(),
+                    timeout: self.timeout,
+                    pending: None,
+                }),
                 m => Err(unexpected(&m)),
             }
         })
@@ -186,7 +192,7 @@ impl Xia {
         within(deadline(self.timeout), async {
             let mut conn = Conn::open(&self.path).await?;
             match conn.call(&Request::PingOpen, &[]).await? {
-                Response::Ok => Ok(Pinger { conn }),
+                Response::Ok => Ok(Pinger { conn, timeout: self.timeout }),
                 m => Err(unexpected(&m)),
             }
         })
@@ -198,7 +204,7 @@ impl Xia {
         within(deadline(self.timeout), async {
             let mut conn = Conn::open(&self.path).await?;
             match conn.call(&Request::Subscribe, &[]).await? {
-                Response::Subscribed(info) => Ok(EventStream { conn, info, timeout: None }),
+                Response::Subscribed(info) => Ok(EventStream { conn, info, timeout: self.timeout }),
                 m => Err(unexpected(&m)),
             }
         })

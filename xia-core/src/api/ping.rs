@@ -1,6 +1,8 @@
 //! XCMP echo, for `xping` and anything measuring reachability.
 
-use super::conn::{unexpected, Conn};
+use std::time::Duration;
+
+use super::conn::{deadline, unexpected, within, Conn};
 use super::XiaError;
 use crate::dag::Dag;
 use crate::ipc::{Request, Response};
@@ -35,6 +37,7 @@ pub enum PingReply {
 #[derive(Debug)]
 pub struct Pinger {
     pub(crate) conn: Conn,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Pinger {
@@ -44,15 +47,24 @@ impl Pinger {
         self.conn.send(&Request::PingSend { dst: dst.clone(), seq }, data).await
     }
 
+    /// How long [`Pinger::recv`] waits at most (`None`: for ever).
+    pub fn set_timeout(&mut self, t: Option<Duration>) {
+        self.timeout = t;
+    }
+
     /// The next reply or error. Cancel-safe.
     pub async fn recv(&mut self) -> Result<PingReply, XiaError> {
-        match self.conn.recv().await? {
-            (Response::EchoReply { seq, from }, data) => Ok(PingReply::Echo { seq, from, data }),
-            (Response::EchoError { seq, from, kind, code }, _) => {
-                Ok(PingReply::Error { seq, from, kind: xcmp::Message::from(kind), code })
+        let conn = &mut self.conn;
+        within(deadline(self.timeout), async move {
+            match conn.recv().await? {
+                (Response::EchoReply { seq, from }, data) => Ok(PingReply::Echo { seq, from, data }),
+                (Response::EchoError { seq, from, kind, code }, _) => {
+                    Ok(PingReply::Error { seq, from, kind: xcmp::Message::from(kind), code })
+                }
+                (Response::Error { code, message }, _) => Err(XiaError::from_code(code, message)),
+                (m, _) => Err(unexpected(&m)),
             }
-            (Response::Error { code, message }, _) => Err(XiaError::from_code(code, message)),
-            (m, _) => Err(unexpected(&m)),
-        }
+        })
+        .await
     }
 }

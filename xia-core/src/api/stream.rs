@@ -4,7 +4,8 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -14,28 +15,48 @@ use tokio::time::Sleep;
 use super::conn::{deadline, unexpected, within, Conn};
 use super::{Xia, XiaError};
 use crate::dag::Dag;
-use crate::ipc::{ErrorCode, Request, Response};
+use crate::ipc::{Request, Response, StreamEnd};
 
-/// How a stream's socket ended, once asked.
-#[derive(Debug, Clone)]
-enum End {
-    /// Not ended (as far as we know).
-    Open,
-    /// The peer closed its direction in order: reads return end of file.
-    Clean,
-    /// Anything else.
-    Failed(XiaError),
+type StatusQuery = Pin<Box<dyn Future<Output = Result<StreamEnd, XiaError>> + Send>>;
+
+/// The tasks waiting for the daemon's answer about the stream's end, one per direction (a
+/// stream split into halves has a reader and a writer): the answer wakes both.
+#[derive(Debug, Default)]
+struct Waiters {
+    read: Mutex<Option<Waker>>,
+    write: Mutex<Option<Waker>>,
 }
 
-type StatusQuery = Pin<Box<dyn Future<Output = Result<Option<ErrorCode>, XiaError>> + Send>>;
+impl Wake for Waiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        for slot in [&self.read, &self.write] {
+            if let Some(w) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Dir {
+    Read,
+    Write,
+}
 
 /// A STREAM connection: reliable, ordered bytes both ways (`AsyncRead` + `AsyncWrite`).
-/// `shutdown` sends FIN; dropping it closes the connection (FIN after what was written).
+/// `shutdown` sends FIN after what was written; dropping it closes the connection the same way
+/// (or resets it, as TCP does, if bytes it received were never read).
 ///
 /// A read returns end of file only when the peer closed its direction in order; a stream that
 /// was reset, timed out, became unreachable or lost its daemon fails the read with an I/O error
-/// carrying the [`XiaError`] (see [`XiaError::from_io`]). Reads and writes wait for ever
-/// unless [`XiaStream::set_read_timeout`] / [`XiaStream::set_write_timeout`] say otherwise.
+/// carrying the [`XiaError`] (see [`XiaError::from_io`]), after the bytes that arrived before.
+/// Reads and writes wait for ever unless [`XiaStream::set_read_timeout`] /
+/// [`XiaStream::set_write_timeout`] say otherwise: a timeout counts the time without progress
+/// since the last read (or write) that returned.
 pub struct XiaStream {
     io: UnixStream,
     /// Stream bytes that arrived with the daemon's answer.
@@ -45,9 +66,14 @@ pub struct XiaStream {
     local: Dag,
     peer: Dag,
     path: PathBuf,
-    end: End,
-    /// Asking the daemon why the socket ended.
+    /// The daemon ended the socket's read side (end of file or reset).
+    read_ended: bool,
+    /// The daemon closed the socket: writes cannot go on.
+    write_ended: bool,
+    /// The daemon's answer about the end, once asked.
+    end: Option<Result<StreamEnd, XiaError>>,
     query: Option<StatusQuery>,
+    waiters: Arc<Waiters>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     read_timer: Option<Pin<Box<Sleep>>>,
@@ -68,21 +94,27 @@ impl std::fmt::Debug for XiaStream {
 impl XiaStream {
     pub(crate) fn from_answer(conn: Conn, answer: Response, path: PathBuf) -> Result<XiaStream, XiaError> {
         match answer {
-            Response::Connected { id, local, peer } => Ok(XiaStream {
-                io: conn.io,
-                early: conn.buf,
-                early_at: 0,
-                id,
-                local,
-                peer,
-                path,
-                end: End::Open,
-                query: None,
-                read_timeout: None,
-                write_timeout: None,
-                read_timer: None,
-                write_timer: None,
-            }),
+            Response::Connected { id, local, peer } => {
+                let (io, early) = conn.into_raw();
+                Ok(XiaStream {
+                    io,
+                    early,
+                    early_at: 0,
+                    id,
+                    local,
+                    peer,
+                    path,
+                    read_ended: false,
+                    write_ended: false,
+                    end: None,
+                    query: None,
+                    waiters: Arc::default(),
+                    read_timeout: None,
+                    write_timeout: None,
+                    read_timer: None,
+                    write_timer: None,
+                })
+            }
             m => Err(unexpected(&m)),
         }
     }
@@ -114,27 +146,31 @@ impl XiaStream {
         self.write_timer = None;
     }
 
-    /// Why the stream ended, when it failed: asks the daemon.
-    pub async fn status(&self) -> Result<Option<ErrorCode>, XiaError> {
+    /// How the stream ended, as far as the daemon knows (asks it).
+    pub async fn status(&self) -> Result<StreamEnd, XiaError> {
         Xia::at(&self.path).stream_status(self.id).await
     }
 
-    /// The daemon closed our socket: find out whether the stream ended in order.
-    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        if !matches!(self.end, End::Open) {
-            return Poll::Ready(self.end.clone());
+    /// The daemon ended our socket: asks it (once) how the stream ended. Both directions may
+    /// wait for the answer; it wakes both.
+    fn poll_end(&mut self, dir: Dir, cx: &mut Context<'_>) -> Poll<Result<StreamEnd, XiaError>> {
+        if let Some(end) = &self.end {
+            return Poll::Ready(end.clone());
         }
-        let query = self.query.get_or_insert_with(|| {
-            let (path, id) = (self.path.clone(), self.id);
-            Box::pin(async move { Xia::at(path).stream_status(id).await })
-        });
-        let end = match ready!(query.as_mut().poll(cx)) {
-            Ok(None) => End::Clean,
-            Ok(Some(code)) => End::Failed(XiaError::from_code(code, String::new())),
-            Err(e) => End::Failed(e),
+        let slot = match dir {
+            Dir::Read => &self.waiters.read,
+            Dir::Write => &self.waiters.write,
         };
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        let (path, id) = (self.path.clone(), self.id);
+        let query =
+            self.query.get_or_insert_with(|| Box::pin(async move { Xia::at(path).stream_status(id).await }));
+        let waker = Waker::from(self.waiters.clone());
+        let end = ready!(query.as_mut().poll(&mut Context::from_waker(&waker)));
         self.query = None;
-        self.end = end.clone();
+        self.end = Some(end.clone());
+        // The other direction may be waiting too.
+        self.waiters.wake_by_ref();
         Poll::Ready(end)
     }
 }
@@ -146,8 +182,22 @@ fn expired(timer: &mut Option<Pin<Box<Sleep>>>, timeout: Option<Duration>, cx: &
     sleep.as_mut().poll(cx).is_ready()
 }
 
+/// The daemon closed its end of our socket.
 fn ended_by_daemon(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
+}
+
+/// What the daemon's answer means for a read that reached the end of the socket.
+fn read_end(end: Result<StreamEnd, XiaError>) -> io::Result<()> {
+    match end {
+        // The peer closed in order (the stream may still be open for our writes).
+        Ok(StreamEnd::Open | StreamEnd::Clean) => Ok(()),
+        Ok(StreamEnd::Failed(code)) => Err(XiaError::from_code(code, String::new()).into()),
+        Ok(StreamEnd::Unknown) => {
+            Err(XiaError::DaemonGone("xiad no longer knows the stream (restarted?)".into()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl AsyncRead for XiaStream {
@@ -167,7 +217,7 @@ impl AsyncRead for XiaStream {
             }
             return Poll::Ready(Ok(()));
         }
-        if matches!(this.end, End::Open) && this.query.is_none() {
+        if !this.read_ended {
             let before = buf.filled().len();
             match Pin::new(&mut this.io).poll_read(cx, buf) {
                 Poll::Pending => {
@@ -181,26 +231,21 @@ impl AsyncRead for XiaStream {
                     this.read_timer = None;
                     return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(Ok(())) => {} // end of file: how did it end?
-                Poll::Ready(Err(e)) if ended_by_daemon(&e) => {}
+                // End of file: how did the stream end?
+                Poll::Ready(Ok(())) => this.read_ended = true,
+                Poll::Ready(Err(e)) if ended_by_daemon(&e) => this.read_ended = true,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             }
         }
-        match ready!(this.poll_end(cx)) {
-            End::Clean => Poll::Ready(Ok(())),
-            End::Failed(e) => Poll::Ready(Err(e.into())),
-            End::Open => unreachable!("poll_end settles the end"),
-        }
+        this.read_timer = None;
+        this.poll_end(Dir::Read, cx).map(read_end)
     }
 }
 
 impl AsyncWrite for XiaStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if let End::Failed(e) = &this.end {
-            return Poll::Ready(Err(e.clone().into()));
-        }
-        if this.query.is_none() {
+        if !this.write_ended {
             match Pin::new(&mut this.io).poll_write(cx, data) {
                 Poll::Pending => {
                     if expired(&mut this.write_timer, this.write_timeout, cx) {
@@ -213,15 +258,21 @@ impl AsyncWrite for XiaStream {
                     this.write_timer = None;
                     return Poll::Ready(Ok(n));
                 }
-                Poll::Ready(Err(e)) if ended_by_daemon(&e) => {}
+                Poll::Ready(Err(e)) if ended_by_daemon(&e) => this.write_ended = true,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             }
         }
-        // The daemon closed the socket: the stream failed, or ended and takes no more bytes.
-        match ready!(this.poll_end(cx)) {
-            End::Failed(e) => Poll::Ready(Err(e.into())),
-            _ => Poll::Ready(Err(XiaError::Closed.into())),
-        }
+        // The daemon closed the socket: the stream failed, or is over and takes no more bytes.
+        this.write_timer = None;
+        this.poll_end(Dir::Write, cx).map(|end| {
+            Err(match end {
+                Ok(StreamEnd::Failed(code)) => XiaError::from_code(code, String::new()),
+                Ok(StreamEnd::Unknown) => XiaError::DaemonGone("xiad no longer knows the stream".into()),
+                Ok(StreamEnd::Open | StreamEnd::Clean) => XiaError::Closed,
+                Err(e) => e,
+            }
+            .into())
+        })
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -233,6 +284,15 @@ impl AsyncWrite for XiaStream {
     }
 }
 
+/// A connection announced to a listener and not yet taken over.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    token: u64,
+    peer: Dag,
+    /// The connection that asked to take it over, waiting for the answer.
+    attach: Option<Conn>,
+}
+
 /// A listening STREAM socket.
 #[derive(Debug)]
 pub struct XiaListener {
@@ -240,6 +300,8 @@ pub struct XiaListener {
     pub(crate) dag: Dag,
     pub(crate) path: PathBuf,
     pub(crate) timeout: Option<Duration>,
+    /// Kept across an accept that is cancelled, for the next one.
+    pub(crate) pending: Option<Pending>,
 }
 
 impl XiaListener {
@@ -253,19 +315,48 @@ impl XiaListener {
         self.timeout = t;
     }
 
-    /// The next connection, with the peer's DAG, like `Xaccept`.
+    /// The next connection, with the peer's DAG, like `Xaccept`. Cancel-safe: a connection
+    /// announced to an accept that was dropped (or timed out) goes to the next one. One the peer
+    /// reset before it was taken over is skipped.
     pub async fn accept(&mut self) -> Result<(XiaStream, Dag), XiaError> {
         let path = self.path.clone();
-        let conn = &mut self.conn;
+        let (conn, pending) = (&mut self.conn, &mut self.pending);
         within(deadline(self.timeout), async move {
-            let (token, peer) = match conn.recv().await? {
-                (Response::Incoming { token, peer }, _) => (token, peer),
-                (Response::Error { code, message }, _) => return Err(XiaError::from_code(code, message)),
-                (m, _) => return Err(unexpected(&m)),
-            };
-            let mut f = Conn::open(&path).await?;
-            let answer = f.call(&Request::Attach { token }, &[]).await?;
-            Ok((XiaStream::from_answer(f, answer, path)?, peer))
+            loop {
+                let p = match pending {
+                    Some(p) => p,
+                    None => match conn.recv().await? {
+                        (Response::Incoming { token, peer }, _) => {
+                            pending.insert(Pending { token, peer, attach: None })
+                        }
+                        (Response::Error { code, message }, _) => {
+                            return Err(XiaError::from_code(code, message))
+                        }
+                        (m, _) => return Err(unexpected(&m)),
+                    },
+                };
+                if p.attach.is_none() {
+                    let mut f = Conn::open(&path).await?;
+                    f.send(&Request::Attach { token: p.token }, &[]).await?;
+                    p.attach = Some(f);
+                }
+                let answer = p.attach.as_mut().expect("set above").recv().await;
+                let p = pending.take().expect("set above");
+                match answer {
+                    Ok((Response::Error { code: crate::ipc::ErrorCode::BadHandle, .. }, _)) => {
+                        // Gone before it was taken (reset by the peer): the next one.
+                        continue;
+                    }
+                    Ok((Response::Error { code, message }, _)) => {
+                        return Err(XiaError::from_code(code, message))
+                    }
+                    Ok((answer, _)) => {
+                        let f = p.attach.expect("set above");
+                        return Ok((XiaStream::from_answer(f, answer, path)?, p.peer));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         })
         .await
     }

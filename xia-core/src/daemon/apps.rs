@@ -10,7 +10,7 @@ use super::conn::{Conn, Role};
 use super::Daemon;
 use crate::dag::Dag;
 use crate::host::{Handle, HostError, HostEvent};
-use crate::ipc::{ErrorCode, Event, HostInfo, Request, Response};
+use crate::ipc::{ErrorCode, Event, HostInfo, Request, Response, StreamEnd};
 use crate::link::Link;
 use crate::xid::Xid;
 
@@ -19,6 +19,10 @@ use crate::xid::Xid;
 pub(super) const OUTBUF_SOFT_LIMIT: usize = 8 << 20;
 /// Remembered outcomes of finished streams.
 const STATUS_MEMORY: usize = 4096;
+/// How long the daemon stops accepting applications after accept failed (out of descriptors).
+pub(super) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Requests handled per connection per loop turn.
+const REQUESTS_PER_TURN: usize = 64;
 
 fn error(e: &HostError) -> Response {
     Response::Error { code: ErrorCode::from(e), message: e.to_string() }
@@ -28,12 +32,15 @@ fn bad_request(message: &str) -> Response {
     Response::Error { code: ErrorCode::BadRequest, message: message.into() }
 }
 
-/// A random token nobody can guess, not in `taken`.
-fn token(taken: impl Fn(u64) -> bool) -> u64 {
+/// A random token nobody can guess, not in `taken` (from the OS; the daemon's own generator
+/// if the OS has none to give).
+fn token(rng: &mut crate::rng::Rng, taken: impl Fn(u64) -> bool) -> u64 {
     loop {
         let mut b = [0u8; 8];
-        let _ = getrandom::getrandom(&mut b);
-        let t = u64::from_le_bytes(b);
+        let t = match getrandom::getrandom(&mut b) {
+            Ok(()) => u64::from_le_bytes(b),
+            Err(_) => rng.next_u64(),
+        };
         if t != 0 && !taken(t) {
             return t;
         }
@@ -59,7 +66,10 @@ impl<L: Link> Daemon<L> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    tracing::warn!("accept: {e}");
+                    // Out of descriptors (or the like): the listener stays readable, so it
+                    // leaves epoll for a while instead of waking the loop in a spin.
+                    tracing::warn!("accept: {e}; not accepting for {ACCEPT_PAUSE:?}");
+                    self.pause_listener();
                     return;
                 }
             }
@@ -98,11 +108,18 @@ impl<L: Link> Daemon<L> {
         }
     }
 
-    fn read_messages(&mut self, id: u64) {
+    /// Reads and handles an application's requests: at most a turn's worth, and none while
+    /// its answers pile up unread (it is read again once they drain): one application cannot
+    /// hold the loop or make the daemon queue answers without bound.
+    pub(super) fn read_messages(&mut self, id: u64) {
         let mut eof = false;
-        loop {
+        let mut budget = REQUESTS_PER_TURN;
+        'turn: loop {
             let Some(c) = self.conns.get_mut(&id) else { return };
             if c.close_after_flush || matches!(c.role, Role::Raw(_) | Role::Connecting(_)) {
+                break;
+            }
+            if c.pending_out() >= OUTBUF_SOFT_LIMIT {
                 break;
             }
             eof |= c.read_in();
@@ -111,19 +128,28 @@ impl<L: Link> Daemon<L> {
             // it belong to the stream).
             loop {
                 let Some(c) = self.conns.get_mut(&id) else { return };
-                if c.close_after_flush || matches!(c.role, Role::Raw(_) | Role::Connecting(_)) {
-                    break;
+                if c.close_after_flush
+                    || matches!(c.role, Role::Raw(_) | Role::Connecting(_))
+                    || c.pending_out() >= OUTBUF_SOFT_LIMIT
+                {
+                    break 'turn;
+                }
+                if budget == 0 {
+                    // More may wait in its buffer, which epoll does not see: another turn.
+                    self.dirty.insert(id);
+                    break 'turn;
                 }
                 match c.next_request() {
                     Ok(Some((req, payload))) => {
                         handled = true;
+                        budget -= 1;
                         self.request(id, req, payload);
                     }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::debug!("application connection {id}: {e}");
                         c.fail(e.to_string());
-                        break;
+                        break 'turn;
                     }
                 }
             }
@@ -193,7 +219,11 @@ impl<L: Link> Daemon<L> {
         match req {
             Request::Connect { dst } => match self.host.connect(now, dst) {
                 Ok(h) => {
-                    if !self.take_role(id, Role::Connecting(h), h) {
+                    if self.take_role(id, Role::Connecting(h), h) {
+                        // Nothing is read from it until the stream is up (what follows the
+                        // request is the stream's): interest as a connecting socket's.
+                        self.flush_conn(id);
+                    } else {
                         self.host.abort(h);
                     }
                 }
@@ -202,7 +232,9 @@ impl<L: Link> Daemon<L> {
             Request::Listen { sid } => {
                 let sid = sid.unwrap_or_else(|| {
                     let mut b = [0u8; 20];
-                    let _ = getrandom::getrandom(&mut b);
+                    if getrandom::getrandom(&mut b).is_err() {
+                        self.rng.fill(&mut b);
+                    }
                     Xid::new(crate::xid::Principal::Sid, b)
                 });
                 match self.host.listen(sid) {
@@ -228,12 +260,18 @@ impl<L: Link> Daemon<L> {
                 };
                 // A connection with a role already cannot take it: the stream stays unclaimed.
                 if self.set_role(id, Role::Raw(h)) {
+                    let listener = self.unclaimed.get(&h).map(|&(l, _)| l);
                     self.unclaim(h);
                     self.owners.insert(h, id);
                     let local = self.stream_local(h);
                     let peer = self.host.stream_peer(h).cloned().unwrap_or_else(|| local.clone());
-                    self.reply(id, &Response::Connected { id: h, local, peer });
+                    self.reply(id, &Response::Connected { id: h ^ self.instance, local, peer });
                     self.dirty.insert(id);
+                    // Room for the next connection waiting in the host's backlog.
+                    if let Some(Role::Listener(l)) = listener.and_then(|c| self.conns.get(&c)).map(|c| c.role)
+                    {
+                        self.offer_incoming(l);
+                    }
                 }
             }
             Request::DgramBind { sid } => match self.host.dgram_bind(sid) {
@@ -241,7 +279,7 @@ impl<L: Link> Daemon<L> {
                     if self.take_role(id, Role::Dgram(h), h) {
                         let dag = self.host.service_dag(sid);
                         let max = self.host.dgram_max(h, &dag).unwrap_or(0) as u32;
-                        let t = token(|t| self.dgram_tokens.contains_key(&t));
+                        let t = token(&mut self.rng, |t| self.dgram_tokens.contains_key(&t));
                         self.dgram_tokens.insert(t, h);
                         self.dgram_holders.insert(h, 1);
                         self.reply(id, &Response::Bound { dag, max, token: t });
@@ -293,8 +331,11 @@ impl<L: Link> Daemon<L> {
                 None => self.reply(id, &bad_request("not a chunk client")),
             },
             Request::ChunkCancel { tag } => match role {
-                Some(Role::Chunks(o)) => self.host.chunk_cancel(o, tag),
-                Some(Role::Fresh) => {}
+                Some(Role::Chunks(o)) => {
+                    self.host.chunk_cancel(o, tag);
+                    self.reply(id, &Response::Cancelled { tag });
+                }
+                Some(Role::Fresh) => self.reply(id, &Response::Cancelled { tag }),
                 _ => self.reply(id, &bad_request("not a chunk client")),
             },
             Request::PingOpen => {
@@ -326,9 +367,17 @@ impl<L: Link> Daemon<L> {
                 let stats = self.stats();
                 self.reply(id, &Response::Stats(stats));
             }
-            Request::StreamStatus { id: h } => {
-                let code = self.status.get(&h).copied().flatten();
-                self.reply(id, &Response::Status { code });
+            Request::StreamStatus { id: sid } => {
+                // Ids carry this daemon's instance: one restarted on the same socket knows none
+                // of its predecessor's streams, and says so.
+                let h = sid ^ self.instance;
+                let end = match self.status.get(&h) {
+                    Some(None) => StreamEnd::Clean,
+                    Some(Some(code)) => StreamEnd::Failed(*code),
+                    None if self.host.stream_peer(h).is_some() => StreamEnd::Open,
+                    None => StreamEnd::Unknown,
+                };
+                self.reply(id, &Response::Status { end });
             }
             Request::Subscribe => {
                 if self.set_role(id, Role::Events) {
@@ -381,7 +430,7 @@ impl<L: Link> Daemon<L> {
         self.host.stream_local(h).unwrap_or_else(|| self.host.dag())
     }
 
-    fn remember_status(&mut self, h: Handle, code: Option<ErrorCode>) {
+    pub(super) fn remember_status(&mut self, h: Handle, code: Option<ErrorCode>) {
         if self.status.insert(h, code).is_none() {
             self.status_order.push_back(h);
             while self.status_order.len() > STATUS_MEMORY {
@@ -418,7 +467,7 @@ impl<L: Link> Daemon<L> {
                     let local = self.stream_local(h);
                     let peer = self.host.stream_peer(h).cloned().unwrap_or_else(|| local.clone());
                     if let Some(c) = self.conns.get_mut(&id) {
-                        c.queue(&Response::Connected { id: h, local, peer });
+                        c.queue(&Response::Connected { id: h ^ self.instance, local, peer });
                         c.role = Role::Raw(h);
                         self.dirty.insert(id);
                     }
@@ -452,23 +501,24 @@ impl<L: Link> Daemon<L> {
                         }
                         (_, Some(_)) => {
                             // Close the application's socket: its next read sees the end, and
-                            // StreamStatus says it failed, and why.
-                            self.drop_conn(id, true);
+                            // StreamStatus says it failed, and why. Its answer (Connected) goes
+                            // first if it is still queued.
+                            self.owners.remove(&h);
+                            self.host.close(h);
+                            match self.conns.get_mut(&id) {
+                                Some(c) if c.pending_out() > 0 => {
+                                    c.close_after_flush = true;
+                                    c.role = Role::Fresh;
+                                }
+                                _ => self.remove_conn(id),
+                            }
                         }
                         _ => {
                             self.dirty.insert(id);
                         }
                     }
                 }
-                HostEvent::StreamIncoming(l) => {
-                    let Some(&id) = self.owners.get(&l) else { continue };
-                    while let Some((h, peer)) = self.host.accept(l) {
-                        let t = token(|t| self.tokens.contains_key(&t));
-                        self.unclaimed.insert(h, (id, t));
-                        self.tokens.insert(t, h);
-                        self.reply(id, &Response::Incoming { token: t, peer });
-                    }
-                }
+                HostEvent::StreamIncoming(l) => self.offer_incoming(l),
                 HostEvent::DgramReadable(h) => {
                     if let Some(&id) = self.owners.get(&h) {
                         self.dirty.insert(id);
@@ -519,6 +569,21 @@ impl<L: Link> Daemon<L> {
         }
     }
 
+    /// Offers listener `l`'s application the connections waiting in the host's backlog, as
+    /// many as its backlog allows unclaimed at once (the rest wait in the host, where they count
+    /// against the backlog, and come as these are taken).
+    fn offer_incoming(&mut self, l: Handle) {
+        let Some(&id) = self.owners.get(&l) else { return };
+        let offered = self.unclaimed.values().filter(|&&(o, _)| o == id).count();
+        for _ in offered..self.host.backlog() {
+            let Some((h, peer)) = self.host.accept(l) else { return };
+            let t = token(&mut self.rng, |t| self.tokens.contains_key(&t));
+            self.unclaimed.insert(h, (id, t));
+            self.tokens.insert(t, h);
+            self.reply(id, &Response::Incoming { token: t, peer });
+        }
+    }
+
     /// The connection to give an echo answer to, unless it is not reading (the answer is then
     /// dropped and counted, as a lost reply would be).
     fn echo_owner(&mut self, owner: Handle) -> Option<u64> {
@@ -536,18 +601,23 @@ impl<L: Link> Daemon<L> {
         let Some(c) = self.conns.get(&id) else { return };
         match c.role {
             Role::Raw(h) | Role::Connecting(h) => {
-                if reset && self.host.stream(h).is_some_and(|s| s.closed().is_none()) {
-                    // The application went away abruptly: tell the peer.
+                // A stream the application gave up before it was up, or abandoned broken: the
+                // peer is told (a connection it would otherwise see opened and closed in order).
+                let abandon = reset || matches!(c.role, Role::Connecting(_));
+                if abandon && self.host.stream(h).is_some_and(|s| s.closed().is_none()) {
                     self.host.abort(h);
+                    self.remember_status(h, Some(ErrorCode::Reset));
                 }
                 self.host.close(h);
                 self.owners.remove(&h);
             }
             Role::Listener(h) => {
+                // Connections nobody will take: reset, as the host does with its backlog.
                 let orphans: Vec<Handle> =
                     self.unclaimed.iter().filter(|(_, &(o, _))| o == id).map(|(&s, _)| s).collect();
                 for s in orphans {
                     self.unclaim(s);
+                    self.host.abort(s);
                     self.host.close(s);
                 }
                 self.host.close(h);

@@ -33,6 +33,8 @@ const DIRECT_PAYLOAD: usize = 64 << 10;
 /// Bytes read ahead from an application before its requests are handled (a frame that does
 /// not fit is read straight into its own buffer).
 const READ_AHEAD: usize = 1 << 20;
+/// Room made for each read.
+const READ_CHUNK: usize = 64 << 10;
 
 /// A request and its payload.
 pub(super) type WithPayload = (Request, Arc<[u8]>);
@@ -58,10 +60,11 @@ pub(super) struct Conn {
     pub(super) sock: UnixStream,
     pub(super) role: Role,
     hello_in: bool,
-    /// Bytes read and not yet taken (in raw mode: stream bytes that came with the request).
-    pub(super) inbuf: Vec<u8>,
-    /// Bytes of `inbuf` already consumed.
-    pub(super) in_at: usize,
+    /// Storage for bytes read: `in_at..in_end` are read and not yet taken (in raw mode: stream
+    /// bytes that came with the request). Zeroed once when it grows, not at every read.
+    inbuf: Vec<u8>,
+    in_at: usize,
+    in_end: usize,
     body: Option<Body>,
     pub(super) out: OutQueue,
     /// The application sent EOF (raw mode) or closed.
@@ -88,6 +91,7 @@ impl Conn {
             hello_in: false,
             inbuf: Vec::new(),
             in_at: 0,
+            in_end: 0,
             body: None,
             out,
             read_closed: false,
@@ -101,6 +105,24 @@ impl Conn {
 
     pub(super) fn pending_out(&self) -> usize {
         self.out.len()
+    }
+
+    /// Bytes read and not yet taken.
+    pub(super) fn pending_in(&self) -> &[u8] {
+        &self.inbuf[self.in_at..self.in_end]
+    }
+
+    /// Takes `n` bytes of [`Conn::pending_in`]; the storage goes once none are left (a raw
+    /// stream reads its socket straight into its buffers from then on).
+    pub(super) fn consume_in(&mut self, n: usize) {
+        self.in_at = (self.in_at + n).min(self.in_end);
+        if self.in_at == self.in_end {
+            self.in_at = 0;
+            self.in_end = 0;
+            if matches!(self.role, Role::Raw(_)) {
+                self.inbuf = Vec::new();
+            }
+        }
     }
 
     /// Queues a message without payload.
@@ -123,8 +145,8 @@ impl Conn {
     pub(super) fn fail(&mut self, message: String) {
         self.queue(&Response::Error { code: crate::ipc::ErrorCode::BadRequest, message });
         self.close_after_flush = true;
-        self.inbuf.clear();
         self.in_at = 0;
+        self.in_end = 0;
         self.body = None;
     }
 
@@ -132,7 +154,8 @@ impl Conn {
     /// buffer). True at the end of the application's bytes (end of file or a broken socket).
     pub(super) fn read_in(&mut self) -> bool {
         if self.in_at > 0 {
-            self.inbuf.drain(..self.in_at);
+            self.inbuf.copy_within(self.in_at..self.in_end, 0);
+            self.in_end -= self.in_at;
             self.in_at = 0;
         }
         loop {
@@ -145,11 +168,14 @@ impl Conn {
                     }
                     Err(e) => Err(e),
                 }
-            } else if self.inbuf.len() < READ_AHEAD {
-                let at = self.inbuf.len();
-                self.inbuf.resize(at + 64 * 1024, 0);
-                let r = self.sock.read(&mut self.inbuf[at..]);
-                self.inbuf.truncate(at + *r.as_ref().unwrap_or(&0));
+            } else if self.in_end < READ_AHEAD {
+                if self.inbuf.len() < self.in_end + READ_CHUNK {
+                    self.inbuf.resize(self.in_end + READ_CHUNK, 0);
+                }
+                let r = self.sock.read(&mut self.inbuf[self.in_end..]);
+                if let Ok(n) = r {
+                    self.in_end += n;
+                }
                 r
             } else {
                 return false;
@@ -178,29 +204,25 @@ impl Conn {
             return Ok(Some((b.req, b.data)));
         }
         if !self.hello_in {
-            let Some(h) = self.inbuf.get(self.in_at..self.in_at + HELLO_LEN) else { return Ok(None) };
+            let Some(h) = self.pending_in().get(..HELLO_LEN) else { return Ok(None) };
             codec::check_hello(h.try_into().expect("8 bytes"))?;
             self.hello_in = true;
-            self.in_at += HELLO_LEN;
+            self.consume_in(HELLO_LEN);
         }
-        let rest = &self.inbuf[self.in_at..];
+        let rest = &self.inbuf[self.in_at..self.in_end];
         let Some(p) = Prefix::parse(rest)? else { return Ok(None) };
         let head_end = PREFIX_LEN + p.head;
         if rest.len() < head_end {
             return Ok(None);
         }
         let req: Request = codec::decode(&rest[PREFIX_LEN..head_end])?;
-        if p.payload > 0 && !req.carries_payload() {
-            return Err(IpcError::UnexpectedPayload);
+        // Checked before anything is allocated for it.
+        if p.payload > req.max_payload() {
+            return Err(IpcError::UnexpectedPayload(p.payload));
         }
         if rest.len() >= p.frame_len() {
             let payload = Arc::from(&rest[head_end..p.frame_len()]);
-            self.in_at += p.frame_len();
-            if self.in_at == self.inbuf.len() {
-                // Nothing left: in raw mode an empty buffer means "read the socket".
-                self.inbuf.clear();
-                self.in_at = 0;
-            }
+            self.consume_in(p.frame_len());
             return Ok(Some((req, payload)));
         }
         if p.payload >= DIRECT_PAYLOAD {
@@ -208,8 +230,8 @@ impl Conn {
             let mut data = payload_buffer(p.payload);
             let have = rest.len() - head_end;
             Arc::get_mut(&mut data).expect("fresh")[..have].copy_from_slice(&rest[head_end..]);
-            self.inbuf.clear();
             self.in_at = 0;
+            self.in_end = 0;
             self.body = Some(Body { req, data, filled: have });
         }
         Ok(None)

@@ -104,9 +104,17 @@ struct Daemon<L: Link> {
     /// How streams ended, for [`crate::ipc::Request::StreamStatus`].
     status: HandleMap<Option<ErrorCode>>,
     status_order: VecDeque<u64>,
-    /// Connections whose raw stream or datagram queue may have bytes to move.
+    /// Connections whose raw stream or datagram queue may have bytes to move, or whose
+    /// buffer holds requests not yet handled.
     dirty: HashSet<u64, std::hash::BuildHasherDefault<crate::host::HandleHasher>>,
     hasher: Hasher,
+    /// Random, per run: stream ids carry it, so a daemon restarted on the same socket is not
+    /// asked about streams it never had.
+    instance: u64,
+    /// For tokens when the OS has no randomness to give.
+    rng: crate::rng::Rng,
+    /// Accepting applications resumes then (after accept failed).
+    listener_paused_until: Option<Instant>,
 }
 
 /// Runs the daemon on `link` until `stop` becomes readable (the binary passes its signalfd).
@@ -118,6 +126,12 @@ pub fn run<L: Link>(
     stop: RawFd,
     ready: impl FnOnce(&Ready),
 ) -> io::Result<()> {
+    if cfg.host.max_chunk > crate::ipc::codec::MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("chunks of {} bytes exceed what the local protocol carries", cfg.host.max_chunk),
+        ));
+    }
     let mut host_cfg = cfg.host.clone();
     host_cfg.mtu = link.mtu();
     // Fetched chunks are hashed on a thread of their own.
@@ -141,6 +155,12 @@ pub fn run<L: Link>(
     epoll.add_readable(stop, TOKEN_STOP)?;
     epoll.add_readable(hasher.wake.as_raw_fd(), TOKEN_HASHED)?;
     let told_dag = host.dag();
+    let mut seed = [0u8; 8];
+    if getrandom::getrandom(&mut seed).is_err() {
+        seed = (wall_ms() ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    let mut rng = crate::rng::Rng::new(u64::from_le_bytes(seed));
+    let instance = rng.next_u64();
     let mut d = Daemon {
         host,
         link,
@@ -161,6 +181,9 @@ pub fn run<L: Link>(
         status_order: VecDeque::new(),
         dirty: Default::default(),
         hasher,
+        instance,
+        rng,
+        listener_paused_until: None,
     };
     ready(&Ready {
         hid: d.host.hid(),
@@ -192,7 +215,10 @@ impl<L: Link> Daemon<L> {
             let timeout = if !self.dirty.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                let due = [self.host.poll_timeout(), self.link.poll_at()].into_iter().flatten().min();
+                let due = [self.host.poll_timeout(), self.link.poll_at(), self.listener_paused_until]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 Some(due.map_or(MAX_IDLE, |t| t.saturating_duration_since(now).min(MAX_IDLE)))
             };
             let n = self.epoll.wait_for(&mut events, timeout)?;
@@ -220,10 +246,15 @@ impl<L: Link> Daemon<L> {
                 self.receive()?;
             }
             let now = Instant::now();
+            if self.listener_paused_until.is_some_and(|t| t <= now) {
+                self.resume_listener();
+            }
             if self.host.poll_timeout().is_some_and(|t| t <= now) {
                 self.host.handle_timeout(now);
             }
-            if let Some(state) = self.link.poll_state() {
+            // What the host did before the link changed is told first.
+            self.route_events(now);
+            while let Some(state) = self.link.poll_state() {
                 self.link_state(state);
             }
             self.route_events(now);
@@ -257,6 +288,20 @@ impl<L: Link> Daemon<L> {
         let host = &mut self.host;
         self.link.transmit(&mut |buf| host.poll_transmit(now, buf))?;
         Ok(())
+    }
+
+    fn pause_listener(&mut self) {
+        if self.listener_paused_until.is_none() {
+            let _ = self.epoll.ctl(libc::EPOLL_CTL_DEL, self.listener.as_raw_fd(), 0, TOKEN_LISTENER);
+        }
+        self.listener_paused_until = Some(Instant::now() + apps::ACCEPT_PAUSE);
+    }
+
+    fn resume_listener(&mut self) {
+        self.listener_paused_until = None;
+        if let Err(e) = self.epoll.add_readable(self.listener.as_raw_fd(), TOKEN_LISTENER) {
+            tracing::error!("cannot accept applications any more: {e}");
+        }
     }
 
     fn link_state(&mut self, state: LinkState) {

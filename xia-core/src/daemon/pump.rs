@@ -36,8 +36,10 @@ impl<L: Link> Daemon<L> {
                             c.queue_with(&Response::RecvFrom { src }, &data);
                         }
                     }
+                    self.read_messages(id);
                 }
-                _ => {}
+                // Requests left in its buffer at the end of its last turn.
+                _ => self.read_messages(id),
             }
         }
     }
@@ -79,20 +81,17 @@ impl<L: Link> Daemon<L> {
             c.write_shut = true;
         }
         // Application -> network: bytes that came with the attach request first.
-        if c.in_at < c.inbuf.len() {
-            let w = conn.write(&c.inbuf[c.in_at..]).unwrap_or(c.inbuf.len() - c.in_at);
-            c.in_at += w;
-            if c.in_at == c.inbuf.len() {
-                c.inbuf = Vec::new();
-                c.in_at = 0;
-            }
+        if !c.pending_in().is_empty() {
+            let w = conn.write(c.pending_in()).unwrap_or(c.pending_in().len());
+            c.consume_in(w);
         }
+        let early = !c.pending_in().is_empty();
         // The application's end of file may have been read with those bytes.
-        if c.read_closed && c.inbuf.is_empty() {
+        if c.read_closed && !early {
             conn.close();
         }
         let mut taken = 0;
-        while !c.read_closed && c.inbuf.is_empty() && taken < PUMP_BUDGET && conn.send_space() > 0 {
+        while !c.read_closed && !early && taken < PUMP_BUDGET && conn.send_space() > 0 {
             // Straight from the application's socket into the send buffer: no bounce copy.
             let (a, b) = conn.write_slices();
             let mut iov = [io::IoSliceMut::new(a), io::IoSliceMut::new(b)];
@@ -116,7 +115,7 @@ impl<L: Link> Daemon<L> {
         if taken >= PUMP_BUDGET {
             again = true;
         }
-        let want_read = !c.read_closed && c.inbuf.is_empty() && conn.send_space() > 0;
+        let want_read = !c.read_closed && !early && conn.send_space() > 0;
         let want_write = !c.write_dead && conn.readable() > 0;
         if c.registered {
             set_interest(&self.epoll, c, id, want_read, want_write);
@@ -188,10 +187,12 @@ impl<L: Link> Daemon<L> {
                 }
             }
             Role::Connecting(_) => set_interest(&self.epoll, c, id, false, c.pending_out() > 0),
-            role => {
-                let want_read = !c.close_after_flush;
+            _ => {
+                // Its requests are read again once its answers drain below the soft limit.
+                let want_read = !c.close_after_flush && c.pending_out() < OUTBUF_SOFT_LIMIT;
                 set_interest(&self.epoll, c, id, want_read, c.pending_out() > 0);
-                if drained && matches!(role, Role::Dgram(_)) {
+                if drained {
+                    // Datagrams may wait in the host, requests in the connection's buffer.
                     self.dirty.insert(id);
                 }
             }

@@ -492,6 +492,11 @@ impl Host {
         .unwrap_or_else(|_| self.bare_dag())
     }
 
+    /// Connections a listener may hold waiting to be accepted.
+    pub fn backlog(&self) -> usize {
+        self.cfg.backlog
+    }
+
     /// Counters.
     pub fn stats(&self) -> HostStats {
         self.stats

@@ -52,9 +52,9 @@ pub enum IpcError {
     /// A head that does not decode as a message.
     #[error("undecodable message: {0}")]
     Decode(String),
-    /// A payload on a message that carries none.
-    #[error("payload on a message that carries none")]
-    UnexpectedPayload,
+    /// A payload on a message that carries none, or larger than the message may carry.
+    #[error("payload of {0} bytes on a message that carries less")]
+    UnexpectedPayload(usize),
 }
 
 fn options() -> impl Options {
@@ -111,8 +111,9 @@ impl Prefix {
 }
 
 /// The prefix and head of a frame for `m` followed by `payload_len` bytes of payload (which the
-/// caller sends after it, from wherever they are).
+/// caller sends after it, from wherever they are; at most [`MAX_PAYLOAD`], which callers check).
 pub fn encode_head<M: Serialize>(m: &M, payload_len: usize) -> Vec<u8> {
+    assert!(payload_len <= MAX_PAYLOAD, "payload of {payload_len} bytes beyond the protocol's limit");
     let mut out = vec![0u8; PREFIX_LEN];
     // Serializing the project's own messages into a Vec fails only beyond the size limit, which
     // no message comes near (the largest holds a few DAGs and a short text).
@@ -139,7 +140,7 @@ pub fn decode<M: DeserializeOwned>(head: &[u8]) -> Result<M, IpcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::{ErrorCode, Event, HostInfo, Request, Response};
+    use crate::ipc::{ErrorCode, Event, HostInfo, Request, Response, StreamEnd};
     use crate::xid::{Principal, Xid};
     use crate::Dag;
 
@@ -213,8 +214,11 @@ mod tests {
             Response::EchoError { seq: 1, from: dag(), kind: 3, code: 1 },
             Response::Info(info.clone()),
             Response::Stats(vec![("rx_frames".into(), 1)]),
-            Response::Status { code: None },
-            Response::Status { code: Some(ErrorCode::TimedOut) },
+            Response::Status { end: StreamEnd::Open },
+            Response::Status { end: StreamEnd::Clean },
+            Response::Status { end: StreamEnd::Failed(ErrorCode::TimedOut) },
+            Response::Status { end: StreamEnd::Unknown },
+            Response::Cancelled { tag: 5 },
             Response::Subscribed(info),
             Response::Event(Event::Attached { ad, router: hid }),
             Response::Event(Event::Registered { ad, router: hid }),

@@ -63,7 +63,8 @@ pub enum Request {
         /// Its length, if known.
         len: Option<u64>,
     },
-    /// Gives up a fetch (nothing more is said about its tag).
+    /// Gives up a fetch. Answer: [`Response::Cancelled`], after which nothing more comes about
+    /// its tag.
     ChunkCancel {
         /// The fetch.
         tag: u64,
@@ -108,9 +109,23 @@ pub enum Request {
 impl Request {
     /// Whether the frame of this request carries a payload.
     pub fn carries_payload(&self) -> bool {
-        matches!(self, Request::SendTo { .. } | Request::ChunkPut | Request::PingSend { .. })
+        self.max_payload() > 0
+    }
+
+    /// The largest payload this request may carry (a datagram or echo data fits one frame of the
+    /// largest MTU; a chunk, the protocol's limit).
+    pub fn max_payload(&self) -> usize {
+        match self {
+            Request::SendTo { .. } | Request::PingSend { .. } => MAX_DATAGRAM,
+            Request::ChunkPut => super::codec::MAX_PAYLOAD,
+            _ => 0,
+        }
     }
 }
+
+/// Largest datagram or echo payload a request may carry: what one frame of the largest MTU
+/// (65535) holds at most.
+pub const MAX_DATAGRAM: usize = 65535;
 
 /// What the daemon tells an application: answers to its requests, and what it pushes (incoming
 /// streams, datagrams, fetched chunks, echo replies, events).
@@ -119,7 +134,8 @@ impl Request {
 pub enum Response {
     /// A stream is up; the connection is raw from the next byte on.
     Connected {
-        /// The daemon's id for it (ask [`Request::StreamStatus`] how it ended).
+        /// The daemon's id for it (ask [`Request::StreamStatus`] how it ended); ids are not
+        /// reused by a restarted daemon.
         id: u64,
         /// This end's DAG.
         local: Dag,
@@ -193,10 +209,15 @@ pub enum Response {
     Info(HostInfo),
     /// The daemon's counters, by name.
     Stats(Vec<(String, u64)>),
-    /// How a stream ended: `None` if cleanly (or not yet).
+    /// How a stream ended, as far as this daemon knows.
     Status {
-        /// Why it failed.
-        code: Option<ErrorCode>,
+        /// Its end.
+        end: StreamEnd,
+    },
+    /// A fetch was given up: nothing more comes about its tag.
+    Cancelled {
+        /// The fetch's tag.
+        tag: u64,
     },
     /// Events follow; this is how the host stands now.
     Subscribed(HostInfo),
@@ -218,6 +239,21 @@ impl Response {
     pub fn carries_payload(&self) -> bool {
         matches!(self, Response::RecvFrom { .. } | Response::ChunkData { .. } | Response::EchoReply { .. })
     }
+}
+
+/// How a stream ended, for an application whose stream socket the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamEnd {
+    /// Not over: the peer closed its direction in order (its data all delivered), or nothing
+    /// happened yet.
+    Open,
+    /// Closed in order both ways.
+    Clean,
+    /// Failed, and why.
+    Failed(ErrorCode),
+    /// This daemon knows no stream of that id (it was restarted, or the id is not its own):
+    /// whatever happened to it is unknown, so it counts as failed.
+    Unknown,
 }
 
 /// What the host knows about itself.

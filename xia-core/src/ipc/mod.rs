@@ -21,7 +21,7 @@ mod messages;
 
 pub use codec::IpcError;
 pub use codes::ErrorCode;
-pub use messages::{Event, HostInfo, Request, Response};
+pub use messages::{Event, HostInfo, Request, Response, StreamEnd, MAX_DATAGRAM};
 
 /// Environment variable naming the daemon's socket.
 pub const SOCKET_ENV: &str = "XIAD_SOCKET";

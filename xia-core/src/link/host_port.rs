@@ -41,7 +41,8 @@ pub struct HostPort {
     /// Writability is watched (the socket or its ring was full).
     wants_out: bool,
     up: bool,
-    state_changed: bool,
+    /// Changes of state not yet reported, in order (a quick flap is two).
+    changes: std::collections::VecDeque<LinkState>,
     turns: u32,
 }
 
@@ -98,7 +99,7 @@ impl HostPort {
             netlink,
             epoll,
             up,
-            state_changed: false,
+            changes: std::collections::VecDeque::new(),
             turns: 0,
         })
     }
@@ -145,10 +146,11 @@ impl HostPort {
                     }
                 }
                 T_NETLINK => {
-                    if let Some(up) = self.netlink.as_mut().and_then(Netlink::drain) {
+                    let states = self.netlink.as_mut().map(Netlink::drain).unwrap_or_default();
+                    for up in states {
                         if up != self.up {
                             self.up = up;
-                            self.state_changed = true;
+                            self.changes.push_back(if up { LinkState::Up } else { LinkState::Down });
                         }
                     }
                 }
@@ -265,10 +267,7 @@ impl Link for HostPort {
     }
 
     fn poll_state(&mut self) -> Option<LinkState> {
-        if !std::mem::take(&mut self.state_changed) {
-            return None;
-        }
-        Some(if self.up { LinkState::Up } else { LinkState::Down })
+        self.changes.pop_front()
     }
 
     fn is_up(&self) -> bool {
@@ -320,27 +319,26 @@ impl Netlink {
         Ok(Netlink { fd, ifindex })
     }
 
-    /// Reads every waiting message; the interface's latest state among them, if any.
-    fn drain(&mut self) -> Option<bool> {
-        let mut state = None;
-        let mut buf = [0u8; 8192];
+    /// Reads every waiting message; the interface's states in them, in order.
+    fn drain(&mut self) -> Vec<bool> {
+        let mut states = Vec::new();
+        // Large enough for any link message (they carry the interface's statistics and more).
+        let mut buf = vec![0u8; 64 << 10];
         loop {
             // SAFETY: reads into a live buffer of its length.
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n <= 0 {
                 // Would block, or an overrun (ENOBUFS: messages were lost; the next ones tell).
-                return state;
+                return states;
             }
-            if let Some(s) = link_state(&buf[..n as usize], self.ifindex) {
-                state = Some(s);
-            }
+            states.extend(link_states(&buf[..n as usize], self.ifindex));
         }
     }
 }
 
-/// The last state of interface `ifindex` in a batch of netlink messages.
-fn link_state(mut msgs: &[u8], ifindex: i32) -> Option<bool> {
-    let mut state = None;
+/// The states of interface `ifindex` in a batch of netlink messages, in order.
+fn link_states(mut msgs: &[u8], ifindex: i32) -> Vec<bool> {
+    let mut states = Vec::new();
     while msgs.len() >= NLMSG_HDR {
         let len = u32::from_ne_bytes([msgs[0], msgs[1], msgs[2], msgs[3]]) as usize;
         if len < NLMSG_HDR || len > msgs.len() {
@@ -352,14 +350,14 @@ fn link_state(mut msgs: &[u8], ifindex: i32) -> Option<bool> {
             let index = i32::from_ne_bytes([i[4], i[5], i[6], i[7]]);
             let flags = u32::from_ne_bytes([i[8], i[9], i[10], i[11]]);
             if index == ifindex {
-                state = Some(kind == RTM_NEWLINK && flags & IFF_RUNNING != 0);
+                states.push(kind == RTM_NEWLINK && flags & IFF_RUNNING != 0);
             }
         }
         // Messages are aligned to 4 bytes.
         let next = (len + 3) & !3;
         msgs = msgs.get(next..).unwrap_or(&[]);
     }
-    state
+    states
 }
 
 #[cfg(test)]
@@ -381,15 +379,15 @@ mod tests {
     fn link_messages_are_read_for_our_interface_only() {
         let mut b = msg(RTM_NEWLINK, 3, IFF_RUNNING | 1);
         b.extend(msg(RTM_NEWLINK, 4, 1));
-        assert_eq!(link_state(&b, 3), Some(true));
-        assert_eq!(link_state(&b, 4), Some(false));
-        assert_eq!(link_state(&b, 5), None);
+        assert_eq!(link_states(&b, 3), vec![true]);
+        assert_eq!(link_states(&b, 4), vec![false]);
+        assert!(link_states(&b, 5).is_empty());
         b.extend(msg(RTM_DELLINK, 3, IFF_RUNNING));
-        assert_eq!(link_state(&b, 3), Some(false));
+        assert_eq!(link_states(&b, 3), vec![true, false]);
         // Truncated or lying lengths end the walk.
-        assert_eq!(link_state(&b[..10], 3), None);
+        assert!(link_states(&b[..10], 3).is_empty());
         let mut lie = msg(RTM_NEWLINK, 3, IFF_RUNNING);
         lie[..4].copy_from_slice(&1000u32.to_ne_bytes());
-        assert_eq!(link_state(&lie, 3), None);
+        assert!(link_states(&lie, 3).is_empty());
     }
 }

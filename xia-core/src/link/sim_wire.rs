@@ -207,8 +207,12 @@ impl Link for SimPort {
         if seg.generation == self.seen_generation {
             return None;
         }
-        self.seen_generation = seg.generation;
-        Some(if seg.up { LinkState::Up } else { LinkState::Down })
+        // Every change flips the state: the changes not yet reported end in the state now, so
+        // the next one to report is that state if an odd number are left, its opposite if even.
+        let left = seg.generation - self.seen_generation;
+        self.seen_generation += 1;
+        let up = if left % 2 == 1 { seg.up } else { !seg.up };
+        Some(if up { LinkState::Up } else { LinkState::Down })
     }
 
     fn is_up(&self) -> bool {
@@ -270,6 +274,12 @@ mod tests {
         wire.set_up(false);
         assert_eq!(a.poll_state(), Some(LinkState::Down));
         assert_eq!(a.poll_state(), None);
+        // A flap is two changes, in order.
+        wire.set_up(true);
+        wire.set_up(false);
+        assert_eq!(a.poll_state(), Some(LinkState::Up));
+        assert_eq!(a.poll_state(), Some(LinkState::Down));
+        assert_eq!(a.poll_state(), None);
         assert!(!b.is_up());
         let mut n = 0;
         a.transmit(&mut |buf| {
@@ -280,6 +290,10 @@ mod tests {
         assert_eq!(a.stats().tx_errors, 3);
         assert_eq!(b.receive(10, &mut |_| {}).unwrap(), 0);
         wire.set_up(true);
+        assert_eq!(b.poll_state(), Some(LinkState::Down));
         assert_eq!(b.poll_state(), Some(LinkState::Up));
+        assert_eq!(b.poll_state(), Some(LinkState::Down));
+        assert_eq!(b.poll_state(), Some(LinkState::Up));
+        assert_eq!(b.poll_state(), None);
     }
 }
