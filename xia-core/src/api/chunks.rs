@@ -376,35 +376,58 @@ impl ChunkClient {
     pub fn fetch_manifest(&mut self, m: &Manifest, opts: FetchOptions) -> Fetch<'_> {
         let (tx, rx) = mpsc::unbounded_channel();
         for c in &m.chunks {
-            let _ = tx.send(c.clone());
+            let _ = tx.send(Item::Fetch(c.clone()));
         }
         drop(tx);
         Fetch::new(self, rx, opts)
     }
 }
 
+/// What is announced to a [`Fetch`]: a chunk to fetch, or bytes the application already holds
+/// (a chunk it fetched before: it is delivered in its turn without asking the network).
+#[derive(Debug)]
+enum Item {
+    Fetch(ChunkRef),
+    Local(Vec<u8>),
+}
+
 /// Announces chunks to a [`Fetch`]. Dropping it (every clone) says no more will come: the fetch
 /// then ends once it has delivered what was announced.
 #[derive(Debug, Clone)]
-pub struct Announcer(mpsc::UnboundedSender<ChunkRef>);
+pub struct Announcer(mpsc::UnboundedSender<Item>);
 
 impl Announcer {
     /// Adds a chunk to fetch after those announced before. False if the fetch is gone.
     pub fn announce(&self, c: ChunkRef) -> bool {
-        self.0.send(c).is_ok()
+        self.0.send(Item::Fetch(c)).is_ok()
     }
+
+    /// Adds bytes already held (e.g. a chunk whose CID came before), delivered in their turn
+    /// without a fetch. False if the fetch is gone.
+    pub fn announce_local(&self, bytes: Vec<u8>) -> bool {
+        self.0.send(Item::Local(bytes)).is_ok()
+    }
+}
+
+/// An announced chunk on its way.
+#[derive(Debug)]
+enum Slot {
+    Fetching { tag: u64, chunk: ChunkRef },
+    Ready(Vec<u8>),
 }
 
 /// Chunks fetched with a window of requests in flight, delivered in the order announced.
 #[derive(Debug)]
 pub struct Fetch<'a> {
     client: &'a mut ChunkClient,
-    announced: mpsc::UnboundedReceiver<ChunkRef>,
+    announced: mpsc::UnboundedReceiver<Item>,
     /// No more announcements will come.
     closed: bool,
-    queue: VecDeque<ChunkRef>,
-    /// Requested, in delivery order: tag and chunk.
-    in_flight: VecDeque<(u64, ChunkRef)>,
+    queue: VecDeque<Item>,
+    /// Announced and taken up, in delivery order.
+    in_flight: VecDeque<Slot>,
+    /// Of which fetches.
+    fetching: usize,
     opts: FetchOptions,
     delivered_bytes: u64,
     delivered_chunks: u64,
@@ -414,7 +437,7 @@ pub struct Fetch<'a> {
 impl<'a> Fetch<'a> {
     fn new(
         client: &'a mut ChunkClient,
-        announced: mpsc::UnboundedReceiver<ChunkRef>,
+        announced: mpsc::UnboundedReceiver<Item>,
         opts: FetchOptions,
     ) -> Fetch<'a> {
         Fetch {
@@ -423,6 +446,7 @@ impl<'a> Fetch<'a> {
             closed: false,
             queue: VecDeque::new(),
             in_flight: VecDeque::new(),
+            fetching: 0,
             opts: FetchOptions { window: opts.window.max(1), ..opts },
             delivered_bytes: 0,
             delivered_chunks: 0,
@@ -460,10 +484,16 @@ impl<'a> Fetch<'a> {
 
     async fn fill_window(&mut self) -> Result<(), XiaError> {
         self.client.settle().await?;
-        while self.in_flight.len() < self.opts.window {
-            let Some(c) = self.queue.pop_front() else { break };
-            let tag = self.client.send_request(c.cid, &c.dag, Some(c.len)).await?;
-            self.in_flight.push_back((tag, c));
+        while self.fetching < self.opts.window {
+            match self.queue.pop_front() {
+                None => break,
+                Some(Item::Local(b)) => self.in_flight.push_back(Slot::Ready(b)),
+                Some(Item::Fetch(chunk)) => {
+                    let tag = self.client.send_request(chunk.cid, &chunk.dag, Some(chunk.len)).await?;
+                    self.in_flight.push_back(Slot::Fetching { tag, chunk });
+                    self.fetching += 1;
+                }
+            }
         }
         Ok(())
     }
@@ -489,51 +519,70 @@ impl<'a> Fetch<'a> {
     /// Gives up what is in flight (after the deadline); those chunks are announced again, in
     /// their order, at the head of the queue.
     fn abandon(&mut self) {
-        for (tag, c) in self.in_flight.drain(..).rev() {
-            self.client.abandon(tag);
-            self.queue.push_front(c);
+        for slot in self.in_flight.drain(..).rev() {
+            match slot {
+                Slot::Fetching { tag, chunk } => {
+                    self.client.abandon(tag);
+                    self.queue.push_front(Item::Fetch(chunk));
+                }
+                Slot::Ready(b) => self.queue.push_front(Item::Local(b)),
+            }
         }
+        self.fetching = 0;
+    }
+
+    fn delivered(&mut self, data: Vec<u8>) -> Option<Vec<u8>> {
+        self.delivered_bytes += data.len() as u64;
+        self.delivered_chunks += 1;
+        Some(data)
     }
 
     async fn next_inner(&mut self) -> Result<Option<Vec<u8>>, XiaError> {
         loop {
             self.take_announced();
             self.fill_window().await?;
-            let Some(&(front, _)) = self.in_flight.front() else {
-                if self.closed && self.queue.is_empty() {
-                    return Ok(None);
+            let front = match self.in_flight.front() {
+                Some(Slot::Ready(_)) => {
+                    let Some(Slot::Ready(b)) = self.in_flight.pop_front() else { unreachable!("checked") };
+                    return Ok(self.delivered(b));
                 }
-                // Nothing to fetch until more is announced.
-                match self.announced.recv().await {
-                    Some(c) => self.queue.push_back(c),
-                    None => self.closed = true,
+                Some(Slot::Fetching { tag, .. }) => *tag,
+                None => {
+                    if self.closed && self.queue.is_empty() {
+                        return Ok(None);
+                    }
+                    // Nothing to fetch until more is announced.
+                    match self.announced.recv().await {
+                        Some(c) => self.queue.push_back(c),
+                        None => self.closed = true,
+                    }
+                    continue;
                 }
-                continue;
             };
             if let Some(r) = self.client.done.remove(&front) {
                 self.client.order.retain(|&t| t != front);
-                let (_, c) = self.in_flight.pop_front().expect("front exists");
+                let Some(Slot::Fetching { chunk, .. }) = self.in_flight.pop_front() else {
+                    unreachable!("the front is this fetch")
+                };
+                self.fetching -= 1;
                 match r {
-                    Ok(data) => {
-                        self.delivered_bytes += data.len() as u64;
-                        self.delivered_chunks += 1;
-                        return Ok(Some(data));
-                    }
+                    Ok(data) => return Ok(self.delivered(data)),
                     // With time left, a chunk that timed out or kept arriving corrupt is asked
                     // for again (the holder may have been busy, the path lossy).
                     Err(XiaError::TimedOut | XiaError::Corrupt)
                         if self.opts.deadline.is_some_and(|d| Instant::now() < d) =>
                     {
                         self.retries += 1;
-                        let tag = self.client.send_request(c.cid, &c.dag, Some(c.len)).await?;
-                        self.in_flight.push_front((tag, c));
+                        let tag = self.client.send_request(chunk.cid, &chunk.dag, Some(chunk.len)).await?;
+                        self.in_flight.push_front(Slot::Fetching { tag, chunk });
+                        self.fetching += 1;
                         continue;
                     }
                     Err(e) => return Err(e),
                 }
             }
             // Wait for the daemon or for more announcements (they fill the window meanwhile).
-            if self.closed || self.in_flight.len() >= self.opts.window {
+            if self.closed || self.fetching >= self.opts.window {
                 self.client.pump_results().await?;
                 continue;
             }
@@ -552,8 +601,10 @@ impl Drop for Fetch<'_> {
     /// Fetches still in flight are given up (cancelled with the client's next call), so that
     /// their results do not pile up in the client.
     fn drop(&mut self) {
-        for (tag, _) in self.in_flight.drain(..) {
-            self.client.abandon(tag);
+        for slot in self.in_flight.drain(..) {
+            if let Slot::Fetching { tag, .. } = slot {
+                self.client.abandon(tag);
+            }
         }
     }
 }

@@ -187,6 +187,20 @@ impl Xia {
         Ok(ChunkClient::new(conn, self.timeout))
     }
 
+    /// A client whose publications last only as long as it does: each `put` is a reference,
+    /// `remove` drops one, and what is left is removed when the client is dropped or its
+    /// process dies (a publisher that crashes leaves nothing published).
+    pub async fn chunks_leased(&self) -> Result<ChunkClient, XiaError> {
+        within(deadline(self.timeout), async {
+            let mut conn = Conn::open(&self.path).await?;
+            match conn.call(&Request::ChunkLease, &[]).await? {
+                Response::Ok => Ok(ChunkClient::new(conn, self.timeout)),
+                m => Err(unexpected(&m)),
+            }
+        })
+        .await
+    }
+
     /// A pinger (XCMP echo).
     pub async fn pinger(&self) -> Result<Pinger, XiaError> {
         within(deadline(self.timeout), async {

@@ -314,13 +314,39 @@ impl<L: Link> Daemon<L> {
             },
             Request::ChunkPut => match self.host.chunk_put(payload) {
                 Ok(cid) => {
+                    if let Some(refs) = self.conns.get_mut(&id).and_then(|c| c.leased.as_mut()) {
+                        *refs.entry(cid).or_insert(0) += 1;
+                    }
                     let dag = self.host.content_dag(cid);
                     self.reply(id, &Response::Put { cid, dag });
                 }
                 Err(e) => self.reply(id, &error(&e)),
             },
+            Request::ChunkLease => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.leased.get_or_insert_with(Default::default);
+                }
+                self.reply(id, &Response::Ok);
+            }
             Request::ChunkRemove { cid } => {
-                self.host.chunk_remove(&cid);
+                let last = match self.conns.get_mut(&id).and_then(|c| c.leased.as_mut()) {
+                    // A leased publication goes with its last reference.
+                    Some(refs) => match refs.get_mut(&cid) {
+                        Some(n) if *n > 1 => {
+                            *n -= 1;
+                            false
+                        }
+                        Some(_) => {
+                            refs.remove(&cid);
+                            true
+                        }
+                        None => false,
+                    },
+                    None => true,
+                };
+                if last {
+                    self.host.chunk_remove(&cid);
+                }
                 self.reply(id, &Response::Ok);
             }
             Request::ChunkFetch { tag, cid, dag, len } => match self.chunk_owner(id, role) {
@@ -598,6 +624,12 @@ impl<L: Link> Daemon<L> {
     /// Forgets an application connection and what it owned. `reset`: the stream it carried
     /// failed or is abandoned (the peer is told, if it is not over already).
     pub(super) fn drop_conn(&mut self, id: u64, reset: bool) {
+        // What it published under a lease goes with it.
+        if let Some(refs) = self.conns.get_mut(&id).and_then(|c| c.leased.take()) {
+            for cid in refs.keys() {
+                self.host.chunk_remove(cid);
+            }
+        }
         let Some(c) = self.conns.get(&id) else { return };
         match c.role {
             Role::Raw(h) | Role::Connecting(h) => {

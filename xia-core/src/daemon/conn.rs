@@ -78,6 +78,8 @@ pub(super) struct Conn {
     /// Close once `out` is flushed.
     pub(super) close_after_flush: bool,
     pub(super) interest: u32,
+    /// Chunks published under a lease, with their references: removed when it closes.
+    pub(super) leased: Option<std::collections::HashMap<crate::xid::Xid, u32>>,
 }
 
 impl Conn {
@@ -100,6 +102,7 @@ impl Conn {
             registered: true,
             close_after_flush: false,
             interest,
+            leased: None,
         }
     }
 

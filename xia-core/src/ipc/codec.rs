@@ -184,6 +184,7 @@ mod tests {
             Request::DgramSender { token: u64::MAX },
             Request::SendTo { dst: dag() },
             Request::ChunkPut,
+            Request::ChunkLease,
             Request::ChunkFetch { tag: 1, cid: x, dag: dag(), len: None },
             Request::ChunkFetch { tag: 1, cid: x, dag: dag(), len: Some(1 << 20) },
             Request::ChunkCancel { tag: 1 },

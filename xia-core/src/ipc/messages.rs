@@ -51,6 +51,11 @@ pub enum Request {
     },
     /// Publishes the payload as a chunk. Answer: [`Response::Put`].
     ChunkPut,
+    /// Makes what this connection publishes from now on last only as long as the connection:
+    /// each publication is a reference, [`Request::ChunkRemove`] drops one, and whatever is left
+    /// is removed when the connection closes (a publisher that crashes leaves nothing behind).
+    /// Answer: `Ok`.
+    ChunkLease,
     /// Fetches a chunk. Answer (in any order with other fetches): [`Response::ChunkData`] or
     /// [`Response::ChunkFailed`] with the same tag.
     ChunkFetch {
@@ -69,7 +74,7 @@ pub enum Request {
         /// The fetch.
         tag: u64,
     },
-    /// Stops publishing a chunk. Answer: `Ok`.
+    /// Stops publishing a chunk (on a leased connection: drops one reference). Answer: `Ok`.
     ChunkRemove {
         /// The chunk.
         cid: Xid,
