@@ -243,6 +243,9 @@ pub const SID_XHCP: Xid = Xid::new(Principal::Sid, well_known(0x11));
 pub const SID_XROUTE: Xid = Xid::new(Principal::Sid, well_known(0x12));
 /// The prototype's well-known SID of the name server.
 pub const SID_NS: Xid = Xid::new(Principal::Sid, well_known(0x13));
+/// This project's well-known SID of `xmigrate recv` (a host's migration service), in the
+/// prototype's pattern.
+pub const SID_MIGRATE: Xid = Xid::new(Principal::Sid, well_known(0x20));
 
 /// `1110000000000000000000000000000000001113`-style well-known identifiers.
 const fn well_known(last: u8) -> XidId {
