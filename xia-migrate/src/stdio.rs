@@ -103,10 +103,13 @@ pub enum Written {
     Failed(io::Error),
 }
 
+/// A chunk to write: its place in the stream and its bytes.
+pub type ToWrite = (u64, Arc<Vec<u8>>);
+
 /// Writes chunks to stdout on a thread, in the order given, and reports each one written. At
 /// most `queue` chunks wait for the thread.
-pub fn write_stdout(queue: usize) -> (mpsc::Sender<(u64, Arc<Vec<u8>>)>, mpsc::UnboundedReceiver<Written>) {
-    let (tx, mut rx) = mpsc::channel::<(u64, Arc<Vec<u8>>)>(queue.max(1));
+pub fn write_stdout(queue: usize) -> (mpsc::Sender<ToWrite>, mpsc::UnboundedReceiver<Written>) {
+    let (tx, mut rx) = mpsc::channel::<ToWrite>(queue.max(1));
     let (done, written) = mpsc::unbounded_channel();
     std::thread::Builder::new()
         .name("xmigrate-stdout".into())
