@@ -307,9 +307,15 @@ fn nft_drop(ns: &Netns, ifname: &str, hook: &str, percent: u32) -> io::Result<()
     // nft idiom for "replace", applied atomically with what follows.
     let mut script = format!("table netdev {table} {{}}\ndelete table netdev {table}\n");
     if percent > 0 {
+        // Every frame: a plain drop (nft's numgen comparison stops at 99).
+        let rule = if percent == 100 {
+            "drop".to_string()
+        } else {
+            format!("numgen random mod 100 < {percent} drop")
+        };
         script += &format!(
             "table netdev {table} {{\n  chain c {{\n    type filter hook {hook} device \"{ifname}\" priority 0; \
-             policy accept;\n    numgen random mod 100 < {percent} drop\n  }}\n}}\n"
+             policy accept;\n    {rule}\n  }}\n}}\n"
         );
     }
     ns.run_with_input(&["nft", "-f", "-"], &script).map(drop)

@@ -47,8 +47,15 @@ impl Child {
     ///
     /// Stdout is queued line by line until read: not for programs that write a byte stream.
     pub fn spawn(mut cmd: Command) -> io::Result<Child> {
+        cmd.stdout(Stdio::piped());
+        Child::spawn_with_stdout(cmd)
+    }
+
+    /// [`Child::spawn`] for a program whose stdout is a byte stream: stdout stays where `cmd`
+    /// sends it (a file, a pipe of the caller's); only stderr is read.
+    pub fn spawn_with_stdout(mut cmd: Command) -> io::Result<Child> {
         let what = format!("{cmd:?}");
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stderr(Stdio::piped());
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid).
@@ -101,6 +108,8 @@ impl Child {
                             state.0.extend(&chunk[..n]);
                             let excess = state.0.len().saturating_sub(STDERR_KEEP);
                             state.0.drain(..excess);
+                            drop(state);
+                            buf.eof.notify_all();
                         }
                     }
                 }
@@ -122,6 +131,40 @@ impl Child {
     /// The child's stdin, when the command was given `Stdio::piped()` for it.
     pub fn stdin(&mut self) -> Option<&mut ChildStdin> {
         self.inner.stdin.as_mut()
+    }
+
+    /// Takes the child's stdin (to write it from another thread, or to close it by dropping).
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.inner.stdin.take()
+    }
+
+    /// Waits until a line of what the child wrote to stderr (of its last 64 KiB) satisfies
+    /// `predicate`, and returns it. An error when `timeout` passes first or stderr closes.
+    pub fn wait_for_stderr(
+        &mut self,
+        mut predicate: impl FnMut(&str) -> bool,
+        timeout: Duration,
+    ) -> io::Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.stderr.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let (a, b) = state.0.as_slices();
+            let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
+            if let Some(l) = text.lines().find(|l| predicate(l)) {
+                return Ok(l.to_string());
+            }
+            if state.1 {
+                return Err(io::Error::other(format!("{}: stderr closed: {text}", self.what)));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{}: {text}", self.what)));
+            }
+            state = match self.stderr.eof.wait_timeout(state, left) {
+                Ok((s, _)) => s,
+                Err(p) => p.into_inner().0,
+            };
+        }
     }
 
     /// Reads stdout lines until one satisfies `predicate` and returns it; lines before it are

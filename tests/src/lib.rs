@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-pub use xia_testbed::{require_root, veth, Child, Netns};
+pub use xia_testbed::{nft_loss, require_root, veth, Child, Netns};
 
 /// The path of one of the project's binaries, next to the running test's directory.
 pub fn bin(name: &str) -> PathBuf {

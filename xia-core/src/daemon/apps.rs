@@ -444,7 +444,11 @@ impl<L: Link> Daemon<L> {
             .chain(self.link.stats().fields())
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+        let (chunks, bytes, published) = self.host.store_usage();
         out.extend([
+            ("store_chunks".to_string(), chunks as u64),
+            ("store_bytes".to_string(), bytes as u64),
+            ("store_published_bytes".to_string(), published as u64),
             ("apps".to_string(), self.conns.len() as u64),
             ("apps_overflowed".to_string(), self.apps_overflowed),
             ("echo_dropped".to_string(), self.echo_dropped),

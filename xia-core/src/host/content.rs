@@ -154,6 +154,11 @@ impl Host {
         Ok(self.store.put(data)?)
     }
 
+    /// The content store: chunks held, bytes of them, bytes of those published here.
+    pub fn store_usage(&self) -> (usize, usize, usize) {
+        (self.store.len(), self.store.bytes(), self.store.published_bytes())
+    }
+
     /// Removes a published chunk.
     pub fn chunk_remove(&mut self, cid: &Xid) -> bool {
         self.store.remove(cid)
