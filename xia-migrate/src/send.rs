@@ -46,7 +46,7 @@ impl Default for SendOptions {
 pub async fn send(xia: Xia, opts: SendOptions) -> Result<Summary, MigrateError> {
     let start = Instant::now();
     let t = opts.timeout;
-    let stream = tokio::time::timeout(t, xia.connect(&opts.dest))
+    let stream = tokio::time::timeout(t, connect(&xia, &opts.dest))
         .await
         .map_err(|_| {
             MigrateError::Unreachable(format!("no answer from {} within {t:?}", one_line(&opts.dest)))
@@ -75,6 +75,17 @@ pub async fn send(xia: Xia, opts: SendOptions) -> Result<Summary, MigrateError> 
     }
     let _ = w.shutdown().await;
     r
+}
+
+/// Connects to the receiver, again while it refuses (it may start a moment after the sender:
+/// both are started by their QEMU).
+async fn connect(xia: &Xia, dest: &Dag) -> Result<xia_core::api::XiaStream, XiaError> {
+    loop {
+        match xia.connect(dest).await {
+            Err(XiaError::Refused) => tokio::time::sleep(Duration::from_millis(50)).await,
+            r => return r,
+        }
+    }
 }
 
 struct Offered {
