@@ -26,9 +26,36 @@ const MAC: &str = "52:54:00:77:00:02";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// Takes the lock that keeps guests one pair at a time, and removes what an earlier run killed
+/// before its guards could drop left behind: its namespaces and temporary directories. (Its
+/// QEMUs went with it: they get SIGTERM when the thread that started them dies.)
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     // A test that failed while holding the lock poisoned it; the next may still run.
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    for prefix in ["qh-a", "qh-b"] {
+        let _ = Netns::remove_stale(prefix);
+    }
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // qh-<what>-<pid>-<n>, as TempDir names them.
+            let mut parts = name.rsplitn(3, '-');
+            let (Some(_n), Some(pid), Some(head)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<i32>() else { continue };
+            if !["qh-boot", "qh-migrate"].contains(&head) || pid <= 0 {
+                continue;
+            }
+            // SAFETY: kill with signal 0 only asks whether the pid exists.
+            if unsafe { libc::kill(pid, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    guard
 }
 
 /// A directory removed when dropped (serial logs, QMP sockets, FIFOs).
@@ -98,7 +125,6 @@ fn boots_under_tcg_with_a_nic_and_answers_qmp() {
         return;
     }
     let _one = one_at_a_time();
-    let _ = Netns::remove_stale("qh-");
     let ns = Netns::new("qh-b").expect("netns");
     let bridge = Bridge::new(Some(&ns), "br0").expect("bridge");
     ns.run(&["ip", "addr", "add", "10.0.2.1/24", "dev", bridge.name()]).expect("bridge address");
@@ -153,7 +179,6 @@ enum Transport {
 
 fn migrate(transport: Transport) {
     let _one = one_at_a_time();
-    let _ = Netns::remove_stale("qh-");
     let ns_a = Netns::new("qh-a").expect("netns a");
     let ns_b = Netns::new("qh-b").expect("netns b");
     veth(&ns_a, "veth-a", &ns_b, "veth-b", 1500).expect("veth");
