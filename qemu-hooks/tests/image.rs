@@ -1,9 +1,10 @@
 //! The image cache (no guest booted): builders racing on one new image all get it, whole; the
-//! initramfs holds what `/init` needs; a dynamically linked file is refused. Uses the shared
+//! initramfs holds what `/init` needs; images unused for a week go; a dynamically linked file
+//! is refused. Uses the shared
 //! cache (`target/qemu-guest/`), so the kernel is downloaded once for all tests.
 
 use std::process::{Command, Stdio};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use qemu_hooks::image::{default_cache_dir, ImageBuilder, ImageError};
 
@@ -17,6 +18,17 @@ fn concurrent_builders_share_one_whole_image() {
     let stamp = scratch.join("stamp");
     std::fs::write(&stamp, format!("{nanos}\n")).expect("stamp");
     let builder = ImageBuilder::new(&cache).file(&stamp, "/etc/qh/stamp").program(["cat", "/etc/qh/stamp"]);
+
+    // Two images as an earlier run could have left them: one unused for 8 days, one just used.
+    let fake = |name: &str, age: Duration| {
+        let dir = cache.join("images").join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("fake image");
+        let inputs = std::fs::File::create(dir.join("inputs.txt")).expect("fake inputs");
+        inputs.set_modified(SystemTime::now() - age).expect("mtime");
+        dir
+    };
+    let stale = fake("stale-test", Duration::from_secs(8 * 24 * 3600));
+    let recent = fake("recent-test", Duration::ZERO);
 
     let racers: Vec<_> = (0..4)
         .map(|_| {
@@ -44,6 +56,11 @@ fn concurrent_builders_share_one_whole_image() {
     {
         assert!(names.lines().any(|l| l == want), "{want} missing from the initramfs:\n{names}");
     }
+
+    // Building a new image removed the one unused for a week, not the other.
+    assert!(!stale.exists(), "{} was not pruned", stale.display());
+    assert!(recent.exists());
+    let _ = std::fs::remove_dir_all(&recent);
 
     // Found again, not rebuilt.
     let t = Instant::now();

@@ -8,9 +8,9 @@
 //! The package name changes with every kernel ABI bump (`linux-image-6.1.0-57-cloud-amd64`), so
 //! it is read from what the metapackage `linux-image-cloud-amd64` depends on (which pins the
 //! version too: `apt-cache show`); the apt lists are refreshed (once) only when the name is unknown or
-//! the download fails. Downloads and extractions are cached under `<cache>/debs` and
-//! `<cache>/kernels`, each made in a temporary directory and renamed into place, so concurrent
-//! builders never see a half-written one.
+//! the download fails. What is kept of a package (the kernel, the modules) goes to
+//! `<cache>/kernels/<package>_<version>`, made in a temporary directory and renamed into place,
+//! so concurrent builders never see a half-written one; the package file itself is not kept.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -66,22 +66,27 @@ pub fn fetch(cache: &Path, package: Option<&str>) -> Result<KernelParts, ImageEr
         if let Some(parts) = load(&dir, &package, &version)? {
             return Ok(parts);
         }
-        let deb = cache.join("debs").join(format!("{package}_{}.deb", path_safe(&version)));
-        if !deb.exists() {
-            match download(cache, &package, &version, &deb) {
-                Ok(()) => {}
+        // Not extracted yet: download into a temporary directory, extract, drop the package
+        // (27 MB; the kernel and the modules kept are 14 MB).
+        let tmp = unique_tmp(cache, "download")?;
+        let deb = match download(&tmp, &package, &version) {
+            Ok(deb) => deb,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                if updated {
+                    return Err(e);
+                }
                 // Stale lists point at a file the mirror no longer has: refresh and start over
                 // (the version may then change).
-                Err(e) if !updated => {
-                    tracing::info!("{e}; refreshing the apt lists and trying again");
-                    apt_update()?;
-                    updated = true;
-                    continue;
-                }
-                Err(e) => return Err(e),
+                tracing::info!("{e}; refreshing the apt lists and trying again");
+                apt_update()?;
+                updated = true;
+                continue;
             }
-        }
-        extract(cache, &deb, &dir)?;
+        };
+        let extracted = extract(cache, &deb, &dir);
+        let _ = fs::remove_dir_all(&tmp);
+        extracted?;
         return load(&dir, &package, &version)?
             .ok_or_else(|| ImageError::Kernel(format!("{} is incomplete after extraction", dir.display())));
     }
@@ -143,26 +148,18 @@ fn apt_update() -> Result<(), ImageError> {
     run(Command::new("apt-get").args(["update", "-qq", "-o", "DPkg::Lock::Timeout=120"])).map(drop)
 }
 
-/// `apt-get download PACKAGE=VERSION` into a temporary directory, then renamed to `deb`.
-fn download(cache: &Path, package: &str, version: &str, deb: &Path) -> Result<(), ImageError> {
-    let tmp = unique_tmp(cache, "download")?;
+/// `apt-get download PACKAGE=VERSION` into `dir`; the path of the package file.
+fn download(dir: &Path, package: &str, version: &str) -> Result<PathBuf, ImageError> {
     tracing::info!("downloading {package} {version} (apt-get download)");
-    let result = (|| {
-        run(Command::new("apt-get")
-            .args(["download", "-qq", "-o", "APT::Sandbox::User=root", &format!("{package}={version}")])
-            .current_dir(&tmp))?;
-        let file = fs::read_dir(&tmp)
-            .map_err(|e| io_err(&tmp, e))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "deb"))
-            .ok_or_else(|| ImageError::Kernel(format!("apt-get download {package} left no .deb")))?;
-        let parent = deb.parent().unwrap_or(cache);
-        fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-        fs::rename(&file, deb).map_err(|e| io_err(deb, e))
-    })();
-    let _ = fs::remove_dir_all(&tmp);
-    result
+    run(Command::new("apt-get")
+        .args(["download", "-qq", "-o", "APT::Sandbox::User=root", &format!("{package}={version}")])
+        .current_dir(dir))?;
+    fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| ImageError::Kernel(format!("apt-get download {package} left no .deb")))
 }
 
 /// Extracts the kernel image and the virtio modules of `deb` into `dir` (made aside, renamed).

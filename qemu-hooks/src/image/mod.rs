@@ -10,9 +10,10 @@
 //! [`default_cache_dir`]) in `images/<key>/`, where the key is a hash of every input: the kernel
 //! package and version, the modules, busybox, the init script (which spells out the program and
 //! its arguments) and every extra file's path, mode and contents. Unchanged inputs find the
-//! image built before; any change builds a new one. An image is assembled in a temporary
-//! directory and renamed into place, so concurrent builders (parallel tests, two checkouts
-//! sharing a cache) never see or leave a half-written image.
+//! image built before; any change builds a new one (and removes the images nobody used for a
+//! week). An image is assembled in a temporary directory and renamed into place, so concurrent
+//! builders (parallel tests, two checkouts sharing a cache) never see or leave a half-written
+//! image.
 //!
 //! The archive is written here ([`cpio`]) and compressed with the host's `gzip` (or busybox's):
 //! the kernel unpacks gzip without help, and no compression crate is needed for it.
@@ -29,7 +30,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -50,6 +51,9 @@ pub const GUEST_LOAD_PATH: &str = "/bin/guest-load";
 
 /// What `/init` prints first: the sign that the kernel booted and reached userspace.
 pub const INIT_MARKER: &str = "qemu-hooks: init";
+
+/// Images no build has asked for in this long are removed when a new image is built.
+pub const KEEP_UNUSED: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The target the guest's binaries are built for.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -254,6 +258,8 @@ impl ImageBuilder {
             initrd: dir.join("initrd.gz"),
             append: BASE_APPEND.to_string(),
         };
+        // Marked as used first, so that a builder pruning at this moment spares it.
+        let _ = touch(&dir.join("inputs.txt"));
         if image.kernel.exists() && image.initrd.exists() {
             tracing::debug!("guest image {key} found in {}", self.cache.display());
             return Ok(image);
@@ -283,8 +289,31 @@ impl ImageBuilder {
         let _ = fs::remove_dir_all(&tmp);
         result?;
         tracing::info!("guest image {key} built in {:.1} s", started.elapsed().as_secs_f64());
+        prune(&self.cache.join("images"), &key);
         Ok(image)
     }
+}
+
+/// Removes the images of `images` (but `keep`) that no build has used for [`KEEP_UNUSED`]:
+/// every change of an input (a rebuilt binary) makes a new image of a few MB.
+fn prune(images: &Path, keep: &str) {
+    let Ok(entries) = fs::read_dir(images) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_str() == Some(keep) {
+            continue;
+        }
+        let used = fs::metadata(entry.path().join("inputs.txt")).and_then(|m| m.modified());
+        let unused_for = used.ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+        if unused_for.is_some_and(|d| d > KEEP_UNUSED) {
+            tracing::info!("removing guest image {} (unused for a week)", entry.path().display());
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Sets the modification time of `path` to now (the image's "last used").
+fn touch(path: &Path) -> io::Result<()> {
+    fs::File::options().append(true).open(path)?.set_modified(SystemTime::now())
 }
 
 /// The `/init` script: mounts, modules, network, then the program.
