@@ -285,8 +285,27 @@ impl Vm {
     ///
     /// Keep the `Vm` on the thread that started it (see [`Child`]).
     pub fn start(image: &GuestImage, config: &VmConfig, netns: Option<&Netns>) -> Result<Vm, VmError> {
+        // QEMU splits option values at commas: a comma in a name would change the options.
+        let plain = |what: &str, v: &str| {
+            if v.is_empty() || v.contains([',', '/', '=', ' ']) {
+                Err(VmError::Invalid(format!("{what} {v:?}: must be non-empty, without , / = or spaces")))
+            } else {
+                Ok(())
+            }
+        };
+        plain("VM name", &config.name)?;
+        if let Some(nic) = &config.nic {
+            plain("tap name", &nic.tap)?;
+            plain("MAC address", &nic.mac)?;
+        }
         let qmp = config.qmp_path();
         let serial = config.serial_path();
+        if qmp.to_string_lossy().contains(',') || serial.to_string_lossy().contains(',') {
+            return Err(VmError::Invalid(format!(
+                "{}: QEMU cannot take a path with a comma",
+                config.dir.display()
+            )));
+        }
         if qmp.as_os_str().len() > SUN_PATH_MAX {
             return Err(VmError::Invalid(format!(
                 "QMP socket path {} is longer than a Unix socket allows ({SUN_PATH_MAX} bytes)",
