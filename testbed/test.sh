@@ -12,5 +12,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 # The QEMU tests boot a guest: build its workload static and fetch its kernel here, once (both
 # cached: target/x86_64-unknown-linux-gnu/, target/qemu-guest/), so no test pays for them.
-cargo run -q --locked -p qemu-hooks --bin qemu-hooks -- -q image >/dev/null
+cargo run -q --locked -p qemu-hooks --features vm --bin qemu-hooks -- -q image >/dev/null
 cargo test --workspace --locked

@@ -7,10 +7,12 @@
 //!
 //! - [`send`]: the source side (QEMU's stdin in, chunks out);
 //! - [`recv`]: the destination side (chunks in, QEMU's stdout out);
-//! - [`stdio`]: the pipes to QEMU, on threads of their own.
+//! - [`stdio`]: the pipes to QEMU, on threads of their own;
+//! - [`migrate`]: the whole migration driven over QMP (`xmigrate migrate`).
 //!
 //! Logs and errors go to stderr: the receiver's stdout is the migration stream and nothing else.
 
+pub mod migrate;
 pub mod proto;
 pub mod recv;
 pub mod send;

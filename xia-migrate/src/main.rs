@@ -69,11 +69,49 @@ enum Cmd {
         #[arg(long)]
         any_stream: bool,
     },
+    /// Drives a whole migration over QMP (like `virsh migrate --live --verbose`): starts the
+    /// destination's `xmigrate recv` (with --dest-qmp) and the source's `xmigrate send`, shows
+    /// the progress on stderr, reports total time, QEMU's downtime and the true downtime.
+    Migrate {
+        /// The source QEMU's QMP socket.
+        #[arg(long)]
+        qmp: PathBuf,
+        /// The destination QEMU's QMP socket (QEMU started with `-incoming defer`).
+        #[arg(long)]
+        dest_qmp: Option<PathBuf>,
+        /// xiad's socket for the source's `xmigrate send` (default: QEMU's environment).
+        #[arg(long)]
+        send_socket: Option<PathBuf>,
+        /// xiad's socket for the destination's `xmigrate recv` (default: QEMU's environment).
+        #[arg(long)]
+        recv_socket: Option<PathBuf>,
+        /// Seconds without progress before either side gives up.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// QEMU's bandwidth cap in bytes/s (0: none).
+        #[arg(long, default_value_t = 0)]
+        max_bandwidth: u64,
+        /// QEMU's downtime limit in ms (QEMU's default: 300).
+        #[arg(long)]
+        downtime_limit_ms: Option<u64>,
+        /// Cancel the migration if not completed after this many seconds (the source VM goes on).
+        #[arg(long)]
+        max_time: Option<f64>,
+        /// The report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// The destination host's DAG (`RE AD:<hex> HID:<hex>`).
+        #[arg(long = "to", required = true, num_args = 1.., value_name = "DAG")]
+        to: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     args.log.init();
+    if let Cmd::Migrate { .. } = &args.cmd {
+        return migrate(args);
+    }
     let xia = args.socket.clone().map_or_else(Xia::default, Xia::at);
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -100,6 +138,7 @@ fn main() -> ExitCode {
             };
             ("send", rt.block_on(send(xia, opts)))
         }
+        Cmd::Migrate { .. } => unreachable!("handled before"),
         Cmd::Recv { sid, wait, timeout, window, any_stream } => {
             if sid.is_some_and(|s| s.principal() != Principal::Sid) {
                 eprintln!("xmigrate recv: --sid wants a SID");
@@ -147,4 +186,63 @@ fn parse_dest(words: &[String]) -> Result<Dag, String> {
         None => return Err(format!("{text}: give a path (RE AD HID) or a DAG ending in a SID")),
     };
     Dag::linear(&[path, vec![SID_MIGRATE]].concat()).map_err(|e| format!("{text}: {e}"))
+}
+
+fn migrate(args: Args) -> ExitCode {
+    let Cmd::Migrate {
+        qmp,
+        dest_qmp,
+        send_socket,
+        recv_socket,
+        timeout,
+        max_bandwidth,
+        downtime_limit_ms,
+        max_time,
+        json,
+        to,
+    } = args.cmd
+    else {
+        unreachable!("called for migrate")
+    };
+    if let Err(e) = parse_dest(&to) {
+        eprintln!("xmigrate migrate: {e}");
+        return ExitCode::from(2);
+    }
+    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("xmigrate"));
+    let opts = xia_migrate::migrate::MigrateOptions {
+        qmp,
+        dest_qmp,
+        to,
+        program,
+        send_socket,
+        recv_socket,
+        timeout: Duration::from_secs_f64(timeout),
+        max_bandwidth,
+        downtime_limit: downtime_limit_ms.map(Duration::from_millis),
+        give_up_after: max_time.map(Duration::from_secs_f64),
+        send_args: Vec::new(),
+        recv_args: Vec::new(),
+    };
+    match xia_migrate::migrate::drive(&opts) {
+        Ok(r) => {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            eprintln!(
+                "Migration: total {:.0} ms, QEMU downtime {:.0} ms, true downtime {}, {:.1} MiB of RAM sent ({:.0} MiB guest), {} rounds",
+                ms(r.total),
+                ms(r.qemu_downtime),
+                r.true_downtime.map_or("unknown (no --dest-qmp)".to_string(), |d| format!("{:.1} ms", ms(d))),
+                r.ram_transferred as f64 / (1 << 20) as f64,
+                r.ram_total as f64 / (1 << 20) as f64,
+                r.dirty_syncs
+            );
+            if json {
+                println!("{}", r.to_json());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xmigrate migrate: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
