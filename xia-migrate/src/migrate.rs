@@ -5,7 +5,7 @@
 //! source's `STOP` event; both are stamped with the host's clock).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use qemu_hooks::qmp::{
@@ -100,7 +100,7 @@ fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-fn exec_uri(program: &PathBuf, socket: &Option<PathBuf>, words: &[String]) -> String {
+fn exec_uri(program: &Path, socket: &Option<PathBuf>, words: &[String]) -> String {
     let mut cmd = vec!["exec".to_string(), quote(&program.to_string_lossy())];
     if let Some(s) = socket {
         cmd.push("--socket".into());
@@ -242,7 +242,7 @@ mod tests {
     #[test]
     fn exec_uris_survive_the_shell() {
         let uri = exec_uri(
-            &PathBuf::from("/usr/bin/xmigrate"),
+            Path::new("/usr/bin/xmigrate"),
             &Some(PathBuf::from("/run/xia/a b.sock")),
             &["send".into(), "RE".into(), "AD:0a".into(), "it's".into()],
         );
