@@ -252,20 +252,19 @@ fn cutting_the_path_longer_than_the_timeout_leaves_the_source_running_and_a_seco
     let ns_r1 = f.ns_r1.name().to_string();
     let cutter = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1000));
-        for (ns, dev) in [(ns_r1.as_str(), "r1r2")] {
-            let script = format!(
-                "table netdev cut {{\n chain c {{\n type filter hook ingress device \"{dev}\" priority 0; policy drop;\n }}\n}}\n\
-                 table netdev cutout {{\n chain c {{\n type filter hook egress device \"{dev}\" priority 0; policy drop;\n }}\n}}\n"
-            );
-            let mut c = std::process::Command::new("ip")
-                .args(["netns", "exec", ns, "nft", "-f", "-"])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-            assert!(c.wait().unwrap().success());
-        }
+        let dev = "r1r2";
+        let script = format!(
+            "table netdev cut {{\n chain c {{\n type filter hook ingress device \"{dev}\" priority 0; policy drop;\n }}\n}}\n\
+             table netdev cutout {{\n chain c {{\n type filter hook egress device \"{dev}\" priority 0; policy drop;\n }}\n}}\n"
+        );
+        let mut c = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns_r1, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        assert!(c.wait().unwrap().success());
     });
     let t = Instant::now();
     let e = drive(&opts).expect_err("the migration fails");
