@@ -63,7 +63,7 @@ enum Cmd {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
         /// Chunks requested at once.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 32)]
         window: usize,
         /// Accept a stream that does not start as QEMU's (tests, other payloads).
         #[arg(long)]

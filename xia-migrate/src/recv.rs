@@ -40,7 +40,7 @@ impl Default for RecvOptions {
             sid: xia_core::xid::SID_MIGRATE,
             wait: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
-            window: 16,
+            window: 32,
             cache: 32 << 20,
             check_magic: true,
         }

@@ -383,6 +383,80 @@ impl ChunkClient {
     }
 }
 
+/// Publishes a stream of chunks with several publications in flight, and unpublishes them, on
+/// one connection (xmigrate's sender does both as QEMU's stream goes by): a publication's answer
+/// is taken when the caller wants it, in the order published, and removals ride along without
+/// anyone waiting for them.
+#[derive(Debug)]
+pub struct Publisher {
+    client: ChunkClient,
+    /// Answers owed to this publisher, in order: a publication (its length), or a removal.
+    expect: VecDeque<Option<usize>>,
+    /// Answers owed to calls given up before (on the client), to skip first.
+    stale: usize,
+    removals: Vec<Xid>,
+}
+
+impl Publisher {
+    /// Publishes through `client` (a leased one, for a stream that must not outlive its
+    /// publisher).
+    pub fn new(client: ChunkClient) -> Publisher {
+        let stale = client.owed;
+        Publisher { client, expect: VecDeque::new(), stale, removals: Vec::new() }
+    }
+
+    /// Publications sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.expect.iter().filter(|e| e.is_some()).count()
+    }
+
+    /// Sends the removals queued by [`Publisher::unpublish`].
+    pub async fn flush(&mut self) -> Result<(), XiaError> {
+        self.client.settle().await?;
+        while let Some(&cid) = self.removals.last() {
+            self.client.send_owed(&Request::ChunkRemove { cid }, &[]).await?;
+            self.expect.push_back(None);
+            self.removals.pop();
+        }
+        Ok(())
+    }
+
+    /// Sends `data` for publication (after the queued removals); its answer comes from
+    /// [`Publisher::next_published`], in order. Does not wait for the daemon.
+    pub async fn publish(&mut self, data: &[u8]) -> Result<(), XiaError> {
+        self.flush().await?;
+        self.client.send_owed(&Request::ChunkPut, data).await?;
+        self.expect.push_back(Some(data.len()));
+        Ok(())
+    }
+
+    /// Queues the removal of `cid` (one reference, on a leased client), sent with the next call.
+    pub fn unpublish(&mut self, cid: Xid) {
+        self.removals.push(cid);
+    }
+
+    /// The oldest publication in flight, published: its CID, length and DAG. Cancel-safe.
+    pub async fn next_published(&mut self) -> Result<ChunkRef, XiaError> {
+        loop {
+            if !self.expect.iter().any(Option::is_some) {
+                return Err(XiaError::BadRequest("no publication in flight".into()));
+            }
+            let Some(m) = self.client.pump().await? else { continue };
+            self.client.owed = self.client.owed.saturating_sub(1);
+            if self.stale > 0 {
+                self.stale -= 1;
+                continue;
+            }
+            match (self.expect.pop_front(), m) {
+                (Some(Some(len)), Response::Put { cid, dag }) => return Ok(ChunkRef { cid, len, dag }),
+                (Some(None), Response::Ok) => {}
+                (_, Response::Error { code, message }) => return Err(XiaError::from_code(code, message)),
+                (_, m) => return Err(unexpected(&m)),
+            }
+        }
+    }
+}
+
 /// What is announced to a [`Fetch`]: a chunk to fetch, or bytes the application already holds
 /// (a chunk it fetched before: it is delivered in its turn without asking the network).
 // As announced: a few a millisecond at most; boxing the DAG would gain nothing.

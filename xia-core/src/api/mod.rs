@@ -47,7 +47,7 @@ mod stream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use chunks::{Announcer, ChunkClient, ChunkRef, Fetch, FetchOptions, Manifest, ManifestError};
+pub use chunks::{Announcer, ChunkClient, ChunkRef, Fetch, FetchOptions, Manifest, ManifestError, Publisher};
 pub use dgram::{DgramReceiver, DgramSender, XiaDatagram};
 pub use error::XiaError;
 pub use events::EventStream;

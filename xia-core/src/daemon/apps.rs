@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Role};
+use super::hasher::{Hashed, Job};
 use super::Daemon;
 use crate::dag::Dag;
 use crate::host::{Handle, HostError, HostEvent};
@@ -119,7 +120,7 @@ impl<L: Link> Daemon<L> {
             if c.close_after_flush || matches!(c.role, Role::Raw(_) | Role::Connecting(_)) {
                 break;
             }
-            if c.pending_out() >= OUTBUF_SOFT_LIMIT {
+            if c.pending_out() >= OUTBUF_SOFT_LIMIT || c.awaiting_hash {
                 break;
             }
             eof |= c.read_in();
@@ -131,6 +132,7 @@ impl<L: Link> Daemon<L> {
                 if c.close_after_flush
                     || matches!(c.role, Role::Raw(_) | Role::Connecting(_))
                     || c.pending_out() >= OUTBUF_SOFT_LIMIT
+                    || c.awaiting_hash
                 {
                     break 'turn;
                 }
@@ -312,13 +314,14 @@ impl<L: Link> Daemon<L> {
                 }
                 _ => self.reply(id, &bad_request("not a datagram socket")),
             },
-            Request::ChunkPut => match self.host.chunk_put(payload) {
-                Ok(cid) => {
-                    if let Some(refs) = self.conns.get_mut(&id).and_then(|c| c.leased.as_mut()) {
-                        *refs.entry(cid).or_insert(0) += 1;
+            // Named on the hashing thread; the connection's next requests wait for the answer
+            // (answers go in the order of the requests).
+            Request::ChunkPut => match self.host.chunk_check_size(payload.len()) {
+                Ok(()) => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.awaiting_hash = true;
                     }
-                    let dag = self.host.content_dag(cid);
-                    self.reply(id, &Response::Put { cid, dag });
+                    self.hash(now, Job::Name { conn: id, data: payload });
                 }
                 Err(e) => self.reply(id, &error(&e)),
             },
@@ -471,6 +474,44 @@ impl<L: Link> Daemon<L> {
         }
     }
 
+    /// Hands `job` to the hashing thread (or does it here if the thread is gone: it cannot end
+    /// while we hold its sender).
+    pub(super) fn hash(&mut self, now: Instant, job: Job) {
+        if let Err(job) = self.hasher.submit(job) {
+            let done = job.run();
+            self.hashed(now, done);
+        }
+    }
+
+    /// What the hashing thread did: a fetched chunk checked, or a published one named.
+    pub(super) fn hashed(&mut self, now: Instant, done: Hashed) {
+        match done {
+            Hashed::Verified(v, ok) => self.host.chunk_verified(now, v, ok),
+            Hashed::Named { conn, data, cid } => {
+                let answer = match self.host.chunk_put_hashed(cid, data) {
+                    Ok(cid) => {
+                        if let Some(refs) = self.conns.get_mut(&conn).and_then(|c| c.leased.as_mut()) {
+                            *refs.entry(cid).or_insert(0) += 1;
+                        }
+                        Response::Put { cid, dag: self.host.content_dag(cid) }
+                    }
+                    Err(e) => error(&e),
+                };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.queue(&answer);
+                    c.awaiting_hash = false;
+                    // Its requests that came meanwhile.
+                    self.dirty.insert(conn);
+                } else if let Response::Put { cid, .. } = answer {
+                    // Its publisher left meanwhile: a leased publication goes with it.
+                    if self.leased_gone.remove(&conn) {
+                        self.host.chunk_remove(&cid);
+                    }
+                }
+            }
+        }
+    }
+
     /// Tells every subscriber.
     pub(super) fn publish(&mut self, e: Event) {
         let m = Response::Event(e);
@@ -484,11 +525,7 @@ impl<L: Link> Daemon<L> {
     /// Host events to the applications they concern.
     pub(super) fn route_events(&mut self, now: Instant) {
         while let Some(v) = self.host.poll_verify() {
-            if let Err(v) = self.hasher.submit(v) {
-                // No hashing thread (it cannot end while we hold its sender): hash here.
-                let ok = v.check();
-                self.host.chunk_verified(now, v, ok);
-            }
+            self.hash(now, Job::Verify(v));
         }
         while let Some(e) = self.host.poll_event() {
             match e {
@@ -628,10 +665,15 @@ impl<L: Link> Daemon<L> {
     /// Forgets an application connection and what it owned. `reset`: the stream it carried
     /// failed or is abandoned (the peer is told, if it is not over already).
     pub(super) fn drop_conn(&mut self, id: u64, reset: bool) {
-        // What it published under a lease goes with it.
-        if let Some(refs) = self.conns.get_mut(&id).and_then(|c| c.leased.take()) {
-            for cid in refs.keys() {
-                self.host.chunk_remove(cid);
+        // What it published under a lease goes with it (and what it is publishing, once named).
+        if let Some(c) = self.conns.get_mut(&id) {
+            if let Some(refs) = c.leased.take() {
+                if c.awaiting_hash {
+                    self.leased_gone.insert(id);
+                }
+                for cid in refs.keys() {
+                    self.host.chunk_remove(cid);
+                }
             }
         }
         let Some(c) = self.conns.get(&id) else { return };

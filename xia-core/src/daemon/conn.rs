@@ -80,6 +80,8 @@ pub(super) struct Conn {
     pub(super) interest: u32,
     /// Chunks published under a lease, with their references: removed when it closes.
     pub(super) leased: Option<std::collections::HashMap<crate::xid::Xid, u32>>,
+    /// A chunk it publishes is being named (hashed): its next requests wait for that answer.
+    pub(super) awaiting_hash: bool,
 }
 
 impl Conn {
@@ -103,6 +105,7 @@ impl Conn {
             close_after_flush: false,
             interest,
             leased: None,
+            awaiting_hash: false,
         }
     }
 

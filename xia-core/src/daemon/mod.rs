@@ -115,6 +115,8 @@ struct Daemon<L: Link> {
     rng: crate::rng::Rng,
     /// Accepting applications resumes then (after accept failed).
     listener_paused_until: Option<Instant>,
+    /// Leased connections that closed while a chunk of theirs was being named.
+    leased_gone: HashSet<u64>,
 }
 
 /// Runs the daemon on `link` until `stop` becomes readable (the binary passes its signalfd).
@@ -184,6 +186,7 @@ pub fn run<L: Link>(
         instance,
         rng,
         listener_paused_until: None,
+        leased_gone: HashSet::new(),
     };
     ready(&Ready {
         hid: d.host.hid(),
@@ -229,8 +232,8 @@ impl<L: Link> Daemon<L> {
                     TOKEN_HASHED => {
                         self.hasher.wake.clear();
                         let now = Instant::now();
-                        while let Some((v, ok)) = self.hasher.try_done() {
-                            self.host.chunk_verified(now, v, ok);
+                        while let Some(done) = self.hasher.try_done() {
+                            self.hashed(now, done);
                         }
                     }
                     TOKEN_LISTENER => self.accept_apps(),

@@ -159,6 +159,17 @@ impl Host {
         (self.store.len(), self.store.bytes(), self.store.published_bytes())
     }
 
+    /// Whether a chunk of `len` bytes could be published (not too large for the store).
+    pub fn chunk_check_size(&self, len: usize) -> Result<(), HostError> {
+        Ok(self.store.check_size(len)?)
+    }
+
+    /// Publishes a chunk whose CID the caller computed (on another thread, so that hashing a
+    /// big chunk does not hold up the host): `cid` must be the SHA-1 of `data`.
+    pub fn chunk_put_hashed(&mut self, cid: Xid, data: Arc<[u8]>) -> Result<Xid, HostError> {
+        Ok(self.store.put_hashed(cid, data)?)
+    }
+
     /// Removes a published chunk.
     pub fn chunk_remove(&mut self, cid: &Xid) -> bool {
         self.store.remove(cid)

@@ -52,10 +52,23 @@ impl ContentStore {
     /// Publishes `data` under its CID, making room by evicting cached chunks, and returns the
     /// CID. Publishing the same content twice holds it once.
     pub fn put(&mut self, data: Arc<[u8]>) -> Result<Xid, StoreError> {
-        if data.len() > self.max_chunk || data.len() > self.capacity {
-            return Err(StoreError::TooLarge(data.len()));
+        self.check_size(data.len())?;
+        self.put_hashed(Xid::cid_of(&data), data)
+    }
+
+    /// Whether a chunk of `len` bytes could be published at all (not too large).
+    pub fn check_size(&self, len: usize) -> Result<(), StoreError> {
+        if len > self.max_chunk || len > self.capacity {
+            return Err(StoreError::TooLarge(len));
         }
-        let cid = Xid::cid_of(&data);
+        Ok(())
+    }
+
+    /// [`ContentStore::put`] of `data` whose SHA-1 the caller computed (on another thread):
+    /// `cid` must be [`Xid::cid_of`]`(&data)`.
+    pub fn put_hashed(&mut self, cid: Xid, data: Arc<[u8]>) -> Result<Xid, StoreError> {
+        self.check_size(data.len())?;
+        debug_assert_eq!(cid, Xid::cid_of(&data), "a CID that is not the content's");
         if self.published.contains_key(cid.id()) {
             return Ok(cid);
         }
