@@ -11,11 +11,14 @@ use std::time::Duration;
 
 pub use xia_testbed::{nft_loss, require_root, veth, Child, Netns};
 
-/// The path of one of the project's binaries, next to the running test's directory.
+/// The path of one of the project's binaries, built with the running test (or tool).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows where it runs from");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    // A test runs from target/<profile>/deps/, a tool of this crate from target/<profile>/.
+    let mut dir = exe.parent().expect("an executable is in a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target/<profile>/deps");
+    }
     let p = dir.join(name);
     assert!(
         p.exists(),
@@ -327,6 +330,10 @@ impl Fig1 {
         spare_a: bool,
         r1_more: &[&str],
     ) -> io::Result<Fig1> {
+        // What runs killed before their guards could drop left behind.
+        for prefix in ["fa", "fb", "fc", "fr1", "fr2"] {
+            let _ = Netns::remove_stale(prefix);
+        }
         let dir = TempDir::new("xia-fig1")?;
         let ns_a = Netns::new("fa")?;
         let ns_b = Netns::new("fb")?;

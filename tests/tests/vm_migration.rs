@@ -75,6 +75,7 @@ fn options(src: &Vm, dst: &Vm, to: &Xiad, timeout: Duration) -> MigrateOptions {
         give_up_after: Some(Duration::from_secs(60)),
         send_args: Vec::new(),
         recv_args: Vec::new(),
+        quiet: false,
     }
 }
 

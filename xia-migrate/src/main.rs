@@ -222,6 +222,7 @@ fn migrate(args: Args) -> ExitCode {
         give_up_after: max_time.map(Duration::from_secs_f64),
         send_args: Vec::new(),
         recv_args: Vec::new(),
+        quiet: false,
     };
     match xia_migrate::migrate::drive(&opts) {
         Ok(r) => {

@@ -41,6 +41,8 @@ pub struct MigrateOptions {
     pub send_args: Vec<String>,
     /// Extra words for `xmigrate recv`.
     pub recv_args: Vec<String>,
+    /// No progress on stderr.
+    pub quiet: bool,
 }
 
 /// What a migration took.
@@ -114,10 +116,14 @@ fn exec_uri(program: &Path, socket: &Option<PathBuf>, words: &[String]) -> Strin
 struct Progress {
     tty: bool,
     last_line: Option<Instant>,
+    quiet: bool,
 }
 
 impl Progress {
     fn show(&mut self, info: &MigrationInfo, elapsed: Duration) {
+        if self.quiet {
+            return;
+        }
         let Some(ram) = &info.ram else { return };
         let done = ram.total.saturating_sub(ram.remaining);
         let pct = if ram.total == 0 { 0.0 } else { 100.0 * done as f64 / ram.total as f64 };
@@ -145,7 +151,7 @@ impl Progress {
     }
 
     fn end(&mut self) {
-        if self.tty {
+        if self.tty && !self.quiet {
             let _ = writeln!(std::io::stderr());
         }
     }
@@ -156,36 +162,48 @@ fn event<'a>(events: &'a [QmpEvent], name: &str) -> Option<&'a QmpEvent> {
     events.iter().find(|e| e.name == name)
 }
 
-/// Runs the migration to its end.
+/// Runs the migration over xmigrate to its end.
 pub fn drive(opts: &MigrateOptions) -> Result<Report, DriveError> {
+    let timeout_words = vec!["--timeout".to_string(), format!("{}", opts.timeout.as_secs_f64())];
+    let mut recv = vec!["recv".to_string()];
+    recv.extend(timeout_words.iter().cloned());
+    recv.extend(opts.recv_args.iter().cloned());
+    let mut send = vec!["send".to_string()];
+    send.extend(timeout_words);
+    send.extend(opts.send_args.iter().cloned());
+    send.extend(opts.to.iter().cloned());
+    let incoming = opts.dest_qmp.as_ref().map(|_| exec_uri(&opts.program, &opts.recv_socket, &recv));
+    drive_uris(opts, incoming.as_deref(), &exec_uri(&opts.program, &opts.send_socket, &send))
+}
+
+/// Runs a migration to its end with the given URIs (QEMU's own transports too: the comparisons
+/// of `bench/migration.sh` are measured by this same loop). `incoming` goes to the destination
+/// (with `opts.dest_qmp`); `opts.to`, `program` and the sockets are not used.
+pub fn drive_uris(
+    opts: &MigrateOptions,
+    incoming: Option<&str>,
+    outgoing: &str,
+) -> Result<Report, DriveError> {
     let connect_timeout = Duration::from_secs(10);
     let mut src = Qmp::connect(&opts.qmp, connect_timeout)?;
     let mut dst = match &opts.dest_qmp {
         Some(p) => Some(Qmp::connect(p, connect_timeout)?),
         None => None,
     };
-    let timeout_words = vec!["--timeout".to_string(), format!("{}", opts.timeout.as_secs_f64())];
     let params = MigrationParameters {
         max_bandwidth: Some(opts.max_bandwidth),
         downtime_limit_ms: opts.downtime_limit.map(|d| d.as_millis() as u64),
     };
-    if let Some(d) = dst.as_mut() {
-        let mut words = vec!["recv".to_string()];
-        words.extend(timeout_words.iter().cloned());
-        words.extend(opts.recv_args.iter().cloned());
-        d.migrate_incoming(&exec_uri(&opts.program, &opts.recv_socket, &words))?;
+    if let (Some(d), Some(uri)) = (dst.as_mut(), incoming) {
+        d.migrate_incoming(uri)?;
         // Events from here on are this migration's.
         d.take_events()?;
     }
     src.set_parameters(&params)?;
     src.take_events()?;
-    let mut words = vec!["send".to_string()];
-    words.extend(timeout_words);
-    words.extend(opts.send_args.iter().cloned());
-    words.extend(opts.to.iter().cloned());
     let start = Instant::now();
-    src.migrate(&exec_uri(&opts.program, &opts.send_socket, &words))?;
-    let mut progress = Progress { tty: std::io::stderr().is_terminal(), last_line: None };
+    src.migrate(outgoing)?;
+    let mut progress = Progress { tty: std::io::stderr().is_terminal(), last_line: None, quiet: opts.quiet };
     let mut src_events = Vec::new();
     let info = loop {
         let info = src.query_migrate()?;
@@ -212,6 +230,9 @@ pub fn drive(opts: &MigrateOptions) -> Result<Report, DriveError> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // QEMU 7.2 says completed a moment before its figures are final (they read 0): they are
+    // once the source is `postmigrate`.
+    let info = settle(&mut src, info)?;
     progress.show(&info, start.elapsed());
     progress.end();
     // The destination resumes right after it has read everything (its RESUME may follow the
@@ -233,6 +254,20 @@ pub fn drive(opts: &MigrateOptions) -> Result<Report, DriveError> {
         ram_total: ram.total,
         dirty_syncs: ram.dirty_sync_count,
     })
+}
+
+/// `query-migrate` once the source has settled after completion.
+fn settle(src: &mut Qmp, info: MigrationInfo) -> Result<MigrationInfo, DriveError> {
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut info = info;
+    while Instant::now() < until {
+        if src.query_status()?.status == qemu_hooks::qmp::RunState::Postmigrate {
+            return Ok(src.query_migrate()?);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        info = src.query_migrate()?;
+    }
+    Ok(info)
 }
 
 #[cfg(test)]
