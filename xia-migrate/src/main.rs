@@ -41,7 +41,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         chunk_kib: usize,
         /// Bytes offered and not yet acknowledged at most, MiB (back-pressure to QEMU).
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 4)]
         window_mib: usize,
         /// A pause of QEMU's stream this long (microseconds) sends what came so far.
         #[arg(long, default_value_t = 500)]

@@ -37,7 +37,7 @@ impl Default for SendOptions {
             timeout: Duration::from_secs(10),
             chunk: 1 << 20,
             idle: Duration::from_micros(500),
-            window: 8 << 20,
+            window: 4 << 20,
         }
     }
 }
