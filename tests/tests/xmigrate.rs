@@ -108,29 +108,16 @@ fn the_sender_gives_up_in_time_when_the_receiver_dies_and_leaves_nothing_publish
     // A stream that never ends (QEMU still writing): 16 MiB, then the pipe stays open.
     let mut stdin = s.take_stdin().unwrap();
     stdin.write_all(&stream(16 << 20, 5)).unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while h.b.stats(&h.ns_b).unwrap()["chunk_pieces_in"] == 0 {
-        assert!(Instant::now() < until, "nothing arrives");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    await_chunks(&h.ns_b, &h.b);
     r.signal(libc::SIGKILL).unwrap();
     let t = Instant::now();
     let status = s.wait_timeout(Duration::from_secs(10)).unwrap().expect("the sender gives up");
     assert!(!status.success());
     assert!(t.elapsed() < Duration::from_secs(5), "gave up after {:?}", t.elapsed());
-    let why = s.stderr_tail();
-    assert_eq!(why.lines().filter(|l| l.starts_with("xmigrate send:")).count(), 1, "one clear line: {why}");
+    one_clear_line(&s, "xmigrate send:");
     drop(stdin);
     // Its chunks went with it (published under a lease).
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        let p = h.a.stats(&h.ns_a).unwrap()["store_published_bytes"];
-        if p == 0 {
-            break;
-        }
-        assert!(Instant::now() < until, "{p} bytes still published");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    await_nothing_published(&h.ns_a, &h.a);
 }
 
 #[test]
@@ -145,11 +132,7 @@ fn both_sides_give_up_in_time_when_the_path_is_cut_and_the_next_attempt_succeeds
     let mut s = sender(&h.ns_a, &h.a, &h.b.re_dag(), &["--timeout", "2"]);
     let mut stdin = s.take_stdin().unwrap();
     stdin.write_all(&stream(16 << 20, 6)).unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while h.b.stats(&h.ns_b).unwrap()["chunk_pieces_in"] == 0 {
-        assert!(Instant::now() < until, "nothing arrives");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    await_chunks(&h.ns_b, &h.b);
     // Every frame lost, both ways.
     xia_tests::nft_loss(&h.ns_a, "xa0", 100).unwrap();
     xia_tests::nft_loss(&h.ns_b, "xb0", 100).unwrap();
@@ -163,4 +146,127 @@ fn both_sides_give_up_in_time_when_the_path_is_cut_and_the_next_attempt_succeeds
     xia_tests::nft_loss(&h.ns_a, "xa0", 0).unwrap();
     xia_tests::nft_loss(&h.ns_b, "xb0", 0).unwrap();
     migrate_bytes(&h.ns_a, &h.a, &h.ns_b, &h.b, &h.b.re_dag(), 8 << 20, h.dir.path());
+}
+
+/// Waits until `host` has taken in CHUNK data (the transfer is under way).
+fn await_chunks(ns: &Netns, host: &Xiad) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while host.stats(ns).unwrap()["chunk_pieces_in"] == 0 {
+        assert!(Instant::now() < until, "nothing arrives");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `host` holds no published chunk (a sender's lease ended with it).
+fn await_nothing_published(ns: &Netns, host: &Xiad) {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = host.stats(ns).unwrap()["store_published_bytes"];
+        if p == 0 {
+            return;
+        }
+        assert!(Instant::now() < until, "{p} bytes still published");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One line on stderr starting with `prefix`, saying why.
+fn one_clear_line(child: &Child, prefix: &str) {
+    let why = child.stderr_tail();
+    assert_eq!(why.lines().filter(|l| l.starts_with(prefix)).count(), 1, "one clear line: {why}");
+}
+
+#[test]
+fn the_receiver_gives_up_in_time_when_the_sender_dies() {
+    if !require_root() {
+        return;
+    }
+    let h = TwoHosts::new(9000, false).unwrap();
+    let out = h.dir.path().join("recv.out");
+    let mut r = receiver(&h.ns_b, &h.b, &out, &["--timeout", "2"]);
+    r.wait_for_stderr(|l| l.contains("listening at"), Duration::from_secs(10)).unwrap();
+    let mut s = sender(&h.ns_a, &h.a, &h.b.re_dag(), &[]);
+    let mut stdin = s.take_stdin().unwrap();
+    stdin.write_all(&stream(16 << 20, 7)).unwrap();
+    await_chunks(&h.ns_b, &h.b);
+    s.signal(libc::SIGKILL).unwrap();
+    let t = Instant::now();
+    let status = r.wait_timeout(Duration::from_secs(10)).unwrap().expect("the receiver gives up");
+    assert!(!status.success());
+    assert!(t.elapsed() < Duration::from_secs(4), "gave up after {:?}", t.elapsed());
+    one_clear_line(&r, "xmigrate recv:");
+    // QEMU would see a stream cut short: never the whole of it.
+    assert!(std::fs::metadata(&out).unwrap().len() <= 16 << 20);
+    drop(stdin);
+}
+
+#[test]
+fn qemu_closing_its_pipe_ends_both_sides_at_once_and_leaves_nothing_published() {
+    if !require_root() {
+        return;
+    }
+    let h = TwoHosts::new(9000, false).unwrap();
+    // The receiver writes into a pipe of ours, which we close after the first MiB, as a
+    // destination QEMU that fails to load the stream does.
+    let (mut qemu, pipe) = std::io::pipe().unwrap();
+    let mut c = h.ns_b.cmd(bin("xmigrate"));
+    c.arg("--socket").arg(&h.b.socket).arg("recv").arg("--any-stream").stdout(Stdio::from(pipe));
+    let mut r = Child::spawn_with_stdout(c).unwrap();
+    r.wait_for_stderr(|l| l.contains("listening at"), Duration::from_secs(10)).unwrap();
+    let mut s = sender(&h.ns_a, &h.a, &h.b.re_dag(), &[]);
+    let mut stdin = s.take_stdin().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&stream(64 << 20, 8));
+        stdin
+    });
+    let mut first = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut qemu, &mut first).unwrap();
+    assert_eq!(first[..], stream(1 << 20, 8)[..], "the stream's start");
+    drop(qemu);
+    let t = Instant::now();
+    let rs = r.wait_timeout(Duration::from_secs(10)).unwrap().expect("the receiver ends");
+    let ss = s.wait_timeout(Duration::from_secs(10)).unwrap().expect("the sender ends");
+    assert!(!rs.success() && !ss.success());
+    // Told, not timed out: well within the 10 s timeout.
+    assert!(t.elapsed() < Duration::from_secs(3), "ended after {:?}", t.elapsed());
+    one_clear_line(&r, "xmigrate recv:");
+    one_clear_line(&s, "xmigrate send:");
+    drop(writer.join().unwrap());
+    await_nothing_published(&h.ns_a, &h.a);
+}
+
+#[test]
+fn a_router_restarted_within_the_timeout_does_not_stop_the_transfer() {
+    if !require_root() {
+        return;
+    }
+    let mut f = Fig1::new(true, 1500, false, false).unwrap();
+    let data = stream(32 << 20, 9);
+    let out = f.dir.path().join("recv.out");
+    let mut r = receiver(&f.ns_b, &f.b, &out, &[]);
+    r.wait_for_stderr(|l| l.contains("listening at"), Duration::from_secs(10)).unwrap();
+    let mut s = sender(&f.ns_a, &f.a, &f.b.dag, &[]);
+    let mut stdin = s.take_stdin().unwrap();
+    stdin.write_all(&data[..8 << 20]).unwrap();
+    await_chunks(&f.ns_b, &f.b);
+    // R2 (B's gateway, AD2's only router) dies with everything it knew, and comes back with
+    // the same keys: B registers again, R1 learns AD2 again, the transfer goes on.
+    let ns_r2 = f.ns_r2.as_ref().unwrap();
+    let mut r2 = f.r2.take().unwrap();
+    r2.child.signal(libc::SIGKILL).unwrap();
+    r2.child.wait_timeout(Duration::from_secs(5)).unwrap().expect("R2 is gone");
+    drop(r2);
+    let rest = data[8 << 20..].to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&rest);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    f.r2 = Some(xia_tests::XRouter::start(ns_r2, &["r2r1", "r2b"], f.dir.path(), "r2", "ad2", &[]).unwrap());
+    let ss = s.wait_timeout(Duration::from_secs(60)).unwrap().expect("the sender ends");
+    let rs = r.wait_timeout(Duration::from_secs(10)).unwrap().expect("the receiver ends");
+    writer.join().unwrap();
+    assert!(ss.success(), "sender: {}", s.stderr_tail());
+    assert!(rs.success(), "receiver: {}", r.stderr_tail());
+    let got = std::fs::read(&out).unwrap();
+    assert!(got.len() == data.len() && sha(&got) == sha(&data), "bytes differ");
 }
