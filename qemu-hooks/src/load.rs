@@ -195,6 +195,73 @@ impl LoadLine {
     }
 }
 
+/// The `tick` numbers in a guest's console text, in order.
+pub fn ticks(console: &str) -> Vec<u64> {
+    console
+        .lines()
+        .filter_map(|l| match LoadLine::parse(l) {
+            Some(LoadLine::Tick(n)) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `sum` values in a guest's console text, in order.
+pub fn sums(console: &str) -> Vec<u64> {
+    console
+        .lines()
+        .filter_map(|l| match LoadLine::parse(l) {
+            Some(LoadLine::Sum(s)) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the consoles of a migrated guest show: the source's last tick, the destination's
+/// first, the checksum every `sum` line gave, and how many the destination printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuation {
+    /// The last tick printed on the source.
+    pub last_source_tick: u64,
+    /// The first tick printed on the destination.
+    pub first_destination_tick: u64,
+    /// The checksum of the filled region (every `sum` line, both sides).
+    pub sum: u64,
+    /// `sum` lines printed on the destination so far.
+    pub destination_sums: usize,
+}
+
+/// Checks that the destination's console (`dst`) continues the source's (`src`): one tick
+/// count across both, without a gap or a repeat (even when the stop fell inside a line), every
+/// checksum equal, no `sum-bad` and no kernel panic on the destination. The error says what
+/// broke, with the end of the source's console and the destination's.
+pub fn check_continuation(src: &str, dst: &str) -> Result<Continuation, String> {
+    let context = || {
+        let l: Vec<&str> = src.lines().collect();
+        format!("source ...\n{}\n--- destination\n{dst}", l[l.len().saturating_sub(5)..].join("\n"))
+    };
+    if dst.contains("sum-bad") || dst.contains("Kernel panic") {
+        return Err(format!("the guest came up broken: {}", context()));
+    }
+    let (src_ticks, dst_ticks) = (ticks(src), ticks(dst));
+    let (Some(&last_source_tick), Some(&first_destination_tick)) = (src_ticks.last(), dst_ticks.first())
+    else {
+        return Err(format!("no tick on one side: {}", context()));
+    };
+    let all = ticks(&format!("{src}{dst}"));
+    if all.iter().enumerate().any(|(i, &t)| t != i as u64 + 1) {
+        return Err(format!("the tick count broke across the migration: {}", context()));
+    }
+    let (s, d) = (sums(src), sums(dst));
+    let Some(&sum) = s.first().or(d.first()) else {
+        return Err(format!("no checksum on either side: {}", context()));
+    };
+    if s.iter().chain(&d).any(|&x| x != sum) {
+        return Err(format!("checksums differ: source {s:x?}, destination {d:x?}"));
+    }
+    Ok(Continuation { last_source_tick, first_destination_tick, sum, destination_sums: d.len() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +304,23 @@ mod tests {
         assert_eq!(LoadLine::parse("tick 4 2"), None);
         assert_eq!(LoadLine::parse("ti"), None);
         assert_eq!(LoadLine::parse("2"), None);
+    }
+
+    #[test]
+    fn a_continued_console_passes_and_a_broken_one_says_why() {
+        let src = "boot\ntick 1\nsum 00ab\ntick 2\nti";
+        let dst = "ck 3\ntick 4\nsum ab\n";
+        // The stop fell inside `tick 3`: joined, the count goes on.
+        let c = check_continuation(src, dst).unwrap();
+        assert_eq!(
+            c,
+            Continuation { last_source_tick: 2, first_destination_tick: 4, sum: 0xab, destination_sums: 1 }
+        );
+        let src = "tick 1\nsum ab\ntick 2\n";
+        assert!(check_continuation(src, "tick 5\n").unwrap_err().contains("tick count"));
+        assert!(check_continuation(src, "tick 3\ntick 3\n").unwrap_err().contains("tick count"));
+        assert!(check_continuation(src, "tick 3\nsum ac\n").unwrap_err().contains("checksums differ"));
+        assert!(check_continuation(src, "tick 3\nsum-bad 1 2\n").unwrap_err().contains("broken"));
+        assert!(check_continuation(src, "").unwrap_err().contains("no tick"));
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-pub use xia_testbed::{nft_loss, require_root, veth, Child, Netns};
+pub use xia_testbed::{nft_loss, nft_loss_egress, require_root, veth, Child, Netns};
 
 /// The path of one of the project's binaries, built with the running test (or tool).
 pub fn bin(name: &str) -> PathBuf {

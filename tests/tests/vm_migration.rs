@@ -12,12 +12,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use qemu_hooks::image::{build_static_bin, default_cache_dir, ImageBuilder};
-use qemu_hooks::load::{LoadArgs, LoadLine};
+use qemu_hooks::load::{check_continuation, ticks, LoadArgs, LoadLine};
 use qemu_hooks::qmp::{MigrationStatus, RunState};
 use qemu_hooks::vm::{Vm, VmConfig};
 use qemu_hooks::GuestImage;
 use xia_migrate::migrate::{drive, DriveError, MigrateOptions, Report};
-use xia_tests::{bin, require_root, Fig1, Netns, TwoHosts, Xiad};
+use xia_tests::{bin, nft_loss_egress, require_root, Fig1, Netns, TwoHosts, Xiad};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -32,24 +32,6 @@ fn image() -> GuestImage {
         LoadArgs { fill_mib: 32, tick_ms: 50, sum_secs: 1, dirty_mib: 16, dirty_every_ms: 10, seed: 7 };
     let guest = build_static_bin("qemu-hooks", "guest-load").expect("guest-load");
     ImageBuilder::new(default_cache_dir()).guest_load(guest, &load).build().expect("guest image")
-}
-
-fn ticks(text: &str) -> Vec<u64> {
-    text.lines()
-        .filter_map(|l| match LoadLine::parse(l) {
-            Some(LoadLine::Tick(n)) => Some(n),
-            _ => None,
-        })
-        .collect()
-}
-
-fn sums(text: &str) -> Vec<u64> {
-    text.lines()
-        .filter_map(|l| match LoadLine::parse(l) {
-            Some(LoadLine::Sum(s)) => Some(s),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A guest on host `host`'s hypervisor, in `ns`; `incoming` waits for a migration.
@@ -107,12 +89,8 @@ fn migrate_and_check(
     .expect("the destination keeps ticking");
     dst.wait_for_serial(|l| l.starts_with("sum "), PATIENCE).expect("the destination checks its memory");
     let dst_text = dst.serial_text().expect("destination serial");
-    assert!(!dst_text.contains("sum-bad"), "memory changed in transit:\n{dst_text}");
-    let all = ticks(&format!("{src_text}{dst_text}"));
-    let expected: Vec<u64> = (1..=all.len() as u64).collect();
-    assert_eq!(all, expected, "the tick count broke across the migration");
-    let (s, d) = (sums(&src_text), sums(&dst_text));
-    assert!(!d.is_empty() && s.iter().chain(&d).all(|&x| x == s[0]), "checksums differ: {s:x?} {d:x?}");
+    let c = check_continuation(&src_text, &dst_text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.destination_sums > 0, "the destination checked its memory");
     assert_eq!(sq.query_status().expect("status").status, RunState::Postmigrate);
     eprintln!(
         "xmigrate: total {:?}, QEMU downtime {:?}, true downtime {:?}, {:.1} MiB sent; ticks {last} -> {}",
@@ -120,7 +98,7 @@ fn migrate_and_check(
         report.qemu_downtime,
         report.true_downtime,
         report.ram_transferred as f64 / (1 << 20) as f64,
-        ticks(&dst_text)[0]
+        c.first_destination_tick
     );
     assert!(report.true_downtime.is_some());
     report
@@ -163,36 +141,74 @@ fn a_guest_moves_through_loss_reordering_and_duplication() {
     migrate_and_check(&image, h.dir.path(), &h.ns_a, &h.a, &h.ns_b, &h.b);
 }
 
-/// A failed migration: the source keeps running; a fresh destination then takes the guest.
-fn after_a_failure(image: &GuestImage, dir: &Path, f: &Fig1, mut src: Vm, e: DriveError, t: Instant) {
-    eprintln!("failed as it should, after {:?}: {e}", t.elapsed());
-    match e {
-        DriveError::Failed { status, .. } => assert_eq!(status, MigrationStatus::Failed),
-        other => panic!("{other}"),
-    }
-    // (QMP takes one client at a time: this one goes before drive's.)
-    let st = src.qmp(Duration::from_secs(10)).expect("source QMP").query_status().expect("status");
-    assert!(st.running && st.status == RunState::Running, "the source VM runs on: {st:?}");
-    let text = src.serial_text().expect("serial");
-    let last = *ticks(&text).last().expect("ticks");
-    src.wait_for_serial(|l| matches!(LoadLine::parse(l), Some(LoadLine::Tick(n)) if n > last + 5), PATIENCE)
-        .expect("and keeps ticking");
-    // No xmigrate left behind on either side.
-    let left = std::process::Command::new("pgrep")
-        .args(["-f", &bin("xmigrate").to_string_lossy()])
-        .output()
-        .unwrap();
-    assert!(left.stdout.is_empty(), "xmigrate still running: {}", String::from_utf8_lossy(&left.stdout));
-    // The next attempt, to a fresh destination, succeeds.
-    let mut dst = vm(image, dir, "dst2", &f.ns_b, &f.b, true);
-    drive(&options(&src, &dst, &f.b, Duration::from_secs(10))).expect("the second attempt");
-    let mut dq = dst.qmp(Duration::from_secs(10)).expect("destination QMP");
-    assert_eq!(dq.query_status().expect("status").status, RunState::Running);
+/// A slowed-down migration (QEMU's cap, a 3 s timeout) across Fig. 1b, ready to be broken in
+/// the middle: the source booted, the destination waiting.
+struct ToBreak {
+    // Field order is drop order: the guests before the testbed.
+    src: Vm,
+    dst: Vm,
+    opts: MigrateOptions,
+    f: Fig1,
+    image: GuestImage,
+    _one: MutexGuard<'static, ()>,
 }
 
-/// A migration slowed down (QEMU's cap) so that it can be broken in the middle.
-fn slow_options(src: &Vm, dst: &Vm, to: &Xiad) -> MigrateOptions {
-    MigrateOptions { max_bandwidth: 16 << 20, ..options(src, dst, to, Duration::from_secs(3)) }
+impl ToBreak {
+    fn new() -> ToBreak {
+        let one = one_at_a_time();
+        let image = image();
+        let f = Fig1::new(true, 1500, false, false).expect("Fig. 1b");
+        let mut src = vm(&image, f.dir.path(), "src", &f.ns_a, &f.a, false);
+        let dst = vm(&image, f.dir.path(), "dst", &f.ns_b, &f.b, true);
+        src.wait_for_serial(|l| l.starts_with("sum "), PATIENCE).expect("the source booted");
+        let opts =
+            MigrateOptions { max_bandwidth: 16 << 20, ..options(&src, &dst, &f.b, Duration::from_secs(3)) };
+        ToBreak { src, dst, opts, f, image, _one: one }
+    }
+
+    /// Runs the migration while `breaker` breaks it (given the routers' namespaces, R1's and
+    /// R2's, and the destination QEMU's pid); checks it failed in time, then that the source
+    /// runs on and a fresh destination takes the guest.
+    fn fails_with(self, breaker: impl FnOnce(&Netns, &Netns, u32) + Send) {
+        let ToBreak { mut src, dst, opts, f, image, _one } = self;
+        let t = Instant::now();
+        let dst_pid = dst.pid();
+        let (r1, r2) = (&f.ns_r1, f.ns_r2.as_ref().expect("Fig. 1b"));
+        let e = std::thread::scope(|scope| {
+            scope.spawn(move || breaker(r1, r2, dst_pid));
+            drive(&opts).expect_err("the migration fails")
+        });
+        eprintln!("failed as it should, after {:?}: {e}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(15), "failed after {:?}", t.elapsed());
+        match e {
+            DriveError::Failed { status, .. } => assert_eq!(status, MigrationStatus::Failed),
+            other => panic!("{other}"),
+        }
+        drop(dst);
+        // (QMP takes one client at a time: this one goes before drive's.)
+        let st = src.qmp(Duration::from_secs(10)).expect("source QMP").query_status().expect("status");
+        assert!(st.running && st.status == RunState::Running, "the source VM runs on: {st:?}");
+        let last = *ticks(&src.serial_text().expect("serial")).last().expect("ticks");
+        src.wait_for_serial(
+            |l| matches!(LoadLine::parse(l), Some(LoadLine::Tick(n)) if n > last + 5),
+            PATIENCE,
+        )
+        .expect("and keeps ticking");
+        // No xmigrate left behind on either side.
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &bin("xmigrate").to_string_lossy()])
+            .output()
+            .unwrap();
+        assert!(left.stdout.is_empty(), "xmigrate still running: {}", String::from_utf8_lossy(&left.stdout));
+        // The path back (the breaker's doing undone), the next attempt to a fresh destination
+        // succeeds.
+        nft_loss_egress(r1, "r1r2", 0).expect("the path back");
+        nft_loss_egress(r2, "r2r1", 0).expect("the path back");
+        let mut dst = vm(&image, f.dir.path(), "dst2", &f.ns_b, &f.b, true);
+        drive(&options(&src, &dst, &f.b, Duration::from_secs(10))).expect("the second attempt");
+        let mut dq = dst.qmp(Duration::from_secs(10)).expect("destination QMP");
+        assert_eq!(dq.query_status().expect("status").status, RunState::Running);
+    }
 }
 
 #[test]
@@ -200,17 +216,8 @@ fn killing_the_receiver_leaves_the_source_running_and_a_second_attempt_succeeds(
     if !require_root() {
         return;
     }
-    let _one = one_at_a_time();
-    let image = image();
-    let f = Fig1::new(true, 1500, false, false).expect("Fig. 1b");
-    let dir = f.dir.path().to_path_buf();
-    let mut src = vm(&image, &dir, "src", &f.ns_a, &f.a, false);
-    let dst = vm(&image, &dir, "dst", &f.ns_b, &f.b, true);
-    src.wait_for_serial(|l| l.starts_with("sum "), PATIENCE).expect("the source booted");
-    let opts = slow_options(&src, &dst, &f.b);
-    let dst_pid = dst.pid();
-    let killer = std::thread::spawn(move || {
-        // The destination QEMU's child is `xmigrate recv`: killed once chunks flow.
+    ToBreak::new().fails_with(|_, _, dst_pid| {
+        // The destination QEMU's child is `xmigrate recv`: killed a second after it starts.
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             let out =
@@ -220,20 +227,12 @@ fn killing_the_receiver_leaves_the_source_running_and_a_second_attempt_succeeds(
                 std::thread::sleep(Duration::from_millis(1000));
                 // SAFETY: kill with a pid read from pgrep -P of our own QEMU.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
-                return true;
+                return;
             }
-            if Instant::now() > until {
-                return false;
-            }
+            assert!(Instant::now() < until, "no receiver to kill");
             std::thread::sleep(Duration::from_millis(20));
         }
     });
-    let t = Instant::now();
-    let e = drive(&opts).expect_err("the migration fails");
-    assert!(killer.join().unwrap(), "the receiver was found and killed");
-    assert!(t.elapsed() < Duration::from_secs(15), "failed after {:?}", t.elapsed());
-    drop(dst);
-    after_a_failure(&image, &dir, &f, src, e, t);
 }
 
 #[test]
@@ -241,39 +240,10 @@ fn cutting_the_path_longer_than_the_timeout_leaves_the_source_running_and_a_seco
     if !require_root() {
         return;
     }
-    let _one = one_at_a_time();
-    let image = image();
-    let f = Fig1::new(true, 1500, false, false).expect("Fig. 1b");
-    let dir = f.dir.path().to_path_buf();
-    let mut src = vm(&image, &dir, "src", &f.ns_a, &f.a, false);
-    let dst = vm(&image, &dir, "dst", &f.ns_b, &f.b, true);
-    src.wait_for_serial(|l| l.starts_with("sum "), PATIENCE).expect("the source booted");
-    let opts = slow_options(&src, &dst, &f.b);
-    // The link between the two routers goes dark a second in, for good (until restored).
-    let ns_r1 = f.ns_r1.name().to_string();
-    let cutter = std::thread::spawn(move || {
+    ToBreak::new().fails_with(|r1, r2, _| {
+        // The link between the two routers goes dark a second in, both ways, until restored.
         std::thread::sleep(Duration::from_millis(1000));
-        let dev = "r1r2";
-        let script = format!(
-            "table netdev cut {{\n chain c {{\n type filter hook ingress device \"{dev}\" priority 0; policy drop;\n }}\n}}\n\
-             table netdev cutout {{\n chain c {{\n type filter hook egress device \"{dev}\" priority 0; policy drop;\n }}\n}}\n"
-        );
-        let mut c = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns_r1, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-        assert!(c.wait().unwrap().success());
+        nft_loss_egress(r1, "r1r2", 100).expect("cut");
+        nft_loss_egress(r2, "r2r1", 100).expect("cut");
     });
-    let t = Instant::now();
-    let e = drive(&opts).expect_err("the migration fails");
-    cutter.join().unwrap();
-    assert!(t.elapsed() < Duration::from_secs(15), "failed after {:?}", t.elapsed());
-    drop(dst);
-    for table in ["cut", "cutout"] {
-        f.ns_r1.run(&["nft", "delete", "table", "netdev", table]).expect("the path back");
-    }
-    after_a_failure(&image, &dir, &f, src, e, t);
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use qemu_hooks::image::{build_static_bin, default_cache_dir, ImageBuilder};
-use qemu_hooks::load::{LoadArgs, LoadLine};
+use qemu_hooks::load::{check_continuation, ticks, LoadArgs, LoadLine};
 use qemu_hooks::qmp::RunState;
 use qemu_hooks::vm::{Vm, VmConfig};
 use qemu_hooks::GuestImage;
@@ -111,15 +111,6 @@ fn image(args: &Args) -> GuestImage {
     ImageBuilder::new(default_cache_dir()).guest_load(guest, &load).build().expect("guest image")
 }
 
-fn ticks(text: &str) -> Vec<u64> {
-    text.lines()
-        .filter_map(|l| match LoadLine::parse(l) {
-            Some(LoadLine::Tick(n)) => Some(n),
-            _ => None,
-        })
-        .collect()
-}
-
 /// One migration in `mode`; the report, after checking the guest goes on intact.
 fn run_one(
     args: &Args,
@@ -177,13 +168,12 @@ fn run_one(
     }
     .map_err(|e| format!("{mode}: {e}\nsource: {}\ndestination: {}", src.stderr_tail(), dst.stderr_tail()))?;
     // The guest goes on: its tick count continues on B, its memory checksum holds.
-    let last = *ticks(&src.serial_text().map_err(|e| e.to_string())?).last().ok_or("no tick on A")?;
+    let src_text = src.serial_text().map_err(|e| e.to_string())?;
+    let last = *ticks(&src_text).last().ok_or("no tick on A")?;
     dst.wait_for_serial(|l| matches!(LoadLine::parse(l), Some(LoadLine::Tick(t)) if t >= last + 5), patience)
         .map_err(|e| format!("the guest did not go on at B: {e}"))?;
     let text = dst.serial_text().map_err(|e| e.to_string())?;
-    if text.contains("sum-bad") || text.contains("Kernel panic") {
-        return Err(format!("the guest came up broken at B:\n{text}"));
-    }
+    check_continuation(&src_text, &text).map_err(|e| format!("at B: {e}"))?;
     let mut dq = dst.qmp(Duration::from_secs(10)).map_err(|e| e.to_string())?;
     if dq.query_status().map_err(|e| e.to_string())?.status != RunState::Running {
         return Err("the guest does not run at B".into());
