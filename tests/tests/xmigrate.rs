@@ -96,19 +96,36 @@ fn a_stream_crosses_loss_reordering_and_duplication_byte_exact() {
     migrate_bytes(&h.ns_a, &h.a, &h.ns_b, &h.b, &h.b.re_dag(), 64 << 20, h.dir.path());
 }
 
+/// A transfer under way between two hosts, its end not in sight (QEMU still writing): the
+/// receiver (`recv_args`, stdout to `recv.out`) and the sender (`send_args`) started, 16 MiB
+/// of stream fed, some of it arrived at B; the sender's stdin stays open.
+struct UnderWay {
+    r: Child,
+    s: Child,
+    stdin: std::process::ChildStdin,
+    out: std::path::PathBuf,
+    h: TwoHosts,
+}
+
+/// (Bind `h` first when taking it apart: bindings drop in reverse, the hosts last.)
+fn under_way(recv_args: &[&str], send_args: &[&str], seed: u64) -> UnderWay {
+    let h = TwoHosts::new(9000, false).unwrap();
+    let out = h.dir.path().join("recv.out");
+    let mut r = receiver(&h.ns_b, &h.b, &out, recv_args);
+    r.wait_for_stderr(|l| l.contains("listening at"), Duration::from_secs(10)).unwrap();
+    let mut s = sender(&h.ns_a, &h.a, &h.b.re_dag(), send_args);
+    let mut stdin = s.take_stdin().unwrap();
+    stdin.write_all(&stream(16 << 20, seed)).unwrap();
+    await_chunks(&h.ns_b, &h.b);
+    UnderWay { r, s, stdin, out, h }
+}
+
 #[test]
 fn the_sender_gives_up_in_time_when_the_receiver_dies_and_leaves_nothing_published() {
     if !require_root() {
         return;
     }
-    let h = TwoHosts::new(9000, false).unwrap();
-    let mut r = receiver(&h.ns_b, &h.b, &h.dir.path().join("recv.out"), &[]);
-    r.wait_for_stderr(|l| l.contains("listening at"), Duration::from_secs(10)).unwrap();
-    let mut s = sender(&h.ns_a, &h.a, &h.b.re_dag(), &["--timeout", "2"]);
-    // A stream that never ends (QEMU still writing): 16 MiB, then the pipe stays open.
-    let mut stdin = s.take_stdin().unwrap();
-    stdin.write_all(&stream(16 << 20, 5)).unwrap();
-    await_chunks(&h.ns_b, &h.b);
+    let UnderWay { h, mut r, mut s, stdin, .. } = under_way(&[], &["--timeout", "2"], 5);
     r.signal(libc::SIGKILL).unwrap();
     let t = Instant::now();
     let status = s.wait_timeout(Duration::from_secs(10)).unwrap().expect("the sender gives up");
@@ -125,14 +142,7 @@ fn both_sides_give_up_in_time_when_the_path_is_cut_and_the_next_attempt_succeeds
     if !require_root() {
         return;
     }
-    let h = TwoHosts::new(9000, false).unwrap();
-    let out = h.dir.path().join("recv.out");
-    let mut r = receiver(&h.ns_b, &h.b, &out, &["--timeout", "2"]);
-    r.wait_for_stderr(|l| l.contains("listening at"), Duration::from_secs(10)).unwrap();
-    let mut s = sender(&h.ns_a, &h.a, &h.b.re_dag(), &["--timeout", "2"]);
-    let mut stdin = s.take_stdin().unwrap();
-    stdin.write_all(&stream(16 << 20, 6)).unwrap();
-    await_chunks(&h.ns_b, &h.b);
+    let UnderWay { h, mut r, mut s, stdin, .. } = under_way(&["--timeout", "2"], &["--timeout", "2"], 6);
     // Every frame lost, both ways.
     xia_tests::nft_loss(&h.ns_a, "xa0", 100).unwrap();
     xia_tests::nft_loss(&h.ns_b, "xb0", 100).unwrap();
@@ -181,14 +191,7 @@ fn the_receiver_gives_up_in_time_when_the_sender_dies() {
     if !require_root() {
         return;
     }
-    let h = TwoHosts::new(9000, false).unwrap();
-    let out = h.dir.path().join("recv.out");
-    let mut r = receiver(&h.ns_b, &h.b, &out, &["--timeout", "2"]);
-    r.wait_for_stderr(|l| l.contains("listening at"), Duration::from_secs(10)).unwrap();
-    let mut s = sender(&h.ns_a, &h.a, &h.b.re_dag(), &[]);
-    let mut stdin = s.take_stdin().unwrap();
-    stdin.write_all(&stream(16 << 20, 7)).unwrap();
-    await_chunks(&h.ns_b, &h.b);
+    let UnderWay { h: _h, mut r, mut s, stdin, out } = under_way(&["--timeout", "2"], &[], 7);
     s.signal(libc::SIGKILL).unwrap();
     let t = Instant::now();
     let status = r.wait_timeout(Duration::from_secs(10)).unwrap().expect("the receiver gives up");
