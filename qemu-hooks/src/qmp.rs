@@ -265,30 +265,34 @@ impl Qmp {
         self.execute("migrate-incoming", json!({ "uri": uri })).map(drop)
     }
 
-    /// Polls `query-migrate` (every 10 ms) until the migration has ended, within `timeout`:
-    /// its final statistics when `completed`, [`QmpError::MigrationFailed`] otherwise.
+    /// `migrate_cancel`: ends the outgoing migration; the source VM runs on (QEMU kills an exec
+    /// transport's child).
+    pub fn migrate_cancel(&mut self) -> Result<(), QmpError> {
+        self.execute("migrate_cancel", json!({})).map(drop)
+    }
+
+    /// Polls `query-migrate` every `poll` until the migration has ended: its final statistics
+    /// when `completed`, [`QmpError::MigrationFailed`] otherwise. `each` sees every report
+    /// before the end (progress, events) and may end the wait with its error (a deadline, a
+    /// cancellation).
     ///
     /// On the source, QEMU 7.2 reports `completed` a moment before it computes the final
-    /// `total-time`, `downtime` and `mbps` (they read 0 meanwhile); it moves the VM to
-    /// `postmigrate` right after, under the same lock. So once `completed`, this waits for
-    /// `postmigrate` before the last `query-migrate` (the destination, which has no such
-    /// statistics and runs on, is asked only once).
-    pub fn wait_migration(&mut self, timeout: Duration) -> Result<MigrationInfo, QmpError> {
-        let deadline = Instant::now() + timeout;
+    /// `total-time`, `downtime` and `mbps` (they read 0 meanwhile); it moves the VM out of
+    /// `finish-migrate` (to `postmigrate`) right after, under the same lock. So once `completed`,
+    /// this waits for that (5 s at most) before the last `query-migrate` (the destination, which
+    /// has no such statistics and runs on, is asked only once).
+    pub fn watch_migration(
+        &mut self,
+        poll: Duration,
+        mut each: impl FnMut(&mut Qmp, &MigrationInfo) -> Result<(), QmpError>,
+    ) -> Result<MigrationInfo, QmpError> {
         loop {
             let info = self.query_migrate()?;
             match info.status {
                 MigrationStatus::Completed => {
-                    loop {
-                        match self.query_status()?.status {
-                            RunState::FinishMigrate if Instant::now() < deadline => {
-                                thread::sleep(Duration::from_millis(1))
-                            }
-                            RunState::FinishMigrate => {
-                                return Err(QmpError::Timeout("the source to reach postmigrate".into()))
-                            }
-                            _ => break,
-                        }
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while self.query_status()?.status == RunState::FinishMigrate && Instant::now() < until {
+                        thread::sleep(Duration::from_millis(1));
                     }
                     return self.query_migrate();
                 }
@@ -298,12 +302,21 @@ impl Qmp {
                         desc: info.error_desc.unwrap_or_default(),
                     })
                 }
-                _ if Instant::now() >= deadline => {
-                    return Err(QmpError::Timeout(format!("the migration to end (still {:?})", info.status)))
-                }
-                _ => thread::sleep(Duration::from_millis(10)),
+                _ => each(self, &info)?,
             }
+            thread::sleep(poll);
         }
+    }
+
+    /// [`Qmp::watch_migration`] every 10 ms, within `timeout`.
+    pub fn wait_migration(&mut self, timeout: Duration) -> Result<MigrationInfo, QmpError> {
+        let deadline = Instant::now() + timeout;
+        self.watch_migration(Duration::from_millis(10), |_, info| {
+            if Instant::now() >= deadline {
+                return Err(QmpError::Timeout(format!("the migration to end (still {:?})", info.status)));
+            }
+            Ok(())
+        })
     }
 
     /// `cont`: resumes a paused VM.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use qemu_hooks::image::{build_static_bin, default_cache_dir, ImageBuilder};
+use qemu_hooks::image::load_image;
 use qemu_hooks::load::{check_continuation, sums, ticks, LoadArgs, LoadLine};
 use qemu_hooks::qmp::{true_downtime, MigrationParameters, RunState};
 use qemu_hooks::tap::{Bridge, Tap};
@@ -85,19 +85,8 @@ impl Drop for TempDir {
 /// The image with `guest-load` and `load`, built or found in the shared cache.
 fn image(load: &LoadArgs) -> GuestImage {
     let t = Instant::now();
-    let bin = build_static_bin("qemu-hooks", "guest-load").unwrap_or_else(|e| panic!("guest-load: {e}"));
-    let built = t.elapsed();
-    let t = Instant::now();
-    let image = ImageBuilder::new(default_cache_dir())
-        .guest_load(bin, load)
-        .build()
-        .unwrap_or_else(|e| panic!("guest image: {e}"));
-    eprintln!(
-        "guest-load ready in {:.1} s, image ready in {:.2} s ({})",
-        built.as_secs_f64(),
-        t.elapsed().as_secs_f64(),
-        image.initrd.display()
-    );
+    let image = load_image(load).unwrap_or_else(|e| panic!("guest image: {e}"));
+    eprintln!("guest image ready in {:.1} s ({})", t.elapsed().as_secs_f64(), image.initrd.display());
     image
 }
 

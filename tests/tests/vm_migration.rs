@@ -8,10 +8,10 @@
 //! Needs root and QEMU; under CI=true nothing skips. One guest pair at a time.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use qemu_hooks::image::{build_static_bin, default_cache_dir, ImageBuilder};
+use qemu_hooks::image::load_image;
 use qemu_hooks::load::{check_continuation, ticks, LoadArgs, LoadLine};
 use qemu_hooks::qmp::{MigrationStatus, RunState};
 use qemu_hooks::vm::{Vm, VmConfig};
@@ -27,11 +27,14 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 /// A busy guest: a checksummed 32 MiB region, 1 MiB of another 16 MiB rewritten every 10 ms.
-fn image() -> GuestImage {
-    let load =
-        LoadArgs { fill_mib: 32, tick_ms: 50, sum_secs: 1, dirty_mib: 16, dirty_every_ms: 10, seed: 7 };
-    let guest = build_static_bin("qemu-hooks", "guest-load").expect("guest-load");
-    ImageBuilder::new(default_cache_dir()).guest_load(guest, &load).build().expect("guest image")
+/// Built (or found in the cache) once for all the tests.
+fn image() -> &'static GuestImage {
+    static IMAGE: OnceLock<GuestImage> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let load =
+            LoadArgs { fill_mib: 32, tick_ms: 50, sum_secs: 1, dirty_mib: 16, dirty_every_ms: 10, seed: 7 };
+        load_image(&load).expect("guest image")
+    })
 }
 
 /// A guest on host `host`'s hypervisor, in `ns`; `incoming` waits for a migration.
@@ -45,19 +48,14 @@ fn vm(image: &GuestImage, dir: &Path, name: &str, ns: &Netns, host: &Xiad, incom
 
 fn options(src: &Vm, dst: &Vm, to: &Xiad, timeout: Duration) -> MigrateOptions {
     MigrateOptions {
-        qmp: src.qmp_path().to_path_buf(),
-        dest_qmp: Some(dst.qmp_path().to_path_buf()),
-        to: to.dag.split(' ').map(String::from).collect(),
-        program: bin("xmigrate"),
-        send_socket: None,
-        recv_socket: None,
         timeout,
-        max_bandwidth: 0,
-        downtime_limit: None,
         give_up_after: Some(Duration::from_secs(60)),
-        send_args: Vec::new(),
-        recv_args: Vec::new(),
-        quiet: false,
+        ..MigrateOptions::new(
+            src.qmp_path().to_path_buf(),
+            Some(dst.qmp_path().to_path_buf()),
+            to.dag.split(' ').map(String::from).collect(),
+            bin("xmigrate"),
+        )
     }
 }
 
@@ -112,7 +110,7 @@ fn a_guest_moves_within_one_ad_fig_1a() {
     let _one = one_at_a_time();
     let image = image();
     let f = Fig1::new(false, 1500, false, false).expect("Fig. 1a");
-    migrate_and_check(&image, f.dir.path(), &f.ns_a, &f.a, &f.ns_b, &f.b);
+    migrate_and_check(image, f.dir.path(), &f.ns_a, &f.a, &f.ns_b, &f.b);
     let s = f.a.stats(&f.ns_a).expect("A's counters");
     assert_eq!(s["store_published_bytes"], 0, "nothing left published: {s:?}");
 }
@@ -125,7 +123,7 @@ fn a_guest_moves_across_two_ads_fig_1b() {
     let _one = one_at_a_time();
     let image = image();
     let f = Fig1::new(true, 1500, false, false).expect("Fig. 1b");
-    migrate_and_check(&image, f.dir.path(), &f.ns_a, &f.a, &f.ns_b, &f.b);
+    migrate_and_check(image, f.dir.path(), &f.ns_a, &f.a, &f.ns_b, &f.b);
 }
 
 #[test]
@@ -138,7 +136,7 @@ fn a_guest_moves_through_loss_reordering_and_duplication() {
     let i = TwoHosts::impaired(1500, &["--loss", "0.02", "--reorder", "0.05", "--duplicate", "0.01"])
         .expect("an impaired path");
     let h = &i.hosts;
-    migrate_and_check(&image, h.dir.path(), &h.ns_a, &h.a, &h.ns_b, &h.b);
+    migrate_and_check(image, h.dir.path(), &h.ns_a, &h.a, &h.ns_b, &h.b);
 }
 
 /// A slowed-down migration (QEMU's cap, a 3 s timeout) across Fig. 1b, ready to be broken in
@@ -149,7 +147,7 @@ struct ToBreak {
     dst: Vm,
     opts: MigrateOptions,
     f: Fig1,
-    image: GuestImage,
+    image: &'static GuestImage,
     _one: MutexGuard<'static, ()>,
 }
 
@@ -158,8 +156,8 @@ impl ToBreak {
         let one = one_at_a_time();
         let image = image();
         let f = Fig1::new(true, 1500, false, false).expect("Fig. 1b");
-        let mut src = vm(&image, f.dir.path(), "src", &f.ns_a, &f.a, false);
-        let dst = vm(&image, f.dir.path(), "dst", &f.ns_b, &f.b, true);
+        let mut src = vm(image, f.dir.path(), "src", &f.ns_a, &f.a, false);
+        let dst = vm(image, f.dir.path(), "dst", &f.ns_b, &f.b, true);
         src.wait_for_serial(|l| l.starts_with("sum "), PATIENCE).expect("the source booted");
         let opts =
             MigrateOptions { max_bandwidth: 16 << 20, ..options(&src, &dst, &f.b, Duration::from_secs(3)) };
@@ -204,7 +202,7 @@ impl ToBreak {
         // succeeds.
         nft_loss_egress(r1, "r1r2", 0).expect("the path back");
         nft_loss_egress(r2, "r2r1", 0).expect("the path back");
-        let mut dst = vm(&image, f.dir.path(), "dst2", &f.ns_b, &f.b, true);
+        let mut dst = vm(image, f.dir.path(), "dst2", &f.ns_b, &f.b, true);
         drive(&options(&src, &dst, &f.b, Duration::from_secs(10))).expect("the second attempt");
         let mut dq = dst.qmp(Duration::from_secs(10)).expect("destination QMP");
         assert_eq!(dq.query_status().expect("status").status, RunState::Running);

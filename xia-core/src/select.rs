@@ -136,6 +136,17 @@ where
     }
 }
 
+/// The decision for a packet this node is about to send to `dst` from the start (its own
+/// packets, answers): [`select`] on a copy of `dst` from the entry node, so `dst` is untouched.
+pub fn select_from_entry<H, F>(dst: &Dag, lookup: F) -> Result<Selection<H>, SelectError>
+where
+    F: FnMut(&Xid) -> Lookup<H>,
+{
+    let mut d = dst.clone();
+    let mut last = LAST_NODE_ENTRY;
+    select(&mut d, &mut last, lookup)
+}
+
 impl DagNodes for Dag {
     fn node_count(&self) -> usize {
         self.len()

@@ -210,19 +210,13 @@ fn migrate(args: Args) -> ExitCode {
     }
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("xmigrate"));
     let opts = xia_migrate::migrate::MigrateOptions {
-        qmp,
-        dest_qmp,
-        to,
-        program,
         send_socket,
         recv_socket,
         timeout: Duration::from_secs_f64(timeout),
         max_bandwidth,
         downtime_limit: downtime_limit_ms.map(Duration::from_millis),
         give_up_after: max_time.map(Duration::from_secs_f64),
-        send_args: Vec::new(),
-        recv_args: Vec::new(),
-        quiet: false,
+        ..xia_migrate::migrate::MigrateOptions::new(qmp, dest_qmp, to, program)
     };
     match xia_migrate::migrate::drive(&opts) {
         Ok(r) => {

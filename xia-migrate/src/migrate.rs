@@ -45,6 +45,29 @@ pub struct MigrateOptions {
     pub quiet: bool,
 }
 
+impl MigrateOptions {
+    /// A migration of the VM behind `qmp` to the host at `to`, by the `xmigrate` at `program`,
+    /// with the command's defaults: both sides' sockets from QEMU's environment, a 10 s timeout,
+    /// no bandwidth cap, QEMU's downtime limit, no time limit, progress shown.
+    pub fn new(qmp: PathBuf, dest_qmp: Option<PathBuf>, to: Vec<String>, program: PathBuf) -> MigrateOptions {
+        MigrateOptions {
+            qmp,
+            dest_qmp,
+            to,
+            program,
+            send_socket: None,
+            recv_socket: None,
+            timeout: Duration::from_secs(10),
+            max_bandwidth: 0,
+            downtime_limit: None,
+            give_up_after: None,
+            send_args: Vec::new(),
+            recv_args: Vec::new(),
+            quiet: false,
+        }
+    }
+}
+
 /// What a migration took.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
@@ -205,34 +228,33 @@ pub fn drive_uris(
     src.migrate(outgoing)?;
     let mut progress = Progress { tty: std::io::stderr().is_terminal(), last_line: None, quiet: opts.quiet };
     let mut src_events = Vec::new();
-    let info = loop {
-        let info = src.query_migrate()?;
-        src_events.extend(src.take_events()?);
-        match info.status {
-            MigrationStatus::Completed => break info,
-            MigrationStatus::Failed | MigrationStatus::Cancelled => {
-                progress.end();
-                return Err(DriveError::Failed {
-                    status: info.status,
-                    desc: info.error_desc.unwrap_or_else(|| "no reason given".into()),
-                });
-            }
-            _ => progress.show(&info, start.elapsed()),
-        }
+    let watched = src.watch_migration(Duration::from_millis(100), |q, info| {
+        src_events.extend(q.take_events()?);
+        progress.show(info, start.elapsed());
         if opts.give_up_after.is_some_and(|g| start.elapsed() > g) {
-            progress.end();
             // The source VM goes on; QEMU kills its exec child.
-            src.execute("migrate_cancel", serde_json::json!({}))?;
-            return Err(DriveError::Failed {
+            q.migrate_cancel()?;
+            return Err(QmpError::MigrationFailed {
                 status: MigrationStatus::Cancelled,
                 desc: format!("not completed after {:?}: cancelled", start.elapsed()),
             });
         }
-        std::thread::sleep(Duration::from_millis(100));
+        Ok(())
+    });
+    let info = match watched {
+        Ok(info) => info,
+        Err(e) => {
+            progress.end();
+            return Err(match e {
+                QmpError::MigrationFailed { status, desc } if desc.is_empty() => {
+                    DriveError::Failed { status, desc: "no reason given".into() }
+                }
+                QmpError::MigrationFailed { status, desc } => DriveError::Failed { status, desc },
+                e => e.into(),
+            });
+        }
     };
-    // QEMU 7.2 says completed a moment before its figures are final (they read 0): they are
-    // once the source is `postmigrate`.
-    let info = settle(&mut src, info)?;
+    src_events.extend(src.take_events()?);
     progress.show(&info, start.elapsed());
     progress.end();
     // The destination resumes right after it has read everything (its RESUME may follow the
@@ -254,20 +276,6 @@ pub fn drive_uris(
         ram_total: ram.total,
         dirty_syncs: ram.dirty_sync_count,
     })
-}
-
-/// `query-migrate` once the source has settled after completion.
-fn settle(src: &mut Qmp, info: MigrationInfo) -> Result<MigrationInfo, DriveError> {
-    let until = Instant::now() + Duration::from_secs(5);
-    let mut info = info;
-    while Instant::now() < until {
-        if src.query_status()?.status == qemu_hooks::qmp::RunState::Postmigrate {
-            return Ok(src.query_migrate()?);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-        info = src.query_migrate()?;
-    }
-    Ok(info)
 }
 
 #[cfg(test)]

@@ -458,6 +458,13 @@ fn gzip(data: &[u8], out: &Path) -> Result<(), ImageError> {
 /// guest runs under TCG, where unoptimized code is another order of magnitude slower), and
 /// returns its path: `<target dir>/x86_64-unknown-linux-gnu/release/<bin>`.
 ///
+/// The image most callers want: `guest-load` built static ([`build_static_bin`]) and run by
+/// `/init` with `load`, built or found in the shared cache ([`default_cache_dir`]).
+pub fn load_image(load: &LoadArgs) -> Result<GuestImage, ImageError> {
+    let guest = build_static_bin("qemu-hooks", "guest-load")?;
+    ImageBuilder::new(default_cache_dir()).guest_load(guest, load).build()
+}
+
 /// Runs `cargo build --release --locked --target x86_64-unknown-linux-gnu` with
 /// `RUSTFLAGS=-C target-feature=+crt-static` in the workspace. With an explicit `--target`
 /// those flags apply to the target's units only, which cargo keeps apart from the host build:

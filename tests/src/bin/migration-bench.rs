@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use qemu_hooks::image::{build_static_bin, default_cache_dir, ImageBuilder};
+use qemu_hooks::image::load_image;
 use qemu_hooks::load::{check_continuation, ticks, LoadArgs, LoadLine};
 use qemu_hooks::qmp::RunState;
 use qemu_hooks::vm::{Vm, VmConfig};
@@ -107,8 +107,7 @@ fn image(args: &Args) -> GuestImage {
         sum_secs: 1,
         ..LoadArgs::default()
     };
-    let guest = build_static_bin("qemu-hooks", "guest-load").expect("guest-load");
-    ImageBuilder::new(default_cache_dir()).guest_load(guest, &load).build().expect("guest image")
+    load_image(&load).expect("guest image")
 }
 
 /// One migration in `mode`; the report, after checking the guest goes on intact.
@@ -129,20 +128,16 @@ fn run_one(
     let patience = Duration::from_secs(120);
     src.wait_for_serial(|l| l.starts_with("sum "), patience).map_err(|e| format!("source boot: {e}"))?;
     src.wait_for_serial(|l| l == "tick 20", patience).map_err(|e| format!("source ticks: {e}"))?;
-    let mut opts = MigrateOptions {
-        qmp: src.qmp_path().to_path_buf(),
-        dest_qmp: Some(dst.qmp_path().to_path_buf()),
-        to: f.b.dag.split(' ').map(String::from).collect(),
-        program: bin("xmigrate"),
-        send_socket: None,
-        recv_socket: None,
-        timeout: Duration::from_secs(10),
-        max_bandwidth: 0,
+    let opts = MigrateOptions {
         downtime_limit: args.downtime_limit_ms.map(Duration::from_millis),
         give_up_after: Some(Duration::from_secs(120)),
-        send_args: Vec::new(),
-        recv_args: Vec::new(),
         quiet: !(args.demo && mode == "xmigrate"),
+        ..MigrateOptions::new(
+            src.qmp_path().to_path_buf(),
+            Some(dst.qmp_path().to_path_buf()),
+            f.b.dag.split(' ').map(String::from).collect(),
+            bin("xmigrate"),
+        )
     };
     if args.demo {
         eprintln!("\n== {mode}: guest on A ({} MiB), console:", args.mem_mib);
@@ -161,7 +156,6 @@ fn run_one(
             }
             let incoming = format!("exec:exec cat {}", fifo.display());
             let outgoing = format!("exec:exec cat > {}", fifo.display());
-            opts.quiet = true;
             drive_uris(&opts, Some(&incoming), &outgoing)
         }
         m => return Err(format!("unknown mode {m}")),

@@ -194,8 +194,13 @@ impl Host {
 
     /// Gives up the fetch `tag` of `owner`: nothing more is said of it.
     pub fn chunk_cancel(&mut self, owner: Handle, tag: u64) {
+        self.cancel_fetches(|o, t| o == owner && t == tag);
+    }
+
+    /// Gives up every fetch whose owner and tag `which` picks.
+    pub(super) fn cancel_fetches(&mut self, mut which: impl FnMut(Handle, u64) -> bool) {
         let gone: Vec<u64> =
-            self.fetch_tags.iter().filter(|(_, &(o, t))| o == owner && t == tag).map(|(&t, _)| t).collect();
+            self.fetch_tags.iter().filter(|(_, &(o, t))| which(o, t)).map(|(&t, _)| t).collect();
         for t in gone {
             self.fetch_tags.remove(&t);
             self.fetcher.cancel(t);

@@ -716,12 +716,7 @@ impl Host {
             s.accepted_by = None;
             self.closing.push(h);
         }
-        let gone: Vec<u64> =
-            self.fetch_tags.iter().filter(|(_, (owner, _))| *owner == h).map(|(&t, _)| t).collect();
-        for t in gone {
-            self.fetch_tags.remove(&t);
-            self.fetcher.cancel(t);
-        }
+        self.cancel_fetches(|owner, _| owner == h);
     }
 
     /// Aborts stream `h` (RST).

@@ -5,10 +5,9 @@ use std::time::Instant;
 
 use crate::dag::Dag;
 use crate::node::xip_frame;
-use crate::select::{select, Lookup, Selection};
+use crate::select::{select_from_entry, Lookup, Selection};
 use crate::wire::ethernet::EthernetAddress;
 use crate::wire::xip::NextHeader;
-use crate::wire::xip::LAST_NODE_ENTRY;
 use crate::xid::{Principal, Xid, HID_BROADCAST, SID_XHCP};
 
 use super::*;
@@ -73,9 +72,7 @@ impl Host {
     }
 
     pub(super) fn route(&self, dst: &Dag) -> Route {
-        let mut d = dst.clone();
-        let mut last = LAST_NODE_ENTRY;
-        match select(&mut d, &mut last, |x| self.lookup(x)) {
+        match select_from_entry(dst, |x| self.lookup(x)) {
             Ok(Selection::Deliver) => Route::Local,
             Ok(Selection::Forward { hop, .. }) => Route::Out(hop),
             _ => Route::Unreachable,

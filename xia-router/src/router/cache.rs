@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use xia_core::dag::Dag;
-use xia_core::select::{select, Selection};
+use xia_core::select::{select_from_entry, Selection};
 use xia_core::transport::chunk::{ContentStore, ServeJob};
 use xia_core::transport::ranges::RangeSet;
 use xia_core::wire::chunk::{self as chunk_wire, ChunkRepr};
@@ -96,9 +96,7 @@ impl Router {
         };
         let mut to = x.src.clone();
         to.clear_visited();
-        let mut d = to.clone();
-        let mut last = xia_core::wire::xip::LAST_NODE_ENTRY;
-        let Ok(Selection::Forward { hop: (port, mac), .. }) = select(&mut d, &mut last, |x| self.lookup(x))
+        let Ok(Selection::Forward { hop: (port, mac), .. }) = select_from_entry(&to, |x| self.lookup(x))
         else {
             self.stats.drop_unreachable += 1;
             return;

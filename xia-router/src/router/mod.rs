@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use xia_core::dag::Dag;
 use xia_core::keys::Keypair;
 use xia_core::node::{xip_frame, TokenBucket, WallClock, XarpResponder};
-use xia_core::select::{select, Selection};
+use xia_core::select::{select, select_from_entry, Selection};
 use xia_core::transport::chunk::ContentStore;
 use xia_core::wire::control::seq_base;
 use xia_core::wire::dgram::{self, DgramRepr};
@@ -332,9 +332,7 @@ impl Router {
 
     /// Routes a packet the router makes itself to `dst`.
     fn originate(&mut self, next: NextHeader, dst: &Dag, payload: &[u8]) -> bool {
-        let mut d = dst.clone();
-        let mut last = xia_core::wire::xip::LAST_NODE_ENTRY;
-        let hop = match select(&mut d, &mut last, |x| self.lookup(x)) {
+        let hop = match select_from_entry(dst, |x| self.lookup(x)) {
             Ok(Selection::Forward { hop, .. }) => hop,
             _ => return false,
         };
