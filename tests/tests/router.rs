@@ -595,6 +595,34 @@ fn xdp_fast_path_forwards_learned_dags_and_forgets_them_when_routes_change() {
     assert!(stats()["xdp_flushes"] >= 1);
 }
 
+/// `--xdp` with jumbo frames (MTU 9000: more than a page, so the kernel gives the program a
+/// frame in several buffers and takes only a program that says it copes): R1 starts, and
+/// 8000-byte pings cross it in the kernel, intact, both ways.
+#[test]
+fn xdp_fast_path_takes_jumbo_frames() {
+    if !require_root() {
+        return;
+    }
+    let _quiet = quiet();
+    let f = Fig1::with_r1_args(false, 9000, false, false, &["--xdp"]).unwrap();
+    for ns in [&f.ns_a, &f.ns_b, &f.ns_c] {
+        ns.run(&["ethtool", "-K", "eth0", "gro", "on"]).unwrap();
+    }
+    let out = run_ok(xping(
+        &f.ns_c,
+        &f.c,
+        &["-c", "100", "-i", "0.002", "-W", "2", "-s", "8000"],
+        &re_words(&f.a.dag),
+    ));
+    assert!(out.contains("100 packets transmitted, 100 received, 0% packet loss"), "{out}");
+    let s = f.r1.stats(&f.ns_r1).unwrap();
+    eprintln!(
+        "xdp, MTU 9000: forwarded {} in the kernel, {} by the daemon",
+        s["xdp_forwarded"], s["forwarded"]
+    );
+    assert!(s["xdp_forwarded"] >= 150, "{s:?}");
+}
+
 /// `--xdp` on links that do not take redirected frames (veths whose far end has no NAPI: GRO
 /// off at the hosts): the fast path sees its frames dropped, turns itself off within about a
 /// second, and the daemon forwards everything from then on.

@@ -78,6 +78,10 @@ const ATTACH_XDP: u32 = 37;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 const FN_MAP_LOOKUP: i32 = 1;
 const FN_REDIRECT: i32 = 23;
+const FN_XDP_GET_BUFF_LEN: i32 = 188;
+/// `BPF_F_XDP_HAS_FRAGS`: the program takes frames in several buffers (a veth or NIC with an
+/// MTU beyond a page accepts no other).
+const PROG_F_XDP_HAS_FRAGS: u32 = 1 << 5;
 const XDP_PASS: i32 = 2;
 
 /// The learned keys and the program using them, attached to every port.
@@ -525,6 +529,10 @@ fn program(maps: &[OwnedFd], counter: &OwnedFd, epoch: &OwnedFd) -> Vec<u64> {
     a.jmp(JNE_X, R2, R3, 0, "pass");
     // The packet's lengths are the frame's, as the daemon checks them: at most MAX_NODES
     // source nodes, and ETH + 8 + 28 * (dst + src) + payload == the frame's length.
+    // A frame may come in several buffers (jumbo frames): r7..r8 is only the first, which
+    // holds the headers; the whole length is the helper's.
+    a.op(MOV_X, R1, R6, 0, 0);
+    a.op(CALL, 0, 0, 0, FN_XDP_GET_BUFF_LEN);
     a.op(LDX_B, R2, R7, (ETH + 6) as i16, 0);
     a.jmp(JGT_K, R2, 0, xia_core::dag::MAX_NODES as i32, "pass");
     a.op(LDX_H, R2, R7, (ETH + 2) as i16, 0);
@@ -535,14 +543,10 @@ fn program(maps: &[OwnedFd], counter: &OwnedFd, epoch: &OwnedFd) -> Vec<u64> {
     a.op(MUL_K, R3, 0, 0, NODE_LEN as i32);
     a.op(ADD_X, R2, R3, 0, 0);
     a.op(ADD_K, R2, 0, 0, (ETH + FIXED_HEADER_LEN) as i32);
-    a.op(MOV_X, R3, R7, 0, 0);
-    a.op(ADD_X, R3, R2, 0, 0);
-    a.jmp(JNE_X, R3, R8, 0, "pass");
+    a.jmp(JNE_X, R2, R0, 0, "pass");
     // The frame fits the outgoing port.
     a.op(LDX_H, R2, R9, V_MAX_FRAME, 0);
-    a.op(MOV_X, R3, R7, 0, 0);
-    a.op(ADD_X, R3, R2, 0, 0);
-    a.jmp(JGT_X, R8, R3, 0, "pass");
+    a.jmp(JGT_X, R0, R2, 0, "pass");
     // What the router did to the first packet: the edges it marked (per DAG size again: the
     // verifier wants each access under a bounds check on its own path)...
     const EDGES: [&str; MAX_NODES] = ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"];
@@ -656,6 +660,7 @@ fn prog_load(code: &[u64]) -> io::Result<OwnedFd> {
     attr.u32(4, code.len() as u32);
     attr.u64(8, code.as_ptr() as u64);
     attr.u64(16, license.as_ptr() as u64);
+    attr.u32(44, PROG_F_XDP_HAS_FRAGS);
     attr.u32(68, ATTACH_XDP);
     // SAFETY: code and license outlive the call; no log asked for.
     match unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
