@@ -3,6 +3,7 @@
 //! without root.
 //!
 //! Per frame, in this order and each drawn only when its probability is non-zero: lost;
+//! corrupted (one bit flipped, past the Ethernet header, which a real NIC's CRC would catch);
 //! duplicated (two copies go out, back to back); reordered (held back `reorder_delay` beyond the
 //! fixed `delay`, so later frames overtake it). Frames neither reordered nor delayed go out at
 //! once; the others wait in a queue bounded in bytes, and what does not fit is dropped and
@@ -14,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use xia_core::rng::Rng;
 
+/// Bytes of the Ethernet header, never corrupted.
+const ETH_HEADER: usize = 14;
+
 /// Impairments of one direction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImpairConfig {
@@ -21,6 +25,8 @@ pub struct ImpairConfig {
     pub loss: f64,
     /// Probability that a frame goes out twice, 0..=1.
     pub duplicate: f64,
+    /// Probability that a frame goes out with one bit flipped (past its Ethernet header), 0..=1.
+    pub corrupt: f64,
     /// Probability that a frame is held back and overtaken, 0..=1.
     pub reorder: f64,
     /// Extra delay of a reordered frame.
@@ -36,6 +42,7 @@ impl Default for ImpairConfig {
         ImpairConfig {
             loss: 0.0,
             duplicate: 0.0,
+            corrupt: 0.0,
             reorder: 0.0,
             reorder_delay: Duration::from_millis(1),
             delay: Duration::ZERO,
@@ -48,7 +55,12 @@ impl Default for ImpairConfig {
 impl ImpairConfig {
     /// Checks that the probabilities are within 0..=1.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, p) in [("loss", self.loss), ("duplicate", self.duplicate), ("reorder", self.reorder)] {
+        for (name, p) in [
+            ("loss", self.loss),
+            ("duplicate", self.duplicate),
+            ("corrupt", self.corrupt),
+            ("reorder", self.reorder),
+        ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!("{name} must be a fraction within 0..=1, not {p}"));
             }
@@ -66,6 +78,8 @@ pub struct ImpairStats {
     pub lost: u64,
     /// Frames that went out twice (each counts once here).
     pub duplicated: u64,
+    /// Frames that went out with a bit flipped.
+    pub corrupted: u64,
     /// Frames held back to be overtaken.
     pub reordered: u64,
     /// Copies dropped because the queue of held frames was full.
@@ -105,13 +119,19 @@ impl Impairer {
         }
     }
 
-    /// Decides the fate of `frame`, received at `now`, and returns how many copies of it to
-    /// send right away (0, 1 or 2). Copies to send later are kept; see [`Impairer::pop_due`].
-    pub fn on_frame(&mut self, now: Instant, frame: &[u8]) -> usize {
+    /// Decides the fate of `frame`, received at `now` (flipping a bit of it if it is to be
+    /// corrupted), and returns how many copies of it to send right away (0, 1 or 2). Copies to
+    /// send later are kept; see [`Impairer::pop_due`].
+    pub fn on_frame(&mut self, now: Instant, frame: &mut [u8]) -> usize {
         self.stats.received += 1;
         if self.rng.chance(self.cfg.loss) {
             self.stats.lost += 1;
             return 0;
+        }
+        if frame.len() > ETH_HEADER && self.rng.chance(self.cfg.corrupt) {
+            self.stats.corrupted += 1;
+            let i = ETH_HEADER + self.rng.below((frame.len() - ETH_HEADER) as u64) as usize;
+            frame[i] ^= 1 << self.rng.below(8);
         }
         let copies = if self.rng.chance(self.cfg.duplicate) {
             self.stats.duplicated += 1;
@@ -177,8 +197,27 @@ mod tests {
     fn run(cfg: ImpairConfig, seed: u64, n: u32) -> (Impairer, Vec<usize>) {
         let mut imp = Impairer::new(cfg, seed);
         let now = Instant::now();
-        let out = (0..n).map(|i| imp.on_frame(now, &frame(i))).collect();
+        let out = (0..n).map(|i| imp.on_frame(now, &mut frame(i))).collect();
         (imp, out)
+    }
+
+    #[test]
+    fn corruption_flips_one_bit_past_the_ethernet_header() {
+        let cfg = ImpairConfig { corrupt: 0.2, ..Default::default() };
+        let mut imp = Impairer::new(cfg, 3);
+        let now = Instant::now();
+        let (mut changed, mut flipped_bits) = (0, 0);
+        for _ in 0..5000 {
+            let mut f = vec![0u8; 64];
+            assert_eq!(imp.on_frame(now, &mut f), 1);
+            assert_eq!(f[..ETH_HEADER], [0; ETH_HEADER]);
+            let bits: u32 = f.iter().map(|b| b.count_ones()).sum();
+            changed += u64::from(bits > 0);
+            flipped_bits += bits;
+        }
+        assert_eq!(imp.stats().corrupted, changed);
+        assert_eq!(u64::from(flipped_bits), changed, "one bit each");
+        assert!((900..1100).contains(&changed), "{changed}");
     }
 
     #[test]
@@ -210,7 +249,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sent = Vec::new();
         for i in 0..100 {
-            if imp.on_frame(t0, &frame(i)) == 1 {
+            if imp.on_frame(t0, &mut frame(i)) == 1 {
                 sent.push(i);
             }
         }
@@ -234,7 +273,7 @@ mod tests {
         let mut imp = Impairer::new(cfg, 1);
         let t0 = Instant::now();
         for i in 0..50 {
-            assert_eq!(imp.on_frame(t0 + Duration::from_micros(u64::from(i)), &frame(i)), 0);
+            assert_eq!(imp.on_frame(t0 + Duration::from_micros(u64::from(i)), &mut frame(i)), 0);
         }
         assert_eq!(imp.pop_due(t0 + Duration::from_millis(4)), None);
         let out: Vec<_> = std::iter::from_fn(|| imp.pop_due(t0 + Duration::from_millis(6))).collect();

@@ -175,7 +175,14 @@ fn chunk_256mib_byte_exact() {
     assert!(fetched.contains("fetched 268435456 bytes") && fetched.contains("in 256 chunks"), "{fetched}");
 }
 
-const NETEM: [&str; 8] = ["--loss", "0.02", "--reorder", "0.05", "--duplicate", "0.01", "--seed", "7"];
+/// Loss 2 %, reordering 5 %, duplication 1 % and one frame in a thousand with a bit flipped.
+const NETEM: [&str; 10] =
+    ["--loss", "0.02", "--reorder", "0.05", "--duplicate", "0.01", "--corrupt", "0.001", "--seed", "7"];
+
+/// The frames the two hosts dropped for a failed integrity check (the relay's corruption).
+fn bad_checks(h: &TwoHosts) -> u64 {
+    h.a.stats(&h.ns_a).unwrap()["drop_bad_check"] + h.b.stats(&h.ns_b).unwrap()["drop_bad_check"]
+}
 
 #[test]
 fn stream_256mib_under_loss_reorder_duplication() {
@@ -186,6 +193,12 @@ fn stream_256mib_under_loss_reorder_duplication() {
     let (sent, got) = stream(&imp.hosts, 256 << 20);
     assert_eq!(field(&sent, "sha256 "), field(&got, "sha256 "), "{sent}\n{got}");
     assert!(got.contains("received 268435456 bytes"), "{got}");
+    let bad = bad_checks(&imp.hosts);
+    eprintln!(
+        "stream: {bad} damaged frames dropped by their check; {}",
+        field(&got, "received ").unwrap_or("")
+    );
+    assert!(bad > 20, "the corrupted frames are counted: {bad}");
 }
 
 #[test]
@@ -196,6 +209,12 @@ fn chunk_256mib_under_loss_reorder_duplication() {
     let imp = xia_tests::TwoHosts::impaired(1500, &NETEM).unwrap();
     let (served, fetched) = chunks(&imp.hosts, 256 << 20);
     assert_eq!(field(&served, "sha256 "), field(&fetched, "sha256 "), "{served}\n{fetched}");
+    let bad = bad_checks(&imp.hosts);
+    eprintln!(
+        "chunks: {bad} damaged frames dropped by their check; {}",
+        field(&fetched, "fetched ").unwrap_or("")
+    );
+    assert!(bad > 20, "the corrupted frames are counted: {bad}");
 }
 
 #[test]
@@ -281,6 +300,8 @@ fn hostile_flood_is_survived_and_counted() {
             .emit(&mut Frame::new_unchecked(&mut f[..]))
             .unwrap();
         x.emit(&mut f[14..]).unwrap();
+        // Sealed as a real segment is: what the flood damages, the check catches.
+        xia_core::wire::integrity::seal_frame(&mut f);
         f
     };
     let mut rng = Rng::new(99);
@@ -303,11 +324,17 @@ fn hostile_flood_is_survived_and_counted() {
     // Still serving, with bounded memory, and the drops were counted.
     let rss_after = h.a.rss_kb().unwrap();
     let stats = h.a.stats(&h.ns_a).unwrap();
-    let dropped: u64 =
-        ["drop_malformed", "drop_not_local", "drop_bad_transport", "drop_no_socket", "drop_ethertype"]
-            .iter()
-            .map(|k| stats[*k] - stats_before.get(*k).copied().unwrap_or(0))
-            .sum();
+    let dropped: u64 = [
+        "drop_malformed",
+        "drop_not_local",
+        "drop_bad_transport",
+        "drop_bad_check",
+        "drop_no_socket",
+        "drop_ethertype",
+    ]
+    .iter()
+    .map(|k| stats[*k] - stats_before.get(*k).copied().unwrap_or(0))
+    .sum();
     let received = stats["rx_frames"] - stats_before["rx_frames"];
     eprintln!("flood: {sent} frames sent, {received} received by xiad, {dropped} dropped and counted, RSS {rss_before} -> {rss_after} kB");
     assert!(sent > 100_000, "the flood was too slow to mean anything: {sent}");

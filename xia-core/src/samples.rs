@@ -72,7 +72,8 @@ impl Default for Cast {
 const MAC_A: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x00, 0x00, 0x0a]);
 const MAC_R: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x00, 0x00, 0x01]);
 
-/// An Ethernet frame carrying `xip` and `transport` (the XIP payload).
+/// An Ethernet frame carrying `xip` and `transport` (the XIP payload), its integrity check
+/// filled in as a node sends it ([`crate::wire::integrity`]).
 pub fn frame(src: EthernetAddress, dst: EthernetAddress, xip: &XipRepr, transport: &[u8]) -> Vec<u8> {
     let mut x = xip.clone();
     x.payload_len = transport.len();
@@ -83,6 +84,7 @@ pub fn frame(src: EthernetAddress, dst: EthernetAddress, xip: &XipRepr, transpor
     let body = &mut f[ethernet::HEADER_LEN..];
     x.emit(body).expect("room for the XIP header");
     body[x.header_len()..].copy_from_slice(transport);
+    crate::wire::integrity::seal_frame(&mut f);
     f
 }
 

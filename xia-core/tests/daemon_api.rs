@@ -309,8 +309,9 @@ fn events_follow_the_host_from_ad_to_ad_and_the_link_down_and_up() {
     let mut net = Net::new();
     let h = net.add(1500, SimConfig::default(), host_config(None));
     let host = net.nodes[h].xia.clone();
-    // Two routers, of two ADs, taking turns on the host's link: a VM moving between them.
-    let which = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Two routers, of two ADs, taking turns on the host's link: a VM moving between them. Both
+    // silent (2) until the test listens to the host's events.
+    let which = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(2));
     let routers: Vec<(Keypair, Keypair, EthernetAddress)> = (0..2u8)
         .map(|i| {
             (
@@ -391,6 +392,7 @@ fn events_follow_the_host_from_ad_to_ad_and_the_link_down_and_up() {
         ev.set_timeout(Some(Duration::from_secs(5)));
         assert_eq!(ev.info().ad, None);
         let hid = ev.info().hid;
+        which.store(0, std::sync::atomic::Ordering::Relaxed);
         let e = ev.wait_for(|e| matches!(e, Event::Attached { .. })).await.unwrap();
         assert_eq!(e, Event::Attached { ad: ads[0], router: rhids[0] });
         assert_eq!(ev.next().await.unwrap(), Event::DagChanged { dag: Dag::host(ads[0], hid).unwrap() });

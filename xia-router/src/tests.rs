@@ -396,6 +396,7 @@ fn a_patched_hid_route_sends_traffic_for_the_old_dag_to_the_new_ad() {
     let mut forged = patch_frame(&mut w, moved, &key, 1, r1, 1);
     let sig_at = forged.len() - 96;
     forged[sig_at..sig_at + 32].copy_from_slice(&rogue.public().0);
+    xia_core::wire::integrity::seal_frame(&mut forged);
     w.receive((r1, 1), forged);
     assert_eq!(w.r(r1).stats().patches_refused, 1);
     // The real one is applied; packets to the old DAG reach the host in AD2.

@@ -6,12 +6,12 @@
 //! SIGINT prints one line of counters per direction on stderr and exits 0:
 //!
 //! ```text
-//! xia-impair a->b: received=2001 forwarded=1810 lost=191 duplicated=0 reordered=0 overflow=0 send_failed=0 tx_dropped=0 truncated=0 held=0
+//! xia-impair a->b: received=2001 forwarded=1810 lost=191 duplicated=0 corrupted=0 reordered=0 overflow=0 send_failed=0 tx_dropped=0 truncated=0 held=0
 //! ```
 //!
 //! `received` frames read from the first interface; `forwarded` copies handed to the kernel on
 //! the second (so received - lost + duplicated - overflow - send_failed - held); `lost`,
-//! `duplicated`, `reordered` the impairments applied; `overflow` copies dropped because the
+//! `duplicated`, `corrupted`, `reordered` the impairments applied; `overflow` copies dropped because the
 //! queue of held frames was full; `send_failed` copies the kernel refused or that waited too
 //! long for socket buffer room; `tx_dropped` forwarded copies the interface's queue then
 //! dropped (ENOBUFS); `truncated` frames longer than the MTU, not forwarded; `held` frames
@@ -27,11 +27,12 @@ use xia_core::link::afpacket::{LinkOptions, PacketSocket, RecvBatch};
 use xia_testbed::impair::{ImpairConfig, Impairer};
 
 const USAGE: &str = "\
-usage: xia-impair --a IF --b IF [--loss P] [--duplicate P] [--reorder P]
+usage: xia-impair --a IF --b IF [--loss P] [--duplicate P] [--corrupt P] [--reorder P]
                   [--reorder-delay-us N] [--delay-us N] [--seed S]
 Forwards every frame between interfaces IF (both directions), impaired per direction:
   --loss P              lose a frame with probability P (0..1)
   --duplicate P         send a frame twice with probability P
+  --corrupt P           flip one bit of a frame (past its Ethernet header) with probability P
   --reorder P           hold a frame back with probability P, so later frames overtake it
   --reorder-delay-us N  how long a reordered frame is held (default 1000)
   --delay-us N          delay every frame by N microseconds (default 0)
@@ -68,12 +69,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         match flag.as_str() {
             "--a" => a = Some(value()?),
             "--b" => b = Some(value()?),
-            "--loss" | "--duplicate" | "--reorder" => {
+            "--loss" | "--duplicate" | "--corrupt" | "--reorder" => {
                 let v = value()?;
                 let p: f64 = v.parse().map_err(|_| bad(&v))?;
                 match flag.as_str() {
                     "--loss" => cfg.loss = p,
                     "--duplicate" => cfg.duplicate = p,
+                    "--corrupt" => cfg.corrupt = p,
                     _ => cfg.reorder = p,
                 }
             }
@@ -130,8 +132,9 @@ impl Direction {
             }
             let now = Instant::now();
             let mut out: Vec<&[u8]> = Vec::with_capacity(2 * n);
-            for frame in batch.frames() {
+            for frame in batch.frames_mut() {
                 let copies = imp.on_frame(now, frame);
+                let frame: &[u8] = frame;
                 out.extend(std::iter::repeat_n(frame, copies));
             }
             send_all(to, &out, sent);
@@ -152,13 +155,14 @@ impl Direction {
     fn report(&self, from: &PacketSocket, to: &PacketSocket) {
         let s = self.imp.stats();
         eprintln!(
-            "xia-impair {}: received={} forwarded={} lost={} duplicated={} reordered={} overflow={} \
-             send_failed={} tx_dropped={} truncated={} held={}",
+            "xia-impair {}: received={} forwarded={} lost={} duplicated={} corrupted={} reordered={} \
+             overflow={} send_failed={} tx_dropped={} truncated={} held={}",
             self.name,
             s.received,
             self.sent.forwarded,
             s.lost,
             s.duplicated,
+            s.corrupted,
             s.reordered,
             s.overflow,
             self.sent.send_failed,

@@ -1,11 +1,17 @@
 //! XIP header: parse, and what parses must re-emit to the same bytes; the in-place check of
-//! receive paths (`Packet::validate`) accepts exactly what the full parse accepts.
+//! receive paths (`Packet::validate`) accepts exactly what the full parse accepts. The
+//! integrity check never panics on any bytes, and a packet it can seal then passes it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use xia_core::select::{select, Lookup};
-use xia_core::wire::xip;
+use xia_core::wire::{integrity, xip};
 
 fuzz_target!(|data: &[u8]| {
+    let _ = integrity::verify(data);
+    let mut sealed = data.to_vec();
+    if integrity::seal(&mut sealed) {
+        assert_eq!(integrity::verify(&sealed), Ok(integrity::Checked::Good));
+    }
     let Ok(p) = xip::Packet::new_checked(data) else { return };
     let parsed = xip::XipRepr::parse(&p);
     assert_eq!(p.validate().is_ok(), parsed.is_ok(), "validate and parse disagree: {parsed:?}");

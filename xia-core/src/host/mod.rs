@@ -25,6 +25,7 @@ use crate::select::{select, Selection};
 use crate::transport::chunk::{ChunkError, ContentStore, FetchConfig, Fetcher, StoreError};
 use crate::transport::stream::{StreamConfig, StreamError};
 use crate::wire::ethernet::{self, EtherType, EthernetAddress};
+use crate::wire::integrity;
 use crate::wire::xcmp::{self};
 use crate::wire::xip::{self, NextHeader, XipRepr};
 use crate::xid::{Principal, Xid, XidId, XidMap};
@@ -249,6 +250,9 @@ pub struct HostStats {
     pub drop_not_local: u64,
     /// Dropped: malformed transport header (XCMP, DGRAM, STREAM, CHUNK).
     pub drop_bad_transport: u64,
+    /// Dropped: a STREAM, DGRAM or CHUNK packet whose integrity check failed (damaged on the
+    /// way) or that carried none ([`crate::wire::integrity`]).
+    pub drop_bad_check: u64,
     /// Dropped: no socket, listener or fetch for it.
     pub drop_no_socket: u64,
     /// Dropped: a queue was full (datagram socket, backlog, resolution).
@@ -301,6 +305,7 @@ impl HostStats {
             drop_malformed,
             drop_not_local,
             drop_bad_transport,
+            drop_bad_check,
             drop_no_socket,
             drop_queue_full,
             drop_bad_control,
@@ -546,6 +551,11 @@ impl Host {
             self.stats.drop_malformed += 1;
             return;
         }
+        // Nothing damaged on the way reaches a transport.
+        if integrity::verify(bytes).is_err() {
+            self.stats.drop_bad_check += 1;
+            return;
+        }
         // Fast path: a segment of a stream we have, found by its two intents (as TCP finds a
         // connection by its ports), without copying the DAGs out of the packet.
         if p.next_header() == NextHeader::Stream {
@@ -584,6 +594,13 @@ impl Host {
     /// Writes the next frame to send into `buf` (at least MTU + 14 bytes) and returns its
     /// length; `None` when nothing is waiting. Call until `None`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let n = self.next_frame(now, buf)?;
+        // The integrity check last, once the whole packet is written.
+        integrity::seal_frame(&mut buf[..n]);
+        Some(n)
+    }
+
+    fn next_frame(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.run_loopback(now);
         self.reap_closed();
         while let Some(f) = self.out.pop_front() {
@@ -615,7 +632,8 @@ impl Host {
     fn run_loopback(&mut self, now: Instant) {
         let mut budget = 256;
         self.in_loopback = true;
-        while let Some(f) = self.loopback.pop_front() {
+        while let Some(mut f) = self.loopback.pop_front() {
+            integrity::seal_frame(&mut f);
             self.handle_frame(now, &f);
             budget -= 1;
             if budget == 0 {

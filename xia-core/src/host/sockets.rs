@@ -206,9 +206,12 @@ impl Host {
 
     pub(super) fn stream_config(&self, local: &Dag, remote: &Dag) -> StreamConfig {
         let xip = xip::FIXED_HEADER_LEN + xip::NODE_LEN * (local.len() + remote.len());
-        // Room for the STREAM header with timestamps and three SACK blocks.
-        let mss =
-            self.cfg.mtu.saturating_sub(xip + stream_wire::HEADER_LEN + 12 + 28).clamp(64, u16::MAX as usize);
+        // Room for the STREAM header with its check, timestamps and three SACK blocks.
+        let mss = self
+            .cfg
+            .mtu
+            .saturating_sub(xip + stream_wire::HEADER_LEN + stream_wire::CHECK_OPTION_LEN + 12 + 28)
+            .clamp(64, u16::MAX as usize);
         StreamConfig { mss: mss as u16, ..self.cfg.stream.clone() }
     }
 

@@ -23,6 +23,9 @@ pub struct SimConfig {
     pub reorder: f64,
     /// Extra delay of a reordered frame.
     pub reorder_delay: Duration,
+    /// Probability that a frame arrives with one bit flipped (anywhere but its first 14 bytes,
+    /// the Ethernet header, which real NICs check with their CRC).
+    pub corrupt: f64,
     /// Frames queued for serialization beyond which new ones are dropped (a bounded buffer).
     pub queue_limit: usize,
 }
@@ -36,6 +39,7 @@ impl Default for SimConfig {
             duplicate: 0.0,
             reorder: 0.0,
             reorder_delay: Duration::from_micros(200),
+            corrupt: 0.0,
             queue_limit: 10_000,
         }
     }
@@ -61,6 +65,8 @@ pub struct SimStats {
     pub duplicated: u64,
     /// Frames held back.
     pub reordered: u64,
+    /// Frames delivered with a bit flipped.
+    pub corrupted: u64,
     /// Frames handed out.
     pub delivered: u64,
 }
@@ -90,7 +96,7 @@ impl SimLink {
     }
 
     /// Offers a frame at `now`.
-    pub fn send(&mut self, now: Instant, frame: Vec<u8>) {
+    pub fn send(&mut self, now: Instant, mut frame: Vec<u8>) {
         self.stats.sent += 1;
         if self.queue.len() >= self.cfg.queue_limit {
             self.stats.overflowed += 1;
@@ -105,6 +111,11 @@ impl SimLink {
         if self.rng.chance(self.cfg.loss) {
             self.stats.lost += 1;
             return;
+        }
+        if frame.len() > 14 && self.rng.chance(self.cfg.corrupt) {
+            self.stats.corrupted += 1;
+            let i = 14 + self.rng.below(frame.len() as u64 - 14) as usize;
+            frame[i] ^= 1 << self.rng.below(8);
         }
         let mut at = start + tx + self.cfg.delay;
         if self.rng.chance(self.cfg.reorder) {

@@ -3,14 +3,16 @@
 use crate::dag::Dag;
 use crate::keys::Keypair;
 use crate::wire::ethernet::{self, EtherType, EthernetAddress, EthernetRepr};
+use crate::wire::integrity;
 use crate::wire::xarp::{self, XarpRepr};
 use crate::wire::xcmp::XcmpRepr;
 use crate::wire::xip::{NextHeader, XipRepr};
 use crate::xid::Xid;
 
 /// An Ethernet frame carrying an XIP packet from `src` to `dst` with `payload`, as a node sends
-/// its own (last node at the entry, no visited edges); `None` if it would exceed `mtu` or the
-/// DAGs cannot be written.
+/// its own (last node at the entry, no visited edges, the transport's integrity check filled
+/// in when `payload` is a whole STREAM, DGRAM or CHUNK packet); `None` if it would exceed `mtu`
+/// or the DAGs cannot be written.
 pub fn xip_frame(
     from: EthernetAddress,
     to: EthernetAddress,
@@ -30,6 +32,7 @@ pub fn xip_frame(
         .ok()?;
     x.emit(&mut f[ethernet::HEADER_LEN..]).ok()?;
     f[ethernet::HEADER_LEN + x.header_len()..].copy_from_slice(payload);
+    integrity::seal_frame(&mut f);
     Some(f)
 }
 

@@ -5,11 +5,12 @@
 //! content by looking at the XIP addresses alone.
 //!
 //! ```text
-//!  0      1      2      3      4              8              12             16
-//! +------+------+------+------+--------------+--------------+--------------+------
-//! | next | hlen | type | code | request id   | offset       | length       | data
-//! +------+------+------+------+--------------+--------------+--------------+------
+//!  0      1      2      3      4              8              12             16             20
+//! +------+------+------+------+--------------+--------------+--------------+--------------+-----
+//! | next | hlen | type | code | request id   | offset       | length       | check        | data
+//! +------+------+------+------+--------------+--------------+--------------+--------------+-----
 //! ```
+//! `check` is the CRC32C of [`super::integrity`], filled in once the whole packet is written.
 //! - request (1): send bytes `offset .. offset+length` of the chunk (`length` 0: to the end);
 //! - response (2): `length` is the chunk's total length; the data is the bytes at `offset`. A
 //!   chunk larger than a frame arrives as many responses;
@@ -19,8 +20,8 @@
 
 use super::{be32, need, put32, room, Result, WireError};
 
-/// Header length.
-pub const HEADER_LEN: usize = 16;
+/// Header length (with the check).
+pub const HEADER_LEN: usize = 20;
 
 /// Why a node refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -233,6 +234,8 @@ impl<'a> ChunkRepr<'a> {
         put32(buf, 4, id);
         put32(buf, 8, off);
         put32(buf, 12, len);
+        // The check is zero until the packet is sealed.
+        put32(buf, 16, 0);
         Ok(())
     }
 }
@@ -241,11 +244,12 @@ impl<'a> ChunkRepr<'a> {
 mod tests {
     use super::*;
 
-    static RESPONSE: [u8; 19] = [
-        0, 4, 2, 0, // next, hlen 4 words, response
+    static RESPONSE: [u8; 23] = [
+        0, 5, 2, 0, // next, hlen 5 words, response
         0, 0, 0, 7, // request id
         0, 0, 0x10, 0, // offset 4096
         0, 0x10, 0, 0, // chunk length 1 MiB
+        0, 0, 0, 0, // check (not sealed)
         1, 2, 3,
     ];
 
@@ -266,7 +270,7 @@ mod tests {
             r,
             ChunkRepr::Response { request_id: 7, offset: 4096, total_len: 1 << 20, data: &[1, 2, 3] }
         );
-        let mut buf = [0u8; 19];
+        let mut buf = [0u8; 23];
         r.emit(&mut buf).unwrap();
         assert_eq!(buf, RESPONSE);
         for r in [
@@ -303,8 +307,8 @@ mod tests {
             ChunkRepr::parse(&Packet::new_unchecked(&v[..])).unwrap_err(),
             WireError::Field("CHUNK code")
         );
-        assert!(matches!(Packet::new_checked(&RESPONSE[..15]), Err(WireError::Truncated { .. })));
+        assert!(matches!(Packet::new_checked(&RESPONSE[..19]), Err(WireError::Truncated { .. })));
         let bad = ChunkRepr::Response { request_id: 0, offset: 2, total_len: 3, data: &[1, 2] };
-        assert!(bad.emit(&mut [0u8; 18]).is_err());
+        assert!(bad.emit(&mut [0u8; 22]).is_err());
     }
 }

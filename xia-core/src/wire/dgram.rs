@@ -1,16 +1,20 @@
 //! The DGRAM header (xia-v2 XDGRAM): unreliable datagrams between SIDs.
 //!
 //! ```text
-//! +------+-------------+---------+
-//! | next | hlen (words)| 2 pad   |   then the datagram
-//! +------+-------------+---------+
+//! +------+-------------+---------+-------------------+
+//! | next | hlen (words)| 2 pad   | check (CRC32C)    |   then the datagram
+//! +------+-------------+---------+-------------------+
 //! ```
 //! There are no ports: the endpoints are the intents (SIDs) of the XIP destination and source.
+//! The prototype's header is the first word alone (`hlen` 1); the check, filled in once the
+//! whole packet is written ([`super::integrity`]), makes it two.
 
 use super::{need, room, Result, WireError};
 
-/// Header length this implementation emits.
-pub const HEADER_LEN: usize = 4;
+/// Header length this implementation emits (with the check).
+pub const HEADER_LEN: usize = 8;
+/// The shortest header: the prototype's first word.
+pub const MIN_HEADER_LEN: usize = 4;
 
 /// A view of a DGRAM packet.
 #[derive(Debug, Clone)]
@@ -34,9 +38,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks the fixed header and the header length field.
     pub fn check_len(&self) -> Result<()> {
         let b = self.buffer.as_ref();
-        need(b, HEADER_LEN)?;
+        need(b, MIN_HEADER_LEN)?;
         let h = self.header_len();
-        if h < HEADER_LEN {
+        if h < MIN_HEADER_LEN {
             return Err(WireError::HeaderLength(h));
         }
         need(b, h)
@@ -96,7 +100,8 @@ impl<'a> DgramRepr<'a> {
     /// Writes header and datagram into `buf[..buffer_len()]`.
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
         room(buf, self.buffer_len())?;
-        buf[..HEADER_LEN].copy_from_slice(&[0, (HEADER_LEN / 4) as u8, 0, 0]);
+        // The check is zero until the packet is sealed.
+        buf[..HEADER_LEN].copy_from_slice(&[0, (HEADER_LEN / 4) as u8, 0, 0, 0, 0, 0, 0]);
         buf[HEADER_LEN..self.buffer_len()].copy_from_slice(self.payload);
         Ok(())
     }
@@ -106,18 +111,20 @@ impl<'a> DgramRepr<'a> {
 mod tests {
     use super::*;
 
-    static PKT: [u8; 7] = [0, 1, 0, 0, b'h', b'i', b'!'];
+    static PKT: [u8; 11] = [0, 2, 0, 0, 0xA1, 0xB2, 0xC3, 0xD4, b'h', b'i', b'!'];
 
     #[test]
     fn test_parse_and_emit() {
         let p = Packet::new_checked(&PKT[..]).unwrap();
         assert_eq!(p.next_header(), 0);
-        assert_eq!(p.header_len(), 4);
+        assert_eq!(p.header_len(), 8);
         let r = DgramRepr::parse(&p).unwrap();
         assert_eq!(r.payload, b"hi!");
-        let mut buf = [0u8; 7];
+        let mut buf = [0xEEu8; 11];
         r.emit(&mut buf).unwrap();
-        assert_eq!(buf, PKT);
+        assert_eq!(buf[..4], PKT[..4]);
+        assert_eq!(buf[4..8], [0; 4], "the check is left for sealing");
+        assert_eq!(buf[8..], PKT[8..]);
     }
 
     #[test]
@@ -131,12 +138,13 @@ mod tests {
 
     #[test]
     fn undefined_header_fields_are_refused() {
-        let p = [0u8, 2, 0, 0, 9, 9, 9, 9, b'x'];
+        // The prototype's one-word header: no check, refused.
+        let p = [0u8, 1, 0, 0, b'x'];
         assert_eq!(
             DgramRepr::parse(&Packet::new_checked(&p[..]).unwrap()).unwrap_err(),
-            WireError::HeaderLength(8)
+            WireError::HeaderLength(4)
         );
-        let p = [1u8, 1, 0, 0, b'x'];
+        let p = [1u8, 2, 0, 0, 0, 0, 0, 0, b'x'];
         assert!(matches!(DgramRepr::parse(&Packet::new_checked(&p[..]).unwrap()), Err(WireError::Field(_))));
     }
 }

@@ -11,6 +11,7 @@ pub mod chunk;
 pub mod control;
 pub mod dgram;
 pub mod ethernet;
+pub mod integrity;
 pub mod stream;
 pub mod xarp;
 pub mod xcmp;

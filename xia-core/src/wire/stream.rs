@@ -10,8 +10,10 @@
 //! 4-byte words of the whole option (the prototype keeps options 4-byte aligned):
 //! MSS `[2,1,mss(2)]`, window scale `[3,1,0,shift]`, SACK permitted `[4,1,0,0]`,
 //! SACK `[5,1+2n,0,0,(left,right)*n]`, timestamps `[8,3,0,0,tsval(4),tsecr(4)]`,
-//! MIGRATE / MIGRATE_ACK `[50|51,words,len(2),body,pad]`. Kind 0 ends the list, kind 1 is a
-//! one-byte pad; unknown kinds are skipped.
+//! MIGRATE / MIGRATE_ACK `[50|51,words,len(2),body,pad]`, CHECK `[52,2,0,0,crc32c(4)]`. Kind 0
+//! ends the list, kind 1 is a one-byte pad; unknown kinds are skipped. Every segment this
+//! implementation sends starts its options with CHECK (the CRC32C of [`super::integrity`],
+//! filled in once the whole packet is written).
 
 use std::fmt;
 
@@ -21,6 +23,8 @@ use super::{be16, be32, need, put16, put32, room, Result, WireError};
 pub const HEADER_LEN: usize = 16;
 /// Longest header the 8-bit offset can express.
 pub const MAX_HEADER_LEN: usize = 255 * 4;
+/// Length of the CHECK option every segment starts its options with.
+pub const CHECK_OPTION_LEN: usize = 8;
 /// Most SACK blocks carried in one header.
 pub const MAX_SACK_BLOCKS: usize = 4;
 
@@ -44,6 +48,8 @@ pub mod option {
     pub const MIGRATE: u8 = 50;
     /// Acknowledges a MIGRATE.
     pub const MIGRATE_ACK: u8 = 51;
+    /// The integrity check ([`super::super::integrity`]); always the first option.
+    pub const CHECK: u8 = 52;
 }
 
 /// STREAM flags.
@@ -309,11 +315,14 @@ impl<'a> StreamRepr<'a> {
                         r.migrate_ack = Some(body);
                     }
                 }
+                // Verified before parsing, with the XIP addresses ([`super::integrity`]).
+                option::CHECK if len == CHECK_OPTION_LEN => {}
                 option::MSS
                 | option::WINDOW_SCALE
                 | option::SACK_PERMITTED
                 | option::TIMESTAMPS
-                | option::SACK => {
+                | option::SACK
+                | option::CHECK => {
                     return Err(bad(kind));
                 }
                 _ => {} // unknown: skipped
@@ -324,7 +333,7 @@ impl<'a> StreamRepr<'a> {
     }
 
     fn options_len(&self) -> usize {
-        let mut n = 0;
+        let mut n = CHECK_OPTION_LEN;
         n += if self.mss.is_some() { 4 } else { 0 };
         n += if self.window_scale.is_some() { 4 } else { 0 };
         n += if self.sack_permitted { 4 } else { 0 };
@@ -359,7 +368,9 @@ impl<'a> StreamRepr<'a> {
         put32(buf, 4, self.seq);
         put32(buf, 8, self.ack);
         put32(buf, 12, self.window);
-        let mut i = HEADER_LEN;
+        // The check, zero until the packet is sealed.
+        buf[HEADER_LEN..HEADER_LEN + CHECK_OPTION_LEN].copy_from_slice(&[option::CHECK, 2, 0, 0, 0, 0, 0, 0]);
+        let mut i = HEADER_LEN + CHECK_OPTION_LEN;
         if let Some(mss) = self.mss {
             buf[i..i + 2].copy_from_slice(&[option::MSS, 1]);
             put16(buf, i + 2, mss);
@@ -411,11 +422,12 @@ mod tests {
 
     /// SYN with MSS 8960, window scale 7, SACK permitted and timestamps, written from the
     /// format description.
-    static SYN: [u8; 40] = [
-        0, 10, 0x00, 0x02, // next, offset 10 words, SYN
+    static SYN: [u8; 48] = [
+        0, 12, 0x00, 0x02, // next, offset 12 words, SYN
         0x00, 0x00, 0x10, 0x00, // seq 4096
         0, 0, 0, 0, // ack
         0x00, 0x01, 0x00, 0x00, // window 65536
+        52, 2, 0, 0, 0, 0, 0, 0, // check (not sealed)
         2, 1, 0x23, 0x00, // MSS 8960
         3, 1, 0, 7, // window scale 7
         4, 1, 0, 0, // SACK permitted
@@ -425,7 +437,7 @@ mod tests {
     #[test]
     fn test_deconstruct() {
         let p = Packet::new_checked(&SYN[..]).unwrap();
-        assert_eq!(p.header_len(), 40);
+        assert_eq!(p.header_len(), 48);
         assert_eq!(p.flags(), Flags::SYN);
         assert_eq!(p.seq(), 4096);
         assert_eq!(p.window(), 65536);
@@ -439,7 +451,7 @@ mod tests {
         assert_eq!(r.window_scale, Some(7));
         assert!(r.sack_permitted);
         assert_eq!(r.timestamps, Some((1, 0)));
-        let mut buf = [0u8; 40];
+        let mut buf = [0u8; 48];
         r.emit(&mut buf).unwrap();
         assert_eq!(buf, SYN);
     }
@@ -459,7 +471,7 @@ mod tests {
         };
         let mut buf = vec![0u8; r.buffer_len()];
         r.emit(&mut buf).unwrap();
-        assert_eq!(buf.len(), 16 + 20 + 12 + 4 + 4);
+        assert_eq!(buf.len(), 16 + 8 + 20 + 12 + 4 + 4);
         assert_eq!(StreamRepr::parse(&Packet::new_checked(&buf[..]).unwrap()).unwrap(), r);
         assert_eq!(format!("{:?}", r.flags), "PSH|ACK");
     }

@@ -12,8 +12,8 @@ use xia_core::select::{select_from_entry, Selection};
 use xia_core::transport::chunk::{ContentStore, ServeJob};
 use xia_core::transport::ranges::RangeSet;
 use xia_core::wire::chunk::{self as chunk_wire, ChunkRepr};
-use xia_core::wire::ethernet;
 use xia_core::wire::xip::{self, NextHeader, XipRepr};
+use xia_core::wire::{ethernet, integrity};
 use xia_core::xid::{Principal, Xid};
 
 use super::Router;
@@ -59,6 +59,7 @@ impl Router {
             if s.job.is_done() {
                 self.serving.pop_front();
             }
+            integrity::seal_frame(&mut f);
             self.stats.cache_pieces_out += 1;
             self.stats.originated += 1;
             return Some((port, f));
@@ -122,6 +123,11 @@ impl Router {
         };
         let Some(cid) = p.src_intent() else { return };
         if cid.principal() != Principal::Cid {
+            return;
+        }
+        // A damaged piece goes on (its receiver drops it) but is not kept.
+        if integrity::verify(packet).is_err() {
+            self.stats.bad_check += 1;
             return;
         }
         self.stats.cache_pieces_seen += 1;

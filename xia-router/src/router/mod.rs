@@ -46,6 +46,7 @@ use xia_core::transport::chunk::ContentStore;
 use xia_core::wire::control::seq_base;
 use xia_core::wire::dgram::{self, DgramRepr};
 use xia_core::wire::ethernet::{self, EtherType, EthernetAddress};
+use xia_core::wire::integrity;
 use xia_core::wire::xcmp::Unreachable;
 use xia_core::wire::xip::{self, NextHeader, XipRepr};
 use xia_core::xid::{Principal, Xid, XidMap, HID_BROADCAST, SID_XHCP, SID_XROUTE};
@@ -294,7 +295,8 @@ impl Router {
         !self.out.is_empty() || !self.serving.is_empty()
     }
 
-    fn push_out(&mut self, port: usize, frame: Vec<u8>) -> bool {
+    fn push_out(&mut self, port: usize, mut frame: Vec<u8>) -> bool {
+        integrity::seal_frame(&mut frame);
         if self.out.len() >= self.cfg.out_queue {
             self.stats.drop_queue_full += 1;
             return false;
@@ -447,6 +449,10 @@ impl Router {
             self.stats.drop_malformed += 1;
             return;
         };
+        if integrity::verify(packet).is_err() {
+            self.stats.bad_check += 1;
+            return;
+        }
         let payload = p.payload();
         match x.next_header {
             NextHeader::Dgram if *x.dst.intent() == SID_XHCP || *x.dst.intent() == SID_XROUTE => {

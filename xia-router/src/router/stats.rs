@@ -29,6 +29,9 @@ pub struct RouterStats {
     /// For this router but of no use to it (an unknown transport, an unbound service).
     pub drop_local: u64,
     /// Control messages refused: malformed, bad signature, not for this AD or router.
+    /// STREAM, DGRAM or CHUNK packets whose integrity check failed: dropped when addressed
+    /// here, not cached when passing through (they are forwarded: the receiver drops them).
+    pub bad_check: u64,
     pub drop_bad_control: u64,
     /// Control messages refused as stale or replayed.
     pub drop_stale_control: u64,
@@ -86,6 +89,7 @@ pub fn stats_fields(s: &RouterStats) -> Vec<(&'static str, u64)> {
         ("drop_loop", s.drop_loop),
         ("drop_local", s.drop_local),
         ("drop_bad_control", s.drop_bad_control),
+        ("bad_check", s.bad_check),
         ("drop_stale_control", s.drop_stale_control),
         ("patches_refused", s.patches_refused),
         ("patches_applied", s.patches_applied),

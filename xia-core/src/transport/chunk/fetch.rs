@@ -38,10 +38,9 @@ pub struct FetchConfig {
     pub min_rto: Duration,
     /// RTO ceiling.
     pub max_rto: Duration,
-    /// A chunk that makes no progress for this long fails.
+    /// A chunk that makes no progress for this long fails; so does one whose copies keep
+    /// failing their CID for this long after the first bad one.
     pub stall_timeout: Duration,
-    /// Fetches of a chunk whose bytes do not match its CID before giving up.
-    pub max_corrupt: u32,
     /// Hand assembled chunks out for hashing ([`Fetcher::poll_verify`]) instead of hashing them
     /// in [`Fetcher::handle_response`]: a daemon hashes on another core while it goes on
     /// receiving.
@@ -60,7 +59,6 @@ impl Default for FetchConfig {
             min_rto: Duration::from_millis(5),
             max_rto: Duration::from_secs(2),
             stall_timeout: Duration::from_secs(10),
-            max_corrupt: 3,
             defer_verify: false,
         }
     }
@@ -78,7 +76,7 @@ pub enum ChunkError {
     /// No progress for the stall timeout.
     #[error("chunk fetch timed out")]
     TimedOut,
-    /// Fetched several times, never matching its CID.
+    /// Fetched again and again for the stall timeout, never matching its CID.
     #[error("chunk content does not match its CID")]
     Corrupt,
     /// The node holding the chunk refused the range asked.
@@ -185,7 +183,9 @@ struct Job {
     also: Vec<u64>,
     /// Do not ask before this (the holder said it was busy).
     not_before: Option<Instant>,
+    /// Copies that failed their CID, and when the first did.
     corrupt: u32,
+    corrupt_since: Option<Instant>,
     last_progress: Instant,
     /// All bytes are here and out for hashing: nothing more to ask or take.
     verifying: bool,
@@ -290,6 +290,7 @@ impl Fetcher {
             also: Vec::new(),
             not_before: None,
             corrupt: 0,
+            corrupt_since: None,
             last_progress: now,
             verifying: false,
             holder,
@@ -736,13 +737,18 @@ impl Fetcher {
             return;
         }
         let Some(job) = self.jobs.get_mut(&job_id) else { return };
-        // Wrong bytes: never handed out; fetch the whole chunk again, or give up.
+        // Wrong bytes: never handed out. The whole chunk is fetched again, after a pause that
+        // doubles each time (a holder that keeps sending wrong bytes is not hammered), until
+        // the stall timeout has passed since the first wrong copy: only then does it fail.
         self.stats.corrupt_chunks += 1;
-        job.corrupt += 1;
-        if job.corrupt >= self.cfg.max_corrupt {
+        let since = *job.corrupt_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= self.cfg.stall_timeout {
             self.finish(job_id, Err(ChunkError::Corrupt));
             return;
         }
+        job.corrupt += 1;
+        let pause = self.cfg.min_rto.saturating_mul(1 << job.corrupt.min(16)).min(self.cfg.max_rto);
+        job.not_before = Some(now + pause);
         job.have.clear();
         job.asked.clear();
         job.ever_asked.clear();

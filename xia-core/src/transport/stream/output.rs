@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::wire::stream::{Flags, SackBlocks, StreamRepr, HEADER_LEN};
+use crate::wire::stream::{Flags, SackBlocks, StreamRepr, CHECK_OPTION_LEN, HEADER_LEN};
 
 use super::*;
 
@@ -184,13 +184,13 @@ impl Stream {
 
     /// Payload room in a segment with timestamps but no SACK blocks.
     pub(super) fn payload_room_bare(&self, buf_len: usize) -> u64 {
-        let h = HEADER_LEN + if self.ts_ok { 12 } else { 0 };
+        let h = HEADER_LEN + CHECK_OPTION_LEN + if self.ts_ok { 12 } else { 0 };
         (buf_len.saturating_sub(h) as u64).min(self.mss())
     }
 
     /// Payload room in a segment with this connection's usual options.
     pub(super) fn payload_room(&self, buf_len: usize) -> u64 {
-        let mut h = HEADER_LEN;
+        let mut h = HEADER_LEN + CHECK_OPTION_LEN;
         if self.ts_ok {
             h += 12;
         }
