@@ -119,7 +119,11 @@ impl Pair {
 /// Sends `data` from a to b, closes both ways, and returns what b read, with the pair and the
 /// simulated time at which b had read everything.
 fn transfer(link: SimConfig, seed: u64, data: &[u8]) -> (Vec<u8>, Pair, Duration) {
-    let mut p = Pair::new(link, seed, config(), config());
+    transfer_with(link, seed, data, config())
+}
+
+fn transfer_with(link: SimConfig, seed: u64, data: &[u8], cfg: StreamConfig) -> (Vec<u8>, Pair, Duration) {
+    let mut p = Pair::new(link, seed, cfg.clone(), cfg);
     let t0 = p.now;
     let mut sent = 0;
     let mut got = Vec::with_capacity(data.len());
@@ -186,6 +190,41 @@ fn check_transfer(link: SimConfig, seed: u64, len: usize) -> Pair {
 }
 
 const MIB: usize = 1 << 20;
+
+/// A WAN-like path for goodput figures: 1 Gbit/s each way, 0.5 ms one way (RTT 1 ms, a
+/// bandwidth-delay product of 125 kB), a buffer of 1000 frames, 1500-byte frames (MSS 1400).
+fn wan(loss: f64, reorder: f64, duplicate: f64) -> SimConfig {
+    SimConfig {
+        rate_bps: Some(1_000_000_000),
+        delay: Duration::from_micros(500),
+        reorder_delay: Duration::from_millis(1),
+        queue_limit: 1000,
+        ..SimConfig::impaired(loss, reorder, duplicate)
+    }
+}
+
+/// Goodput of a 64 MiB transfer over `link`, as a fraction of its line rate.
+fn goodput(link: SimConfig, seed: u64) -> (f64, Pair) {
+    let rate = link.rate_bps.expect("a finite line rate") as f64;
+    let data = random_data(64 * MIB, seed);
+    let cfg = StreamConfig { mss: 1400, ..StreamConfig::default() };
+    let (got, p, took) = transfer_with(link, seed, &data, cfg);
+    assert!(got == data, "bytes differ");
+    let fraction = data.len() as f64 * 8.0 / took.as_secs_f64() / rate;
+    (fraction, p)
+}
+
+#[test]
+fn goodput_on_a_lossy_wan_path() {
+    for (name, link) in [
+        ("clean", wan(0.0, 0.0, 0.0)),
+        ("loss 10%", wan(0.10, 0.0, 0.0)),
+        ("loss 2% reorder 5% dup 1%", wan(0.02, 0.05, 0.01)),
+    ] {
+        let (f, p) = goodput(link, 41);
+        eprintln!("{name}: {:.2} of the line rate; sender {:?}", f, p.a.stats());
+    }
+}
 
 #[test]
 fn stream_64mib_clean_link() {
