@@ -47,7 +47,7 @@ impl Stream {
                 self.irs = seg.seq;
                 self.take_syn_options(seg);
                 if let (Some(sent), 1) = (self.syn_sent_at, self.syn_xmits) {
-                    self.rtt.sample(now.duration_since(sent));
+                    self.rtt_sample(now, now.duration_since(sent));
                 }
                 self.ts_recent = seg.timestamps.map_or(0, |t| t.0);
                 self.snd_una = 1;
@@ -69,7 +69,7 @@ impl Stream {
                     return;
                 }
                 if let (Some(sent), 1) = (self.syn_sent_at, self.syn_xmits) {
-                    self.rtt.sample(now.duration_since(sent));
+                    self.rtt_sample(now, now.duration_since(sent));
                 }
                 self.snd_una = 1;
                 self.established(now);

@@ -22,9 +22,12 @@ use crate::transport::rtt::RttEstimator;
 use crate::wire::stream::StreamRepr;
 
 mod input;
+mod model;
 mod output;
 mod recovery;
 mod timers;
+
+use model::{PathModel, Snapshot};
 
 /// Tunables of a connection.
 #[derive(Debug, Clone)]
@@ -58,6 +61,19 @@ pub struct StreamConfig {
     pub time_wait: Duration,
     /// Initial congestion window, in segments.
     pub initial_window: u32,
+    /// How the congestion window is set.
+    pub congestion: Congestion,
+}
+
+/// Congestion control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// From a model of the path (delivery rate and minimum RTT, as BBR): loss that is not
+    /// congestion leaves the window alone ([`model`]).
+    #[default]
+    Model,
+    /// Loss-driven (NewReno with SACK): the window halves once per window of data with losses.
+    Reno,
 }
 
 impl Default for StreamConfig {
@@ -75,6 +91,7 @@ impl Default for StreamConfig {
             keepalive_probes: 5,
             time_wait: Duration::from_secs(1),
             initial_window: 10,
+            congestion: Congestion::default(),
         }
     }
 }
@@ -152,6 +169,8 @@ struct Seg {
     in_flight: bool,
     /// Deemed lost and waiting to be sent again.
     lost: bool,
+    /// What had been delivered when it was (last) sent.
+    snap: Snapshot,
 }
 
 impl Seg {
@@ -209,6 +228,7 @@ pub struct Stream {
     recovery_point: u64,
     fast_recovery: bool,
     rack_time: Option<Instant>,
+    model: PathModel,
     rtt: RttEstimator,
     rto_at: Option<Instant>,
     backoff: u32,
@@ -289,6 +309,7 @@ impl Stream {
             recovery_point: 0,
             fast_recovery: false,
             rack_time: None,
+            model: PathModel::new(now),
             rtt,
             rto_at: None,
             backoff: 0,

@@ -221,11 +221,13 @@ impl Stream {
         }
         let s = self.scoreboard[i];
         let n = self.emit_segment(now, s.start, s.end, s.fin, buf)?;
+        let snap = self.model.on_send(now, self.pipe);
         let seg = &mut self.scoreboard[i];
         seg.lost = false;
         seg.in_flight = true;
         seg.xmits += 1;
         seg.sent_at = now;
+        seg.snap = snap;
         self.lost_count -= 1;
         self.pipe += s.len();
         self.stats.bytes_retransmitted += s.payload_len();
@@ -272,6 +274,7 @@ impl Stream {
             sacked: false,
             in_flight: true,
             lost: false,
+            snap: self.model.on_send(now, self.pipe),
         };
         self.pipe += seg.len();
         self.scoreboard.push_back(seg);

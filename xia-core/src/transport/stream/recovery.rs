@@ -24,6 +24,7 @@ impl Stream {
         }
         let mut delivered_at: Option<Instant> = None;
         let mut newly_acked = 0u64;
+        let delivered_before = self.model.delivered();
         if ack > self.snd_una {
             while let Some(front) = self.scoreboard.front_mut() {
                 if front.end <= ack {
@@ -36,10 +37,11 @@ impl Stream {
                     }
                     if !s.sacked {
                         newly_acked += s.len();
+                        self.model.on_delivered(now, s.len(), s.sent_at, s.snap);
                         if s.xmits == 1 {
                             delivered_at = delivered_at.max(Some(s.sent_at));
                             if !self.ts_ok {
-                                self.rtt.sample(now.duration_since(s.sent_at));
+                                self.rtt_sample(now, now.duration_since(s.sent_at));
                             }
                         }
                     }
@@ -74,7 +76,7 @@ impl Stream {
                 if ecr != 0 {
                     let rtt = self.now_ts(now).wrapping_sub(ecr);
                     if rtt < 60_000_000 {
-                        self.rtt.sample(Duration::from_micros(u64::from(rtt)));
+                        self.rtt_sample(now, Duration::from_micros(u64::from(rtt)));
                     }
                 }
             }
@@ -87,18 +89,38 @@ impl Stream {
                 if l >= r || r > self.snd_nxt {
                     continue;
                 }
-                delivered_at = delivered_at.max(self.mark_sacked(l.max(self.snd_una), r));
+                delivered_at = delivered_at.max(self.mark_sacked(now, l.max(self.snd_una), r));
             }
         }
         if let Some(t) = delivered_at {
             self.rack_time = self.rack_time.max(Some(t));
             self.detect_losses();
         }
+        self.model.on_ack_end(now);
+        if self.cfg.congestion == Congestion::Model {
+            let acked = self.model.delivered() - delivered_before;
+            if acked > 0 || self.cwnd < self.model.cwnd(self.cwnd, 0, self.mss()) {
+                self.cwnd = self.model.cwnd(self.cwnd, acked, self.mss());
+                self.cap_cwnd();
+            }
+        }
         true
     }
 
+    /// An RTT sample, for the estimator and the path model.
+    pub(super) fn rtt_sample(&mut self, now: Instant, rtt: Duration) {
+        self.rtt.sample(rtt);
+        self.model.on_rtt(now, rtt);
+    }
+
+    /// Never lets the window run far ahead of what the peer can take.
+    fn cap_cwnd(&mut self) {
+        let mss = self.mss();
+        self.cwnd = self.cwnd.min((self.snd_wnd + 4 * mss).max(self.cfg.initial_window as u64 * mss));
+    }
+
     /// Marks segments within `[l, r)` SACKed; returns the latest send time among them.
-    pub(super) fn mark_sacked(&mut self, l: u64, r: u64) -> Option<Instant> {
+    pub(super) fn mark_sacked(&mut self, now: Instant, l: u64, r: u64) -> Option<Instant> {
         let mut latest = None;
         let first = self.scoreboard.partition_point(|s| s.start < l);
         for s in self.scoreboard.range_mut(first..) {
@@ -107,6 +129,7 @@ impl Stream {
             }
             if s.end <= r && !s.sacked {
                 s.sacked = true;
+                self.model.on_delivered(now, s.len(), s.sent_at, s.snap);
                 if s.in_flight {
                     self.pipe -= s.len();
                     s.in_flight = false;
@@ -147,7 +170,7 @@ impl Stream {
                 first_lost = first_lost.min(s.start);
             }
         }
-        if newly_lost && first_lost >= self.recovery_point {
+        if newly_lost && first_lost >= self.recovery_point && self.cfg.congestion == Congestion::Reno {
             // One reduction per window of data; no growth until that window is acknowledged.
             let mss = self.mss();
             self.ssthresh = (self.cwnd / 2).max(2 * mss);
@@ -161,7 +184,8 @@ impl Stream {
         if self.fast_recovery && self.snd_una >= self.recovery_point {
             self.fast_recovery = false;
         }
-        if acked == 0 || self.fast_recovery {
+        // The model's window is set once the whole ACK is taken in.
+        if acked == 0 || self.fast_recovery || self.cfg.congestion == Congestion::Model {
             return;
         }
         let mss = self.mss();
@@ -170,7 +194,6 @@ impl Stream {
         } else {
             self.cwnd += (mss * acked / self.cwnd).max(1);
         }
-        // Never let the window run far ahead of what the peer can take.
-        self.cwnd = self.cwnd.min((self.snd_wnd + 4 * mss).max(self.cfg.initial_window as u64 * mss));
+        self.cap_cwnd();
     }
 }

@@ -1,0 +1,257 @@
+//! A model of the path for congestion control: how fast it delivers and how short its round
+//! trip is when nothing waits in a queue (BBR's model: draft-cardwell-iccrg-bbr-congestion-
+//! control and draft-cheng-iccrg-delivery-rate-estimation, simplified).
+//!
+//! Every segment sent carries a snapshot of what had been delivered when it left; when it is
+//! acknowledged (cumulatively or by SACK) the bytes delivered in between, over the time they
+//! took, are a delivery-rate sample. The bottleneck bandwidth is the largest sample of the
+//! last [`BW_ROUNDS`] round trips; the minimum RTT is the smallest sample, refreshed every
+//! [`MIN_RTT_WINDOW`] by a short probe with the window at four segments (so a standing queue
+//! cannot pass for the path). The window is then [`CWND_GAIN`] bandwidth-delay products: a
+//! random loss, a reordered segment taken for lost, or a corrupted frame changes neither
+//! figure, so none of them shrinks the window, which is what keeps Reno-style controllers at
+//! a fraction of the path on lossy links. Congestion shows up as what it is, a lower delivery
+//! rate, and the window follows within [`BW_ROUNDS`] round trips.
+//!
+//! Until the bandwidth stops growing (by 25 % over three round trips) the window grows as in
+//! slow start, capped at [`STARTUP_GAIN`] times the current estimate so the queue it leaves
+//! behind stays bounded.
+//!
+//! Not done (yet): pacing (segments leave as the window opens), and BBRv2's response to
+//! persistent loss when the path is shared.
+
+use std::time::{Duration, Instant};
+
+/// Round trips over which the bandwidth's maximum is taken.
+pub(super) const BW_ROUNDS: usize = 10;
+/// How long a minimum RTT holds before it is measured again.
+pub(super) const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// The window, in bandwidth-delay products, once the pipe is full.
+pub(super) const CWND_GAIN: f64 = 2.0;
+/// The window's cap during startup, in bandwidth-delay products.
+pub(super) const STARTUP_GAIN: f64 = 2.89;
+/// How long the window stays small to measure the minimum RTT (at least one RTT).
+const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
+
+/// What had been delivered when a segment was sent.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Snapshot {
+    delivered: u64,
+    delivered_time: Instant,
+    first_sent_time: Instant,
+}
+
+/// The path model of one connection.
+#[derive(Debug)]
+pub(super) struct PathModel {
+    delivered: u64,
+    delivered_time: Instant,
+    first_sent_time: Instant,
+    /// The most recently sent of the segments delivered by the ACK being processed.
+    newest: Option<(Instant, Snapshot)>,
+    round: u64,
+    next_round_delivered: u64,
+    /// Per round (slot = round % BW_ROUNDS): the round and its largest rate, bytes/s.
+    bw: [(u64, f64); BW_ROUNDS],
+    full_bw: f64,
+    full_bw_rounds: u32,
+    filled_pipe: bool,
+    min_rtt: Option<Duration>,
+    min_rtt_at: Instant,
+    /// While measuring the minimum RTT: until when, and the smallest sample so far.
+    probe_rtt: Option<(Instant, Option<Duration>)>,
+}
+
+impl PathModel {
+    pub(super) fn new(now: Instant) -> PathModel {
+        PathModel {
+            delivered: 0,
+            delivered_time: now,
+            first_sent_time: now,
+            newest: None,
+            round: 0,
+            next_round_delivered: 0,
+            bw: [(0, 0.0); BW_ROUNDS],
+            full_bw: 0.0,
+            full_bw_rounds: 0,
+            filled_pipe: false,
+            min_rtt: None,
+            min_rtt_at: now,
+            probe_rtt: None,
+        }
+    }
+
+    /// A segment leaves at `now` with `pipe` bytes already in flight: its snapshot.
+    pub(super) fn on_send(&mut self, now: Instant, pipe: u64) -> Snapshot {
+        if pipe == 0 {
+            // Nothing in flight: the next sample's interval starts now, not at the last ACK.
+            self.first_sent_time = now;
+            self.delivered_time = now;
+        }
+        Snapshot {
+            delivered: self.delivered,
+            delivered_time: self.delivered_time,
+            first_sent_time: self.first_sent_time,
+        }
+    }
+
+    /// `len` bytes sent at `sent_at` (with `snap`) were delivered (acknowledged or SACKed).
+    pub(super) fn on_delivered(&mut self, now: Instant, len: u64, sent_at: Instant, snap: Snapshot) {
+        self.delivered += len;
+        self.delivered_time = now;
+        if self.newest.is_none_or(|(t, _)| sent_at > t) {
+            self.newest = Some((sent_at, snap));
+        }
+    }
+
+    /// An RTT sample.
+    pub(super) fn on_rtt(&mut self, now: Instant, rtt: Duration) {
+        if self.min_rtt.is_none_or(|m| rtt <= m) {
+            self.min_rtt = Some(rtt);
+            self.min_rtt_at = now;
+        }
+        if let Some((_, m)) = self.probe_rtt.as_mut() {
+            *m = Some(m.map_or(rtt, |m| m.min(rtt)));
+        }
+    }
+
+    /// After an ACK has been processed: the rate sample it gave, round trips, the filters.
+    pub(super) fn on_ack_end(&mut self, now: Instant) {
+        self.update_probe_rtt(now);
+        let Some((sent_at, snap)) = self.newest.take() else { return };
+        self.first_sent_time = sent_at;
+        let round_start = snap.delivered >= self.next_round_delivered;
+        if round_start {
+            self.next_round_delivered = self.delivered;
+            self.round += 1;
+        }
+        let send_elapsed = sent_at.saturating_duration_since(snap.first_sent_time);
+        let ack_elapsed = self.delivered_time.saturating_duration_since(snap.delivered_time);
+        let interval = send_elapsed.max(ack_elapsed);
+        // An interval shorter than the path's RTT comes from ACKs compressed on the way back:
+        // it would overstate the rate.
+        if interval.is_zero() || self.min_rtt.is_some_and(|m| interval < m) {
+            return;
+        }
+        let rate = (self.delivered - snap.delivered) as f64 / interval.as_secs_f64();
+        let slot = &mut self.bw[(self.round % BW_ROUNDS as u64) as usize];
+        if slot.0 != self.round {
+            *slot = (self.round, rate);
+        } else {
+            slot.1 = slot.1.max(rate);
+        }
+        if round_start && !self.filled_pipe {
+            let bw = self.bandwidth();
+            if bw >= self.full_bw * 1.25 {
+                self.full_bw = bw;
+                self.full_bw_rounds = 0;
+            } else {
+                self.full_bw_rounds += 1;
+                self.filled_pipe = self.full_bw_rounds >= 3;
+            }
+        }
+    }
+
+    fn update_probe_rtt(&mut self, now: Instant) {
+        match self.probe_rtt {
+            None if self.min_rtt.is_some() && now >= self.min_rtt_at + MIN_RTT_WINDOW => {
+                let rtt = self.min_rtt.unwrap_or_default();
+                self.probe_rtt = Some((now + PROBE_RTT_TIME.max(rtt), None));
+            }
+            Some((until, seen)) if now >= until => {
+                if let Some(m) = seen {
+                    self.min_rtt = Some(m);
+                }
+                self.min_rtt_at = now;
+                self.probe_rtt = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// The bottleneck bandwidth, bytes/s (0 before any sample).
+    pub(super) fn bandwidth(&self) -> f64 {
+        let oldest = self.round.saturating_sub(BW_ROUNDS as u64 - 1);
+        self.bw.iter().filter(|(r, _)| *r >= oldest && *r <= self.round).map(|(_, b)| *b).fold(0.0, f64::max)
+    }
+
+    /// The bandwidth-delay product, bytes, once both are known.
+    pub(super) fn bdp(&self) -> Option<u64> {
+        let bw = self.bandwidth();
+        let rtt = self.min_rtt?;
+        (bw > 0.0).then_some((bw * rtt.as_secs_f64()) as u64)
+    }
+
+    /// The congestion window for a connection whose window is `cwnd` and which just had
+    /// `acked` bytes delivered.
+    pub(super) fn cwnd(&self, cwnd: u64, acked: u64, mss: u64) -> u64 {
+        let floor = 4 * mss;
+        let w = match self.bdp() {
+            Some(bdp) if self.filled_pipe => ((CWND_GAIN * bdp as f64) as u64).max(floor),
+            Some(bdp) => (cwnd + acked).min(((STARTUP_GAIN * bdp as f64) as u64).max(cwnd)).max(floor),
+            None => cwnd + acked,
+        };
+        if self.probe_rtt.is_some() {
+            w.min(floor)
+        } else {
+            w
+        }
+    }
+
+    /// Bytes delivered so far.
+    pub(super) fn delivered(&self) -> u64 {
+        self.delivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender with a steady 1 MB in flight over a 10 ms path: the samples say 100 MB/s.
+    #[test]
+    fn steady_delivery_gives_the_rate_and_the_bdp() {
+        let t0 = Instant::now();
+        let mut m = PathModel::new(t0);
+        let ms = Duration::from_millis;
+        let seg = 10_000u64;
+        let mut sent: std::collections::VecDeque<(Instant, Snapshot)> = Default::default();
+        let mut pipe = 0;
+        // 100 segments a 10 ms round trip, for 30 round trips.
+        for i in 0..3000u64 {
+            let now = t0 + Duration::from_micros(100 * i);
+            if i >= 100 {
+                let (at, snap) = sent.pop_front().unwrap();
+                m.on_rtt(now, now - at);
+                m.on_delivered(now, seg, at, snap);
+                m.on_ack_end(now);
+                pipe -= seg;
+            }
+            sent.push_back((now, m.on_send(now, pipe)));
+            pipe += seg;
+        }
+        let bw = m.bandwidth();
+        assert!((95e6..105e6).contains(&bw), "{bw}");
+        assert_eq!(m.min_rtt, Some(ms(10)));
+        let bdp = m.bdp().unwrap();
+        assert!((950_000..1_050_000).contains(&bdp), "{bdp}");
+        assert!(m.filled_pipe, "a rate that stopped growing ends startup");
+        // Twice the BDP, whatever was lost.
+        let w = m.cwnd(10 * seg, seg, 1400);
+        assert!((1_900_000..2_100_000).contains(&w), "{w}");
+    }
+
+    #[test]
+    fn the_minimum_rtt_is_measured_again_with_a_small_window() {
+        let t0 = Instant::now();
+        let mut m = PathModel::new(t0);
+        m.on_rtt(t0, Duration::from_millis(10));
+        let later = t0 + MIN_RTT_WINDOW + Duration::from_millis(1);
+        m.on_ack_end(later);
+        assert_eq!(m.cwnd(1 << 20, 0, 1000), 4000, "probing");
+        m.on_rtt(later, Duration::from_millis(30));
+        m.on_ack_end(later + Duration::from_millis(300));
+        assert_eq!(m.min_rtt, Some(Duration::from_millis(30)), "the path got longer");
+        assert!(m.probe_rtt.is_none());
+    }
+}
