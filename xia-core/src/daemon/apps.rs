@@ -444,6 +444,7 @@ impl<L: Link> Daemon<L> {
             .into_iter()
             .chain(fetch.fields())
             .chain([("fetch_window", window), ("fetch_in_flight", in_flight)])
+            .chain(self.host.stream_stats().fields())
             .chain(self.link.stats().fields())
             .map(|(k, v)| (k.to_string(), v))
             .collect();

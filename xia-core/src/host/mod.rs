@@ -23,7 +23,7 @@ use crate::node::{TokenBucket, WallClock, XarpResponder};
 use crate::rng::Rng;
 use crate::select::{select, Selection};
 use crate::transport::chunk::{ChunkError, ContentStore, FetchConfig, Fetcher, StoreError};
-use crate::transport::stream::{StreamConfig, StreamError};
+use crate::transport::stream::{StreamConfig, StreamError, StreamStats};
 use crate::wire::ethernet::{self, EtherType, EthernetAddress};
 use crate::wire::integrity;
 use crate::wire::xcmp::{self};
@@ -362,6 +362,8 @@ pub struct Host {
     /// (local SID, remote SID) of every stream.
     stream_index: HashMap<(XidId, XidId), Handle, crate::xid::XidHashBuilder>,
     stream_order: VecDeque<Handle>,
+    /// Counters of the streams already forgotten.
+    closed_stream_stats: StreamStats,
     listeners: HandleMap<Listener>,
     dgrams: HandleMap<DgramSock>,
     pings: HandleMap<u16>,
@@ -419,6 +421,7 @@ impl Host {
             streams: Default::default(),
             stream_index: Default::default(),
             stream_order: VecDeque::new(),
+            closed_stream_stats: StreamStats::default(),
             listeners: Default::default(),
             dgrams: Default::default(),
             pings: Default::default(),
@@ -505,6 +508,15 @@ impl Host {
     /// Counters.
     pub fn stats(&self) -> HostStats {
         self.stats
+    }
+
+    /// The counters of every stream this host has had, closed or open.
+    pub fn stream_stats(&self) -> StreamStats {
+        let mut total = self.closed_stream_stats;
+        for s in self.streams.values() {
+            total.add(&s.conn.stats());
+        }
+        total
     }
 
     /// Counters of chunk fetches, the fetch window (bytes requested and not yet answered
@@ -762,6 +774,7 @@ impl Host {
         let done = self.streams.get(&h).is_some_and(|s| s.conn.is_drained());
         if done {
             if let Some(s) = self.streams.remove(&h) {
+                self.closed_stream_stats.add(&s.conn.stats());
                 self.stream_index.remove(&(*s.local_sid.id(), *s.remote.intent().id()));
                 if self.bindings.get(s.local_sid.id()) == Some(&Binding::Stream(h)) {
                     self.bindings.remove(s.local_sid.id());

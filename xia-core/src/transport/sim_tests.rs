@@ -217,6 +217,22 @@ fn goodput(link: SimConfig, seed: u64) -> (f64, Pair) {
 /// The path model keeps the window where the path is, whatever random loss and reordering do:
 /// at 10 % loss at least half the line rate, at 2 % loss with 5 % of frames overtaken (held
 /// 1 ms, a round trip) and 1 % duplicated at least 80 %, clean at least 90 %; byte-exact.
+/// Loss that is congestion: a 200 Mbit/s link with a queue of 48 frames. The model's window
+/// follows the delivery rate: near the line rate, and few segments lost to the queue.
+#[test]
+fn a_congested_link_is_not_flooded() {
+    let link = SimConfig { rate_bps: Some(200_000_000), queue_limit: 48, ..wan(0.0, 0.0, 0.0) };
+    let (f, p) = goodput(link, 43);
+    let s = p.a.stats();
+    let retransmitted = s.bytes_retransmitted as f64 / s.bytes_sent as f64;
+    eprintln!(
+        "200 Mbit/s, 48-frame queue: {f:.2} of the line rate, {:.1} % sent again",
+        100.0 * retransmitted
+    );
+    assert!(f >= 0.8, "{f:.2}: {s:?}");
+    assert!(retransmitted < 0.05, "{s:?}");
+}
+
 #[test]
 fn goodput_on_a_lossy_wan_path() {
     for (name, link, floor) in [
@@ -428,6 +444,18 @@ mod chunk_sim {
         publisher: Publisher,
         cfg: FetchConfig,
     ) -> Outcome {
+        fetch_all_with(link, seed, chunks, publisher, cfg, PACKET - crate::wire::chunk::HEADER_LEN)
+    }
+
+    /// [`fetch_all`] with pieces of `piece` bytes.
+    fn fetch_all_with(
+        link: SimConfig,
+        seed: u64,
+        chunks: &[Vec<u8>],
+        publisher: Publisher,
+        cfg: FetchConfig,
+        piece: usize,
+    ) -> Outcome {
         let t0 = Instant::now();
         let mut now = t0;
         let mut store = ContentStore::new(1 << 30, 16 << 20);
@@ -447,7 +475,6 @@ mod chunk_sim {
         let mut answers = 0u32;
         // With deferred verification: one hashing worker, 600 us a chunk, first come first served.
         let mut hashing: VecDeque<(Instant, crate::transport::chunk::Verify)> = VecDeque::new();
-        let piece = PACKET - crate::wire::chunk::HEADER_LEN;
         while got.len() < chunks.len() {
             let mut moved = false;
             while let Some(req) = fetcher.poll_transmit(now) {
@@ -531,6 +558,28 @@ mod chunk_sim {
         }
         got.sort_by_key(|g| g.0);
         Outcome { got, fetcher, took: now.duration_since(t0) }
+    }
+
+    /// As for STREAM: over the simulated 1 Gbit/s path with a 1 ms RTT and 1500-byte frames,
+    /// 64 MiB of 1 MiB chunks at no less than half the line rate through 10 % loss, 80 % through
+    /// 2 % loss with 5 % reordering and 1 % duplication, 90 % clean.
+    #[test]
+    fn goodput_on_a_lossy_wan_path() {
+        let data = chunks(64, 1 << 20, 51);
+        for (name, link, floor) in [
+            ("clean", wan(0.0, 0.0, 0.0), 0.9),
+            ("loss 10%", wan(0.10, 0.0, 0.0), 0.5),
+            ("loss 2%, reorder 5%, duplicate 1%", wan(0.02, 0.05, 0.01), 0.8),
+        ] {
+            let out = fetch_all_with(link, 51, &data, Publisher::Honest, FetchConfig::default(), 1400);
+            for (i, (_, r)) in out.got.iter().enumerate() {
+                assert!(r.as_ref().unwrap() == &data[i], "chunk {i}");
+            }
+            let f = (64 * MIB) as f64 * 8.0 / out.took.as_secs_f64() / 1e9;
+            let s = out.fetcher.stats();
+            eprintln!("CHUNK, {name}: {f:.2} of 1 Gbit/s (RTT 1 ms); {s:?}");
+            assert!(f >= floor, "{name}: {f:.2} of the line rate, want {floor}: {s:?}");
+        }
     }
 
     fn chunks(n: usize, size: usize, seed: u64) -> Vec<Vec<u8>> {

@@ -1,5 +1,6 @@
-//! The receiver-driven fetcher: a sans-IO state machine asking for byte ranges of chunks over an
-//! AIMD window of requests, with RTT sampling, loss detection by time and timeout, and SHA-1
+//! The receiver-driven fetcher: a sans-IO state machine asking for byte ranges of chunks over a
+//! window of requests set from a model of the path ([`crate::transport::model`]; AIMD as an
+//! option), with RTT sampling, loss detection by time and timeout, and SHA-1
 //! verification of every chunk against its CID.
 
 use std::collections::VecDeque;
@@ -7,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::DEFAULT_MAX_CHUNK;
 use crate::dag::Dag;
+use crate::transport::model::{PathModel, Snapshot};
 use crate::transport::ranges::RangeSet;
 use crate::transport::rtt::RttEstimator;
+use crate::transport::Congestion;
 use crate::wire::chunk::{ChunkRepr, NackReason};
 use crate::xid::{IdMap, Xid, XidMap};
 
@@ -45,6 +48,8 @@ pub struct FetchConfig {
     /// in [`Fetcher::handle_response`]: a daemon hashes on another core while it goes on
     /// receiving.
     pub defer_verify: bool,
+    /// How the window of requests is set.
+    pub congestion: Congestion,
 }
 
 impl Default for FetchConfig {
@@ -60,6 +65,7 @@ impl Default for FetchConfig {
             max_rto: Duration::from_secs(2),
             stall_timeout: Duration::from_secs(10),
             defer_verify: false,
+            congestion: Congestion::default(),
         }
     }
 }
@@ -201,6 +207,8 @@ struct Outstanding {
     end: u64,
     sent_at: Instant,
     repeat: bool,
+    /// What had been delivered when it was sent (for the path model's rate samples).
+    snap: Snapshot,
 }
 
 /// The receiving side of CHUNK: fetches chunks by CID over a window of requests.
@@ -222,6 +230,7 @@ pub struct Fetcher {
     window: f64,
     ssthresh: f64,
     recovery_until: Option<Instant>,
+    model: PathModel,
     rtt: RttEstimator,
     backoff: u32,
     /// When new bytes last arrived: request timers run from then, as TCP restarts its
@@ -252,6 +261,7 @@ impl Fetcher {
             next_request: first_request_id,
             in_flight: 0,
             recovery_until: None,
+            model: PathModel::new(Instant::now()),
             rtt,
             backoff: 0,
             last_piece_at: None,
@@ -439,8 +449,9 @@ impl Fetcher {
             job.asked.insert(offset, end);
         }
         let holder = job.holder;
+        let snap = self.model.on_send(now, self.in_flight);
         self.outstanding
-            .insert(request_id, Outstanding { job: id, holder, offset, end, sent_at: now, repeat });
+            .insert(request_id, Outstanding { job: id, holder, offset, end, sent_at: now, repeat, snap });
         self.in_flight += end - offset;
         self.stats.requests_sent += 1;
         if repeat {
@@ -534,8 +545,8 @@ impl Fetcher {
     }
 
     fn on_loss(&mut self, now: Instant) {
-        // One reduction per round trip.
-        if self.recovery_until.is_some_and(|t| now < t) {
+        // The path model's window does not follow losses; Reno's halves, once per round trip.
+        if self.cfg.congestion == Congestion::Model || self.recovery_until.is_some_and(|t| now < t) {
             return;
         }
         self.ssthresh = (self.window / 2.0).max(2.0 * MIN_REQUEST as f64);
@@ -566,7 +577,14 @@ impl Fetcher {
             }
             ChunkRepr::Response { request_id, offset, total_len, data } => {
                 self.stats.pieces_received += 1;
+                let before = self.model.delivered();
                 self.take_piece(now, cid, request_id, u64::from(offset), total_len as usize, data);
+                self.model.on_ack_end(now);
+                if self.cfg.congestion == Congestion::Model {
+                    let acked = self.model.delivered() - before;
+                    let w = self.model.cwnd(self.window as u64, acked, MIN_REQUEST);
+                    self.window = (w as f64).min(self.cfg.max_window as f64).max(2.0 * MIN_REQUEST as f64);
+                }
             }
             ChunkRepr::Request { .. } => {}
         }
@@ -630,6 +648,14 @@ impl Fetcher {
         } else if !data.is_empty() {
             job.buf[offset as usize..end as usize].copy_from_slice(data);
             job.have.insert(offset, end);
+            if let Some(o) = asked {
+                self.model.on_delivered(now, end - offset, o.sent_at, o.snap);
+                // A request's first piece times the path (its last, the path and the burst):
+                // the model's RTT, even when the request's tail is lost.
+                if offset == o.offset && !o.repeat {
+                    self.model.on_rtt(now, now.duration_since(o.sent_at));
+                }
+            }
             job.last_progress = now;
             self.last_piece_at = Some(now);
             // New bytes: the path works, whatever became of the request's tail (TCP resets its
@@ -639,7 +665,17 @@ impl Fetcher {
         // The request this answers: done when all its bytes are held.
         if let Some(o) = self.outstanding.get(&request_id).copied().filter(|o| o.job == job_id) {
             let o_end = o.end.min(total as u64);
-            if job.have.contains(o.offset, o_end) || total == 0 {
+            // A holder answers its requests in order, piece after piece: any piece of this one
+            // says what was asked of it a reordering window earlier and is still missing is
+            // lost; its last piece says the same of its own gaps. (Waiting for whole requests
+            // to complete left lossy paths to the timeout: at 10 % loss a request of 46 pieces
+            // arrives whole less than one time in a hundred.)
+            if !job.have.contains(o.offset, o_end) && total != 0 {
+                self.detect_lost(now, o.holder, o.sent_at);
+                if end >= o_end {
+                    self.forget_request(request_id);
+                }
+            } else {
                 self.outstanding.remove(&request_id);
                 self.in_flight -= o.end - o.offset;
                 if !o.repeat {
@@ -666,7 +702,7 @@ impl Fetcher {
     }
 
     fn grow(&mut self, bytes: u64) {
-        if self.recovery_until.is_some() {
+        if self.recovery_until.is_some() || self.cfg.congestion == Congestion::Model {
             return;
         }
         let b = bytes as f64;

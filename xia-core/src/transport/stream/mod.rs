@@ -22,12 +22,11 @@ use crate::transport::rtt::RttEstimator;
 use crate::wire::stream::StreamRepr;
 
 mod input;
-mod model;
 mod output;
 mod recovery;
 mod timers;
 
-use model::{PathModel, Snapshot};
+use crate::transport::model::{PathModel, Snapshot};
 
 /// Tunables of a connection.
 #[derive(Debug, Clone)]
@@ -65,16 +64,7 @@ pub struct StreamConfig {
     pub congestion: Congestion,
 }
 
-/// Congestion control.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Congestion {
-    /// From a model of the path (delivery rate and minimum RTT, as BBR): loss that is not
-    /// congestion leaves the window alone ([`model`]).
-    #[default]
-    Model,
-    /// Loss-driven (NewReno with SACK): the window halves once per window of data with losses.
-    Reno,
-}
+pub use crate::transport::Congestion;
 
 impl Default for StreamConfig {
     fn default() -> Self {
@@ -154,6 +144,48 @@ pub struct StreamStats {
     pub out_of_order_segments: u64,
     /// Pure ACKs sent.
     pub acks_sent: u64,
+    /// Retransmission timeouts found spurious afterwards (the original segment had arrived:
+    /// the ACK echoes its timestamp), and undone.
+    pub spurious_rtos: u64,
+    /// Tail-loss probes sent.
+    pub tail_loss_probes: u64,
+}
+
+impl StreamStats {
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &StreamStats) {
+        macro_rules! add {
+            ($($f:ident),*) => { $(self.$f += other.$f;)* };
+        }
+        add!(
+            segments_sent,
+            segments_received,
+            bytes_sent,
+            bytes_retransmitted,
+            bytes_received,
+            segments_retransmitted,
+            rto_events,
+            duplicate_segments,
+            out_of_order_segments,
+            acks_sent,
+            spurious_rtos,
+            tail_loss_probes
+        );
+    }
+
+    /// The counters with their names (prefixed `stream_`), for `xia stats`.
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("stream_bytes_sent", self.bytes_sent),
+            ("stream_bytes_retransmitted", self.bytes_retransmitted),
+            ("stream_segments_retransmitted", self.segments_retransmitted),
+            ("stream_rto_events", self.rto_events),
+            ("stream_spurious_rtos", self.spurious_rtos),
+            ("stream_tail_loss_probes", self.tail_loss_probes),
+            ("stream_out_of_order_segments", self.out_of_order_segments),
+            ("stream_duplicate_segments", self.duplicate_segments),
+        ]
+    }
 }
 
 /// One transmitted unit of sequence space, kept until cumulatively acknowledged.
@@ -234,6 +266,15 @@ pub struct Stream {
     backoff: u32,
     last_progress: Instant,
     persist_at: Option<Instant>,
+    /// When a tail-loss probe goes (RFC 8985): a segment to draw the ACK that shows what is
+    /// missing, long before the RTO.
+    tlp_at: Option<Instant>,
+    /// A probe is due on the next poll; one was sent since the last progress.
+    tlp_pending: bool,
+    tlp_sent: bool,
+    /// What an RTO changed, to undo if it proves spurious: our timestamp when it fired, the
+    /// window and threshold before.
+    rto_undo: Option<(u32, u64, u64)>,
     force_probe: bool,
     snd_wnd: u64,
     snd_wl1: u64,
@@ -315,6 +356,10 @@ impl Stream {
             backoff: 0,
             last_progress: now,
             persist_at: None,
+            tlp_at: None,
+            tlp_pending: false,
+            tlp_sent: false,
+            rto_undo: None,
             force_probe: false,
             snd_wnd: 0,
             snd_wl1: 0,

@@ -102,6 +102,11 @@ impl Stream {
             }
             return None;
         }
+        if std::mem::take(&mut self.tlp_pending) {
+            if let Some(n) = self.send_probe(now, buf) {
+                return Some(n);
+            }
+        }
         if let Some(n) = self.send_retransmission(now, buf) {
             return Some(n);
         }
@@ -236,6 +241,35 @@ impl Stream {
         Some(n)
     }
 
+    /// A tail-loss probe: a new segment if the peer's window takes one, else the last one
+    /// again; outside the congestion window, which it does not change.
+    fn send_probe(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let cwnd = std::mem::replace(&mut self.cwnd, u64::MAX);
+        let new_data = self.snd_nxt < self.data_end() && self.snd_nxt < self.snd_una + self.snd_wnd;
+        let sent = if new_data {
+            self.send_new(now, buf)
+        } else if self.lost_count == 0 {
+            match self.scoreboard.iter().rposition(|s| s.in_flight && !s.sacked) {
+                Some(i) => {
+                    let s = &mut self.scoreboard[i];
+                    s.in_flight = false;
+                    s.lost = true;
+                    self.pipe -= s.end - s.start;
+                    self.lost_count += 1;
+                    self.send_retransmission(now, buf)
+                }
+                None => None,
+            }
+        } else {
+            self.send_retransmission(now, buf)
+        };
+        self.cwnd = cwnd;
+        if sent.is_some() {
+            self.stats.tail_loss_probes += 1;
+        }
+        sent
+    }
+
     pub(super) fn send_new(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let data_end = self.data_end();
         let fin_pending = self.fin_queued && self.snd_nxt <= data_end;
@@ -280,6 +314,7 @@ impl Stream {
         self.scoreboard.push_back(seg);
         self.snd_nxt = seg_end;
         self.arm_rto(now);
+        self.arm_tlp(now);
         Some(n)
     }
 }

@@ -72,7 +72,15 @@ impl Stream {
             self.snd_una = ack;
             self.backoff = 0;
             self.last_progress = now;
+            self.tlp_sent = false;
             if let Some((_, ecr)) = seg.timestamps.filter(|_| self.ts_ok) {
+                if let Some((rto_ts, cwnd, ssthresh)) = self.rto_undo.take() {
+                    // The first ACK after a timeout echoes a transmission from before it: the
+                    // original segments got through, the timeout was spurious (Eifel, RFC 3522).
+                    if ecr != 0 && (rto_ts.wrapping_sub(ecr) as i32) > 0 {
+                        self.undo_rto(cwnd, ssthresh);
+                    }
+                }
                 if ecr != 0 {
                     let rtt = self.now_ts(now).wrapping_sub(ecr);
                     if rtt < 60_000_000 {
@@ -82,6 +90,7 @@ impl Stream {
             }
             self.on_ack_cc(newly_acked);
             self.restart_rto(now);
+            self.arm_tlp(now);
         }
         if self.sack_ok {
             for &(l, r) in seg.sack.as_slice() {
@@ -105,6 +114,22 @@ impl Stream {
             }
         }
         true
+    }
+
+    /// A timeout found spurious: what it marked lost and has not sent again is in flight
+    /// after all, and the window is back where it was.
+    fn undo_rto(&mut self, cwnd: u64, ssthresh: u64) {
+        for s in self.scoreboard.iter_mut() {
+            if s.lost {
+                s.lost = false;
+                s.in_flight = true;
+                self.lost_count -= 1;
+                self.pipe += s.end - s.start;
+            }
+        }
+        self.cwnd = self.cwnd.max(cwnd);
+        self.ssthresh = ssthresh;
+        self.stats.spurious_rtos += 1;
     }
 
     /// An RTT sample, for the estimator and the path model.

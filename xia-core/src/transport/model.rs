@@ -15,7 +15,9 @@
 //!
 //! Until the bandwidth stops growing (by 25 % over three round trips) the window grows as in
 //! slow start, capped at [`STARTUP_GAIN`] times the current estimate so the queue it leaves
-//! behind stays bounded.
+//! behind stays bounded. ACKs that arrive in bursts (batching receivers, relays, interrupt
+//! coalescing) add the largest recent burst beyond the rate to the window, as BBR's
+//! `extra_acked` does.
 //!
 //! Not done (yet): pacing (segments leave as the window opens), and BBRv2's response to
 //! persistent loss when the path is shared.
@@ -23,19 +25,19 @@
 use std::time::{Duration, Instant};
 
 /// Round trips over which the bandwidth's maximum is taken.
-pub(super) const BW_ROUNDS: usize = 10;
+pub(crate) const BW_ROUNDS: usize = 10;
 /// How long a minimum RTT holds before it is measured again.
-pub(super) const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// The window, in bandwidth-delay products, once the pipe is full.
-pub(super) const CWND_GAIN: f64 = 2.0;
+pub(crate) const CWND_GAIN: f64 = 2.0;
 /// The window's cap during startup, in bandwidth-delay products.
-pub(super) const STARTUP_GAIN: f64 = 2.89;
+pub(crate) const STARTUP_GAIN: f64 = 2.89;
 /// How long the window stays small to measure the minimum RTT (at least one RTT).
 const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 
 /// What had been delivered when a segment was sent.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Snapshot {
+pub(crate) struct Snapshot {
     delivered: u64,
     delivered_time: Instant,
     first_sent_time: Instant,
@@ -43,7 +45,7 @@ pub(super) struct Snapshot {
 
 /// The path model of one connection.
 #[derive(Debug)]
-pub(super) struct PathModel {
+pub(crate) struct PathModel {
     delivered: u64,
     delivered_time: Instant,
     first_sent_time: Instant,
@@ -60,10 +62,16 @@ pub(super) struct PathModel {
     min_rtt_at: Instant,
     /// While measuring the minimum RTT: until when, and the smallest sample so far.
     probe_rtt: Option<(Instant, Option<Duration>)>,
+    /// ACK aggregation (BBR's extra_acked): bytes delivered beyond what the bandwidth explains
+    /// since `ack_epoch` began; per round (as `bw`), the largest excess.
+    ack_epoch: Instant,
+    ack_epoch_acked: u64,
+    delivered_at_last_ack: u64,
+    extra_acked: [(u64, u64); BW_ROUNDS],
 }
 
 impl PathModel {
-    pub(super) fn new(now: Instant) -> PathModel {
+    pub(crate) fn new(now: Instant) -> PathModel {
         PathModel {
             delivered: 0,
             delivered_time: now,
@@ -78,11 +86,15 @@ impl PathModel {
             min_rtt: None,
             min_rtt_at: now,
             probe_rtt: None,
+            ack_epoch: now,
+            ack_epoch_acked: 0,
+            delivered_at_last_ack: 0,
+            extra_acked: [(0, 0); BW_ROUNDS],
         }
     }
 
     /// A segment leaves at `now` with `pipe` bytes already in flight: its snapshot.
-    pub(super) fn on_send(&mut self, now: Instant, pipe: u64) -> Snapshot {
+    pub(crate) fn on_send(&mut self, now: Instant, pipe: u64) -> Snapshot {
         if pipe == 0 {
             // Nothing in flight: the next sample's interval starts now, not at the last ACK.
             self.first_sent_time = now;
@@ -96,7 +108,7 @@ impl PathModel {
     }
 
     /// `len` bytes sent at `sent_at` (with `snap`) were delivered (acknowledged or SACKed).
-    pub(super) fn on_delivered(&mut self, now: Instant, len: u64, sent_at: Instant, snap: Snapshot) {
+    pub(crate) fn on_delivered(&mut self, now: Instant, len: u64, sent_at: Instant, snap: Snapshot) {
         self.delivered += len;
         self.delivered_time = now;
         if self.newest.is_none_or(|(t, _)| sent_at > t) {
@@ -105,7 +117,7 @@ impl PathModel {
     }
 
     /// An RTT sample.
-    pub(super) fn on_rtt(&mut self, now: Instant, rtt: Duration) {
+    pub(crate) fn on_rtt(&mut self, now: Instant, rtt: Duration) {
         if self.min_rtt.is_none_or(|m| rtt <= m) {
             self.min_rtt = Some(rtt);
             self.min_rtt_at = now;
@@ -116,8 +128,11 @@ impl PathModel {
     }
 
     /// After an ACK has been processed: the rate sample it gave, round trips, the filters.
-    pub(super) fn on_ack_end(&mut self, now: Instant) {
+    pub(crate) fn on_ack_end(&mut self, now: Instant) {
         self.update_probe_rtt(now);
+        let acked = self.delivered - self.delivered_at_last_ack;
+        self.delivered_at_last_ack = self.delivered;
+        self.update_extra_acked(now, acked);
         let Some((sent_at, snap)) = self.newest.take() else { return };
         self.first_sent_time = sent_at;
         let round_start = snap.delivered >= self.next_round_delivered;
@@ -152,6 +167,41 @@ impl PathModel {
         }
     }
 
+    /// ACKs come in bursts when the receiver, a relay or a NIC batches them: the window must
+    /// hold what a burst's worth of ACKs releases at once, on top of the BDP, or the sender
+    /// sits idle between bursts and its rate samples (and with them the window) shrink.
+    fn update_extra_acked(&mut self, now: Instant, acked: u64) {
+        if acked == 0 {
+            return;
+        }
+        let bw = self.bandwidth();
+        let expected = bw * now.saturating_duration_since(self.ack_epoch).as_secs_f64();
+        if bw == 0.0 || self.ack_epoch_acked as f64 <= expected {
+            // Deliveries fell back to the rate: a new epoch starts here.
+            self.ack_epoch = now;
+            self.ack_epoch_acked = 0;
+        }
+        self.ack_epoch_acked += acked;
+        let expected = bw * now.saturating_duration_since(self.ack_epoch).as_secs_f64();
+        let extra = (self.ack_epoch_acked as f64 - expected).max(0.0) as u64;
+        let slot = &mut self.extra_acked[(self.round % BW_ROUNDS as u64) as usize];
+        if slot.0 != self.round {
+            *slot = (self.round, extra);
+        } else {
+            slot.1 = slot.1.max(extra);
+        }
+    }
+
+    fn extra_acked(&self) -> u64 {
+        let oldest = self.round.saturating_sub(BW_ROUNDS as u64 - 1);
+        self.extra_acked
+            .iter()
+            .filter(|(r, _)| *r >= oldest && *r <= self.round)
+            .map(|(_, e)| *e)
+            .max()
+            .unwrap_or(0)
+    }
+
     fn update_probe_rtt(&mut self, now: Instant) {
         match self.probe_rtt {
             None if self.min_rtt.is_some() && now >= self.min_rtt_at + MIN_RTT_WINDOW => {
@@ -170,13 +220,13 @@ impl PathModel {
     }
 
     /// The bottleneck bandwidth, bytes/s (0 before any sample).
-    pub(super) fn bandwidth(&self) -> f64 {
+    pub(crate) fn bandwidth(&self) -> f64 {
         let oldest = self.round.saturating_sub(BW_ROUNDS as u64 - 1);
         self.bw.iter().filter(|(r, _)| *r >= oldest && *r <= self.round).map(|(_, b)| *b).fold(0.0, f64::max)
     }
 
     /// The bandwidth-delay product, bytes, once both are known.
-    pub(super) fn bdp(&self) -> Option<u64> {
+    pub(crate) fn bdp(&self) -> Option<u64> {
         let bw = self.bandwidth();
         let rtt = self.min_rtt?;
         (bw > 0.0).then_some((bw * rtt.as_secs_f64()) as u64)
@@ -184,12 +234,17 @@ impl PathModel {
 
     /// The congestion window for a connection whose window is `cwnd` and which just had
     /// `acked` bytes delivered.
-    pub(super) fn cwnd(&self, cwnd: u64, acked: u64, mss: u64) -> u64 {
+    pub(crate) fn cwnd(&self, cwnd: u64, acked: u64, mss: u64) -> u64 {
         let floor = 4 * mss;
         let w = match self.bdp() {
-            Some(bdp) if self.filled_pipe => ((CWND_GAIN * bdp as f64) as u64).max(floor),
+            Some(bdp) if self.filled_pipe => {
+                // BBR caps the aggregation allowance at the window it adds to.
+                let w = (CWND_GAIN * bdp as f64) as u64;
+                (w + self.extra_acked().min(w)).max(floor)
+            }
             Some(bdp) => (cwnd + acked).min(((STARTUP_GAIN * bdp as f64) as u64).max(cwnd)).max(floor),
-            None => cwnd + acked,
+            // No RTT yet: slow start, but not past what the first estimate can correct.
+            None => (cwnd + acked).min(cwnd.max(64 * mss)),
         };
         if self.probe_rtt.is_some() {
             w.min(floor)
@@ -199,7 +254,7 @@ impl PathModel {
     }
 
     /// Bytes delivered so far.
-    pub(super) fn delivered(&self) -> u64 {
+    pub(crate) fn delivered(&self) -> u64 {
         self.delivered
     }
 }
