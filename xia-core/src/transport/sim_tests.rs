@@ -883,3 +883,12 @@ mod chunk_regressions {
         assert_eq!(f.stats().pieces_refused, 4);
     }
 }
+
+/// At 40 % loss each way a stream still makes progress at a useful pace (it once crawled at
+/// ~16 kB/s, neither finishing nor failing in minutes): 64 MiB within seconds of simulated time.
+#[test]
+fn forty_percent_loss_is_slow_not_stuck() {
+    let (f, p) = goodput(wan(0.40, 0.0, 0.0), 44);
+    eprintln!("40 % loss: {f:.3} of 1 Gbit/s; {:?}", p.a.stats());
+    assert!(f > 0.03, "{f:.3}: {:?}", p.a.stats());
+}
