@@ -104,6 +104,12 @@ impl PathModel {
             // Nothing in flight: the next sample's interval starts now, not at the last ACK.
             self.first_sent_time = now;
             self.delivered_time = now;
+            // An idle path has no queue to drain: a stale minimum RTT holds for another window
+            // instead of starting with a probe at four segments (a transfer after a pause,
+            // such as a migration's first chunks, would begin throttled).
+            if self.probe_rtt.is_none() && now >= self.min_rtt_at + MIN_RTT_WINDOW {
+                self.min_rtt_at = now;
+            }
         }
         Snapshot {
             delivered: self.delivered,
@@ -300,6 +306,18 @@ mod tests {
         // Twice the BDP, whatever was lost.
         let w = m.cwnd(10 * seg, seg, 1400);
         assert!((1_900_000..2_100_000).contains(&w), "{w}");
+    }
+
+    #[test]
+    fn a_transfer_after_a_long_pause_does_not_start_with_a_probe() {
+        let t0 = Instant::now();
+        let mut m = PathModel::new(t0);
+        m.on_rtt(t0, Duration::from_millis(10));
+        let later = t0 + 3 * MIN_RTT_WINDOW;
+        m.on_send(later, 0);
+        m.on_ack_end(later + Duration::from_millis(10));
+        assert!(m.probe_rtt.is_none());
+        assert_eq!(m.min_rtt, Some(Duration::from_millis(10)));
     }
 
     #[test]
