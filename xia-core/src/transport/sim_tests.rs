@@ -892,3 +892,52 @@ fn forty_percent_loss_is_slow_not_stuck() {
     eprintln!("40 % loss: {f:.3} of 1 Gbit/s; {:?}", p.a.stats());
     assert!(f > 0.03, "{f:.3}: {:?}", p.a.stats());
 }
+
+/// The last three data segments are lost (no FIN yet): the tail-loss probe (the last one again)
+/// draws a SACK that shows the other two missing, so they go again long before the RTO.
+#[test]
+fn a_lost_tail_is_repaired_by_the_probe_without_a_timeout() {
+    let mut p = Pair::new(wan(0.0, 0.0, 0.0), 45, config(), config());
+    let data = random_data(64 * 8000, 45);
+    let t0 = p.now;
+    p.a.write(&data).unwrap();
+    let mut got = Vec::new();
+    let mut tmp = vec![0u8; 1 << 20];
+    let mut dropped = 0;
+    loop {
+        // Drop the first three data segments whose end reaches the last 3 * MSS of the data
+        // (A's segments all go through here: exchange() finds none left to send).
+        let mut moved = false;
+        while let Some(n) = p.a.poll_transmit(p.now, &mut p.buf) {
+            moved = true;
+            let f = p.buf[..n].to_vec();
+            let r = StreamRepr::parse(&Packet::new_checked(&f[..]).unwrap()).unwrap();
+            let seq = r.seq.wrapping_sub(0xfff0_0000 ^ 45) as usize;
+            let tail = seq + r.payload.len() > data.len() - 3 * usize::from(config().mss);
+            if tail && !r.payload.is_empty() && dropped < 3 {
+                dropped += 1;
+                continue;
+            }
+            p.ab.send(p.now, f);
+        }
+        moved |= p.exchange();
+        if let Some(b) = p.b.as_mut() {
+            loop {
+                let n = b.read(&mut tmp);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&tmp[..n]);
+            }
+        }
+        if got.len() == data.len() || (!moved && !p.advance()) {
+            break;
+        }
+        assert!(p.elapsed(t0) < Duration::from_secs(10));
+    }
+    assert!(got == data);
+    let s = p.a.stats();
+    assert_eq!(dropped, 3);
+    assert_eq!(s.rto_events, 0, "{s:?}");
+    assert!(s.tail_loss_probes >= 1, "{s:?}");
+}

@@ -28,10 +28,10 @@ pub struct RouterStats {
     pub drop_loop: u64,
     /// For this router but of no use to it (an unknown transport, an unbound service).
     pub drop_local: u64,
-    /// Control messages refused: malformed, bad signature, not for this AD or router.
     /// STREAM, DGRAM or CHUNK packets whose integrity check failed: dropped when addressed
     /// here, not cached when passing through (they are forwarded: the receiver drops them).
     pub bad_check: u64,
+    /// Control messages refused: malformed, bad signature, not for this AD or router.
     pub drop_bad_control: u64,
     /// Control messages refused as stale or replayed.
     pub drop_stale_control: u64,

@@ -83,7 +83,9 @@ impl Stream {
             }
         }
         if let Some((val, _)) = seg.timestamps {
-            if self.peer_aseq(seg.seq) <= self.rcv_nxt {
+            // RFC 7323: never back in time (an old duplicate must not make our next ACK echo a
+            // timestamp from before a timeout, which would undo it as spurious).
+            if self.peer_aseq(seg.seq) <= self.rcv_nxt && (val.wrapping_sub(self.ts_recent) as i32) >= 0 {
                 self.ts_recent = val;
             }
         }

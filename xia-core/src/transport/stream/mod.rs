@@ -569,6 +569,8 @@ impl Stream {
             self.rto_at = None;
             self.persist_at = None;
             self.keepalive_at = None;
+            self.tlp_at = None;
+            self.tlp_pending = false;
             if report || err.is_none() {
                 self.events.push_back(Event::Closed(err));
             }

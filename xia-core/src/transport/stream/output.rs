@@ -252,11 +252,19 @@ impl Stream {
             match self.scoreboard.iter().rposition(|s| s.in_flight && !s.sacked) {
                 Some(i) => {
                     let s = &mut self.scoreboard[i];
+                    let xmits = s.xmits;
                     s.in_flight = false;
                     s.lost = true;
                     self.pipe -= s.end - s.start;
                     self.lost_count += 1;
-                    self.send_retransmission(now, buf)
+                    let sent = self.send_retransmission(now, buf);
+                    // The probe counts as the segment's transmission for RACK (RFC 8985): its
+                    // SACK moves the RACK time past the segments sent before it, so those lost
+                    // at the tail are found at once, not at the RTO.
+                    if sent.is_some() {
+                        self.scoreboard[i].xmits = xmits;
+                    }
+                    sent
                 }
                 None => None,
             }
@@ -266,6 +274,8 @@ impl Stream {
         self.cwnd = cwnd;
         if sent.is_some() {
             self.stats.tail_loss_probes += 1;
+            // The RTO runs from the probe (RFC 8985, 7.3): its answer is due a round trip on.
+            self.restart_rto(now);
         }
         sent
     }
