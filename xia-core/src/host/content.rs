@@ -7,8 +7,8 @@ use std::time::Instant;
 use crate::dag::Dag;
 use crate::transport::chunk::{ServeJob, Verify};
 use crate::wire::chunk::{self as chunk_wire, ChunkRepr, NackReason};
-use crate::wire::ethernet;
 use crate::wire::xip::{NextHeader, XipRepr};
+use crate::wire::{ethernet, integrity};
 use crate::xid::Xid;
 
 use super::*;
@@ -117,6 +117,8 @@ impl Host {
             buf[..hlen].copy_from_slice(&task.header);
             buf[ethernet::HEADER_LEN + 2..ethernet::HEADER_LEN + 4]
                 .copy_from_slice(&(n as u16).to_be_bytes());
+            // The header template came without the piece: the check goes in now.
+            integrity::seal_frame(&mut buf[..hlen + n]);
             self.stats.chunk_pieces_out += 1;
             let local = task.local;
             if task.job.is_done() {

@@ -8,6 +8,7 @@ use crate::dag::Dag;
 use crate::transport::stream::{Event as StreamEvent, Stream, StreamConfig};
 use crate::wire::dgram::{self, DgramRepr};
 use crate::wire::ethernet::{self, EthernetAddress};
+use crate::wire::integrity;
 use crate::wire::stream::{self as stream_wire, Flags, StreamRepr};
 use crate::wire::xcmp::Unreachable;
 use crate::wire::xip::{self, NextHeader, XipRepr};
@@ -265,6 +266,8 @@ impl Host {
             // Patch the XIP payload length.
             buf[ethernet::HEADER_LEN + 2..ethernet::HEADER_LEN + 4]
                 .copy_from_slice(&(n as u16).to_be_bytes());
+            // The header template came without the segment: the check goes in now.
+            integrity::seal_frame(&mut buf[..hlen + n]);
             self.stats.segments_out += 1;
             self.drain_stream_events(h);
             if local {

@@ -138,13 +138,7 @@ fn transfer_with(link: SimConfig, seed: u64, data: &[u8], cfg: StreamConfig) -> 
             }
         }
         if let Some(b) = p.b.as_mut() {
-            loop {
-                let n = b.read(&mut tmp);
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&tmp[..n]);
-            }
+            read_all(b, &mut tmp, &mut got);
             if got.len() == data.len() && all_read.is_none() {
                 all_read = Some(p.now.duration_since(t0));
             }
@@ -165,6 +159,17 @@ fn transfer_with(link: SimConfig, seed: u64, data: &[u8], cfg: StreamConfig) -> 
     }
     let took = all_read.unwrap_or_else(|| p.elapsed(t0));
     (got, p, took)
+}
+
+/// Appends what `b` has to read to `got`.
+fn read_all(b: &mut Stream, tmp: &mut [u8], got: &mut Vec<u8>) {
+    loop {
+        let n = b.read(tmp);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&tmp[..n]);
+    }
 }
 
 fn random_data(len: usize, seed: u64) -> Vec<u8> {
@@ -922,13 +927,7 @@ fn a_lost_tail_is_repaired_by_the_probe_without_a_timeout() {
         }
         moved |= p.exchange();
         if let Some(b) = p.b.as_mut() {
-            loop {
-                let n = b.read(&mut tmp);
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&tmp[..n]);
-            }
+            read_all(b, &mut tmp, &mut got);
         }
         if got.len() == data.len() || (!moved && !p.advance()) {
             break;

@@ -295,8 +295,7 @@ impl Router {
         !self.out.is_empty() || !self.serving.is_empty()
     }
 
-    fn push_out(&mut self, port: usize, mut frame: Vec<u8>) -> bool {
-        integrity::seal_frame(&mut frame);
+    fn push_out(&mut self, port: usize, frame: Vec<u8>) -> bool {
         if self.out.len() >= self.cfg.out_queue {
             self.stats.drop_queue_full += 1;
             return false;
