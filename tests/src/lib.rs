@@ -330,6 +330,18 @@ impl Fig1 {
         spare_a: bool,
         r1_more: &[&str],
     ) -> io::Result<Fig1> {
+        Fig1::with_router_args(two_ads, mtu, pcap_r1, spare_a, r1_more, &[])
+    }
+
+    /// [`Fig1::new`], R1 and R2 started with `r1_more` and `r2_more` arguments too.
+    pub fn with_router_args(
+        two_ads: bool,
+        mtu: u32,
+        pcap_r1: bool,
+        spare_a: bool,
+        r1_more: &[&str],
+        r2_more: &[&str],
+    ) -> io::Result<Fig1> {
         // What runs killed before their guards could drop left behind.
         for prefix in ["fa", "fb", "fc", "fr1", "fr2"] {
             let _ = Netns::remove_stale(prefix);
@@ -355,7 +367,7 @@ impl Fig1 {
                 r2_ports.push("r2a");
             }
             let r1 = XRouter::start(&ns_r1, &["r1a", "r1c", "r1r2"], dir.path(), "r1", "ad1", &r1_extra)?;
-            let r2 = XRouter::start(&ns_r2, &r2_ports, dir.path(), "r2", "ad2", &[])?;
+            let r2 = XRouter::start(&ns_r2, &r2_ports, dir.path(), "r2", "ad2", r2_more)?;
             (r1, Some(r2), Some(ns_r2))
         } else {
             veth(&ns_a, "eth0", &ns_r1, "r1a", mtu)?;

@@ -597,7 +597,9 @@ fn xdp_fast_path_forwards_learned_dags_and_forgets_them_when_routes_change() {
 
 /// `--xdp` with jumbo frames (MTU 9000: more than a page, so the kernel gives the program a
 /// frame in several buffers and takes only a program that says it copes): R1 starts, and
-/// 8000-byte pings cross it in the kernel, intact, both ways.
+/// 8000-byte pings cross it in the kernel, intact, both ways. Chunks published no-store (as
+/// xmigrate publishes a VM's memory) cross it in the kernel too, and R1's cache keeps none of
+/// them; chunks published for sharing still go by the cache.
 #[test]
 fn xdp_fast_path_takes_jumbo_frames() {
     if !require_root() {
@@ -621,6 +623,43 @@ fn xdp_fast_path_takes_jumbo_frames() {
         s["xdp_forwarded"], s["forwarded"]
     );
     assert!(s["xdp_forwarded"] >= 150, "{s:?}");
+
+    // 16 MiB published no-store on A, fetched by C.
+    let fetch = |no_store: bool, seed: &str| {
+        let manifest = f.dir.path().join(format!("manifest-{seed}"));
+        let mut serve = f.a.xia(&f.ns_a);
+        serve.args(["chunk-serve", "--bytes", "16777216", "--chunk-size", "1048576", "--seed", seed]);
+        if no_store {
+            serve.arg("--no-store");
+        }
+        serve.arg("--manifest").arg(&manifest);
+        let mut serve = Child::spawn(serve).unwrap();
+        let served = serve.wait_for_line(|l| l.starts_with("sha256 "), Duration::from_secs(60)).unwrap();
+        let mut fetch = f.c.xia(&f.ns_c);
+        fetch.arg("chunk-fetch").arg(&manifest);
+        let fetched = run_ok(fetch);
+        assert_eq!(field(&served, "sha256 "), field(&fetched, "sha256 "), "{served}\n{fetched}");
+    };
+    let before = f.r1.stats(&f.ns_r1).unwrap();
+    fetch(true, "7");
+    let s = f.r1.stats(&f.ns_r1).unwrap();
+    let d = |k: &str| s[k] - before[k];
+    eprintln!(
+        "xdp, no-store chunks: {} frames in the kernel, {} by the daemon ({} no-store pieces seen)",
+        d("xdp_forwarded"),
+        d("forwarded"),
+        d("cache_pieces_no_store")
+    );
+    // ~1900 pieces of 9 kB: all but the first few in the kernel, none cached.
+    assert!(d("xdp_forwarded") >= 1500, "{s:?}");
+    assert!(d("cache_pieces_no_store") < 400, "{s:?}");
+    assert_eq!(d("cache_pieces_seen") + d("cache_chunks_stored"), 0, "{s:?}");
+    // Shared content: the cache watches it, so the daemon forwards it.
+    let before = s;
+    fetch(false, "8");
+    let s = f.r1.stats(&f.ns_r1).unwrap();
+    let d = |k: &str| s[k] - before[k];
+    assert!(d("cache_pieces_seen") >= 1800 && d("cache_chunks_stored") >= 16, "{s:?}");
 }
 
 /// `--xdp` on links that do not take redirected frames (veths whose far end has no NAPI: GRO

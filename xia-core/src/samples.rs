@@ -163,8 +163,13 @@ pub fn samples() -> Vec<Sample> {
     let req = ChunkRepr::Request { request_id: 1, offset: 0, length: 0 };
     let req_bytes = bytes(|b| req.emit(b), req.buffer_len());
     out.push(sample("chunk-request", NextHeader::Chunk, cid_dag.clone(), host_a.clone(), req_bytes));
-    let resp =
-        ChunkRepr::Response { request_id: 1, offset: 0, total_len: content.len() as u32, data: &content };
+    let resp = ChunkRepr::Response {
+        request_id: 1,
+        offset: 0,
+        total_len: content.len() as u32,
+        no_store: false,
+        data: &content,
+    };
     let resp_bytes = bytes(|b| resp.emit(b), resp.buffer_len());
     out.push(sample("chunk-response", NextHeader::Chunk, host_a.clone(), cid_dag.clone(), resp_bytes));
     let nack = ChunkRepr::Nack { request_id: 2, reason: NackReason::NotFound };

@@ -562,7 +562,8 @@ fn a_chunk_every_copy_of_which_is_corrupt_fails_as_corrupt() {
                 return vec![];
             };
             let junk = vec![0x5a; 1000];
-            let r = ChunkRepr::Response { request_id, offset: 0, total_len: 1000, data: &junk };
+            let r =
+                ChunkRepr::Response { request_id, offset: 0, total_len: 1000, no_store: false, data: &junk };
             let mut buf = vec![0u8; r.buffer_len()];
             r.emit(&mut buf).unwrap();
             let mut to = x.src.clone();

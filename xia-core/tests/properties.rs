@@ -219,7 +219,13 @@ proptest! {
     ) {
         let chunk = match kind % 3 {
             0 => ChunkRepr::Request { request_id: id, offset: off, length: extra },
-            1 => ChunkRepr::Response { request_id: id, offset: off, total_len: off + data.len() as u32 + extra, data: &data },
+            1 => ChunkRepr::Response {
+                request_id: id,
+                offset: off,
+                total_len: off + data.len() as u32 + extra,
+                no_store: code & 1 != 0,
+                data: &data,
+            },
             _ => ChunkRepr::Nack { request_id: id, reason: NackReason::from(code) },
         };
         let mut buf = vec![0u8; chunk.buffer_len()];

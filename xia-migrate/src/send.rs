@@ -62,8 +62,12 @@ pub async fn send(xia: Xia, opts: SendOptions) -> Result<Summary, MigrateError> 
         m => return Err(MigrateError::Protocol(format!("expected Welcome, got {m:?}"))),
     }
     tracing::info!("session {session:016x}: sending to {}", one_line(&opts.dest));
-    // Chunks leased: if this process dies, its daemon unpublishes them.
-    let mut publisher = Publisher::new(xia.chunks_leased().await?);
+    // Chunks leased: if this process dies, its daemon unpublishes them. No-store: a VM's memory
+    // is fetched once and has no business in routers' caches (and the routers' fast path
+    // forwards what it need not watch).
+    let mut chunks = xia.chunks_leased().await?;
+    chunks.set_no_store().await?;
+    let mut publisher = Publisher::new(chunks);
     let mut input = read_stdin(opts.chunk, opts.idle, 2);
     let r = run(&mut publisher, &mut input, &mut reader, &mut w, &opts, start).await;
     if let Err(e) = &r {

@@ -536,6 +536,7 @@ fn corrupt_chunks_are_cached_but_never_served() {
             request_id: 1,
             offset: offset as u32,
             total_len: 3000,
+            no_store: false,
             data: bytes,
         };
         let mut p = vec![0u8; c.buffer_len()];

@@ -7,7 +7,8 @@
 //! the next hop's and the port's MACs) and hands the frame to the outgoing port's driver
 //! (`bpf_redirect`): no socket buffer, no copy to user space, no system call. Anything else
 //! goes up to the daemon as before (`XDP_PASS`): unknown keys, CHUNK packets (the chunk cache
-//! watches and answers them), hop limits about to run out (time exceeded is the daemon's),
+//! watches and answers them) except responses marked no-store (their publisher wants no copy
+//! kept: nothing to watch), hop limits about to run out (time exceeded is the daemon's),
 //! frames not addressed to the port, frames too long for the outgoing port, DAGs of more than
 //! [`MAX_NODES`] nodes, lengths that are not the frame's (as the daemon checks them).
 //!
@@ -37,6 +38,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use xia_core::wire::chunk::{self as chunk_wire, NO_STORE, TYPE_RESPONSE};
 use xia_core::wire::xip::{FIXED_HEADER_LEN, NODE_LEN};
 use xia_core::xid::Principal;
 
@@ -303,7 +305,7 @@ impl FastPath {
 /// nothing but what the program replays and the packet is one the program would take.
 fn replayable<'a>(before: &'a [u8], after: &[u8]) -> Option<Replay<'a>> {
     let x = before.get(ETH..)?;
-    if before.get(12..14)? != [0xC0, 0xDE] || x.len() < FIXED_HEADER_LEN || x[0] != 1 || x[1] == NEXT_CHUNK {
+    if before.get(12..14)? != [0xC0, 0xDE] || x.len() < FIXED_HEADER_LEN || x[0] != 1 {
         return None;
     }
     let (nd, ns) = (x[5] as usize, x[6] as usize);
@@ -312,6 +314,10 @@ fn replayable<'a>(before: &'a [u8], after: &[u8]) -> Option<Replay<'a>> {
     }
     let head = ETH + FIXED_HEADER_LEN + (nd + ns) * NODE_LEN;
     if before.len() < head || after.len() < head {
+        return None;
+    }
+    // CHUNK: the cache's to watch, unless a response its publisher wants kept nowhere.
+    if x[1] == NEXT_CHUNK && !chunk_wire::is_no_store_response(&before[head..]) {
         return None;
     }
     let dag_end = ETH + FIXED_HEADER_LEN + nd * NODE_LEN;
@@ -423,6 +429,7 @@ const MOV_X: u8 = 0xbf;
 const ADD_K: u8 = 0x07;
 const ADD_X: u8 = 0x0f;
 const MUL_K: u8 = 0x27;
+const AND_K: u8 = 0x57;
 const OR_X: u8 = 0x4f;
 const TO_BE16: u8 = 0xdc;
 const JA: u8 = 0x05;
@@ -491,7 +498,27 @@ fn program(maps: &[OwnedFd], counter: &OwnedFd, epoch: &OwnedFd) -> Vec<u64> {
     a.op(LDX_B, R2, R7, ETH as i16, 0);
     a.jmp(JNE_K, R2, 0, 1, "pass"); // version 1
     a.op(LDX_B, R2, R7, (ETH + 1) as i16, 0);
-    a.jmp(JEQ_K, R2, 0, i32::from(NEXT_CHUNK), "pass"); // CHUNK: the cache's
+    a.jmp(JNE_K, R2, 0, i32::from(NEXT_CHUNK), "not_chunk");
+    // CHUNK: the cache's, unless a response marked no-store. Its header follows the DAGs:
+    // r2 = data + ETH + 8 + 28 * (destination + source nodes), bounded for the verifier.
+    a.op(LDX_B, R3, R7, (ETH + 5) as i16, 0);
+    a.jmp(JGT_K, R3, 0, MAX_NODES as i32, "pass");
+    a.op(LDX_B, R4, R7, (ETH + 6) as i16, 0);
+    a.jmp(JGT_K, R4, 0, xia_core::dag::MAX_NODES as i32, "pass");
+    a.op(ADD_X, R3, R4, 0, 0);
+    a.op(MUL_K, R3, 0, 0, NODE_LEN as i32);
+    a.op(ADD_K, R3, 0, 0, (ETH + FIXED_HEADER_LEN) as i32);
+    a.op(MOV_X, R2, R7, 0, 0);
+    a.op(ADD_X, R2, R3, 0, 0);
+    a.op(MOV_X, R4, R2, 0, 0);
+    a.op(ADD_K, R4, 0, 0, 4);
+    a.jmp(JGT_X, R4, R8, 0, "pass"); // type and code are in the first buffer
+    a.op(LDX_B, R3, R2, 2, 0);
+    a.jmp(JNE_K, R3, 0, i32::from(TYPE_RESPONSE), "pass");
+    a.op(LDX_B, R3, R2, 3, 0);
+    a.op(AND_K, R3, 0, 0, i32::from(NO_STORE));
+    a.jmp(JEQ_K, R3, 0, 0, "pass");
+    a.label("not_chunk");
     a.op(LDX_B, R2, R7, HOP as i16, 0);
     a.jmp(JLT_K, R2, 0, 2, "pass"); // time exceeded: the daemon's
     const SIZES: [&str; MAX_NODES] = ["n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8"];
@@ -741,6 +768,19 @@ mod tests {
             .copy_from_slice(&u32::from(Principal::Cid).to_be_bytes());
         assert!(replayable(&cid, &forwarded(&cid)).is_none());
         assert!(replayable(&b[..40], &forwarded(&b)[..40]).is_none());
+        // A CHUNK response marked no-store is replayed; any other CHUNK packet is the cache's.
+        let chunk = |kind: u8, code: u8| {
+            let mut c = frame(3, 2, NEXT_CHUNK, 64);
+            let h = ETH + FIXED_HEADER_LEN + 5 * NODE_LEN;
+            c[h + 2] = kind;
+            c[h + 3] = code;
+            c
+        };
+        let private = chunk(TYPE_RESPONSE, NO_STORE);
+        assert!(replayable(&private, &forwarded(&private)).is_some());
+        for c in [chunk(TYPE_RESPONSE, 0), chunk(1, NO_STORE)] {
+            assert!(replayable(&c, &forwarded(&c)).is_none());
+        }
     }
 
     #[test]

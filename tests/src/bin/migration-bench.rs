@@ -49,6 +49,10 @@ struct Args {
     /// Modes, in order: xmigrate, tcp, exec.
     #[arg(long, value_delimiter = ',', default_value = "xmigrate,tcp,exec")]
     modes: Vec<String>,
+    /// The routers forward with their XDP fast path (`xia-router --xdp`; GRO on at the hosts'
+    /// links, which a veth needs to take redirected frames: for every mode alike).
+    #[arg(long)]
+    xdp: bool,
     /// One run of each, with progress and the guest's console shown.
     #[arg(long)]
     demo: bool,
@@ -207,13 +211,22 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let image = image(&args);
-    let f = match Fig1::new(true, args.mtu, false, false) {
+    let router_args: &[&str] = if args.xdp { &["--xdp"] } else { &[] };
+    let f = match Fig1::with_router_args(true, args.mtu, false, false, router_args, router_args) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("migration-bench: Fig. 1b: {e}");
             return ExitCode::from(1);
         }
     };
+    if args.xdp {
+        for ns in [&f.ns_a, &f.ns_b] {
+            if let Err(e) = ns.run(&["ethtool", "-K", "eth0", "gro", "on"]) {
+                eprintln!("migration-bench: GRO for the fast path: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     if let Err(e) = ipv4(&f) {
         eprintln!("migration-bench: IPv4 for tcp: {e}");
         return ExitCode::from(1);
@@ -245,13 +258,27 @@ fn main() -> ExitCode {
             }
         }
     }
+    // What the routers did with it all (XIA's share: the daemon's or the fast path's).
+    for (name, r, ns) in
+        [("R1", &f.r1, &f.ns_r1), ("R2", f.r2.as_ref().expect("Fig. 1b"), f.ns_r2.as_ref().expect("Fig. 1b"))]
+    {
+        if let Ok(s) = r.stats(ns) {
+            let g = |k: &str| s.get(k).copied().unwrap_or(0);
+            eprintln!(
+                "{name}: {} frames forwarded by the daemon, {} by the XDP fast path, {} no-store CHUNK pieces seen",
+                g("forwarded"),
+                g("xdp_forwarded"),
+                g("cache_pieces_no_store")
+            );
+        }
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let stat = |mode: &str, f: &dyn Fn(&Report) -> f64| {
         median(results.iter().filter(|(m, _)| m == mode).map(|(_, r)| f(r)).collect())
     };
     println!();
     println!(
-        "Medians of {} run(s), guest {} MiB ({} MiB filled, 1 MiB of {} MiB rewritten every {} ms), MTU {}, downtime limit {}, {} CPUs",
+        "Medians of {} run(s), guest {} MiB ({} MiB filled, 1 MiB of {} MiB rewritten every {} ms), MTU {}, downtime limit {}, routers {}, {} CPUs",
         args.runs,
         args.mem_mib,
         args.fill_mib,
@@ -259,6 +286,7 @@ fn main() -> ExitCode {
         args.dirty_every_ms,
         args.mtu,
         args.downtime_limit_ms.map_or("QEMU's (300 ms)".to_string(), |d| format!("{d} ms")),
+        if args.xdp { "--xdp" } else { "daemon only" },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!();

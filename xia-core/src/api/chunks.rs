@@ -288,6 +288,22 @@ impl ChunkClient {
         .await
     }
 
+    /// Marks what this client publishes from now on as not to be kept by the nodes that forward
+    /// it: no router caches it (and routers with a fast path forward it there). For content
+    /// fetched once, or that should not sit in caches: a VM's memory in migration.
+    pub async fn set_no_store(&mut self) -> Result<(), XiaError> {
+        within(deadline(self.timeout), async {
+            self.settle().await?;
+            let mut stale = self.owed;
+            self.send_owed(&Request::ChunkNoStore, &[]).await?;
+            match self.answer(&mut stale).await? {
+                Response::Ok => Ok(()),
+                m => Err(unexpected(&m)),
+            }
+        })
+        .await
+    }
+
     /// Stops publishing `cid`.
     pub async fn remove(&mut self, cid: Xid) -> Result<(), XiaError> {
         within(deadline(self.timeout), async {

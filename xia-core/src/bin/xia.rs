@@ -105,6 +105,9 @@ enum Cmd {
         /// Write the manifest here instead of stdout.
         #[arg(long)]
         manifest: Option<PathBuf>,
+        /// Mark the chunks no-store: routers on the way forward them and never cache them.
+        #[arg(long)]
+        no_store: bool,
     },
     /// Fetches every chunk of a manifest (pipelined), prints count, SHA-256 and rate.
     ChunkFetch {
@@ -391,8 +394,11 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
             line(format!("sent {}", rate(total, t)));
             line(format!("sha256 {:x}", h.finalize()));
         }
-        Cmd::ChunkServe { bytes, chunk_size, seed, manifest } => {
+        Cmd::ChunkServe { bytes, chunk_size, seed, manifest, no_store } => {
             let mut c = xia.chunks().await.map_err(e)?;
+            if no_store {
+                c.set_no_store().await.map_err(e)?;
+            }
             let mut pat = Pattern::new(seed);
             let mut h = Sha256::new();
             let size = chunk_size.max(1);

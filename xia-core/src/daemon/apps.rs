@@ -13,6 +13,7 @@ use crate::dag::Dag;
 use crate::host::{Handle, HostError, HostEvent};
 use crate::ipc::{ErrorCode, Event, HostInfo, Request, Response, StreamEnd};
 use crate::link::Link;
+use crate::transport::chunk::CachePolicy;
 use crate::xid::Xid;
 
 /// Outgoing message bytes buffered for an application before the daemon stops reading its
@@ -331,6 +332,12 @@ impl<L: Link> Daemon<L> {
                 }
                 self.reply(id, &Response::Ok);
             }
+            Request::ChunkNoStore => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.policy = CachePolicy::NoStore;
+                }
+                self.reply(id, &Response::Ok);
+            }
             Request::ChunkRemove { cid } => {
                 let last = match self.conns.get_mut(&id).and_then(|c| c.leased.as_mut()) {
                     // A leased publication goes with its last reference.
@@ -489,7 +496,8 @@ impl<L: Link> Daemon<L> {
         match done {
             Hashed::Verified(v, ok) => self.host.chunk_verified(now, v, ok),
             Hashed::Named { conn, data, cid } => {
-                let answer = match self.host.chunk_put_hashed(cid, data) {
+                let policy = self.conns.get(&conn).map(|c| c.policy).unwrap_or_default();
+                let answer = match self.host.chunk_put_hashed(cid, data, policy) {
                     Ok(cid) => {
                         if let Some(refs) = self.conns.get_mut(&conn).and_then(|c| c.leased.as_mut()) {
                             *refs.entry(cid).or_insert(0) += 1;

@@ -80,6 +80,10 @@ pub(super) struct Conn {
     pub(super) interest: u32,
     /// Chunks published under a lease, with their references: removed when it closes.
     pub(super) leased: Option<std::collections::HashMap<crate::xid::Xid, u32>>,
+    /// What it publishes may be kept by nodes on the way ([`Request::ChunkNoStore`] says no).
+    ///
+    /// [`Request::ChunkNoStore`]: crate::ipc::Request::ChunkNoStore
+    pub(super) policy: crate::transport::chunk::CachePolicy,
     /// A chunk it publishes is being named (hashed): its next requests wait for that answer.
     pub(super) awaiting_hash: bool,
 }
@@ -105,6 +109,7 @@ impl Conn {
             close_after_flush: false,
             interest,
             leased: None,
+            policy: Default::default(),
             awaiting_hash: false,
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::dag::Dag;
-use crate::transport::chunk::{ServeJob, Verify};
+use crate::transport::chunk::{CachePolicy, ServeJob, Verify};
 use crate::wire::chunk::{self as chunk_wire, ChunkRepr, NackReason};
 use crate::wire::xip::{NextHeader, XipRepr};
 use crate::wire::{ethernet, integrity};
@@ -38,6 +38,7 @@ impl Host {
                     Some(data) => match ServeJob::new(data, &c, self.cfg.max_serve) {
                         Err(r) => Some(r),
                         Ok(job) => {
+                            let job = job.with_policy(self.store.policy(&cid));
                             let src = self.content_dag(cid);
                             match self.frame_for(NextHeader::Chunk, &reply_to, &src, &[]) {
                                 Some((header, hop @ (Some(Hop::Mac(_)) | None))) => {
@@ -167,9 +168,15 @@ impl Host {
     }
 
     /// Publishes a chunk whose CID the caller computed (on another thread, so that hashing a
-    /// big chunk does not hold up the host): `cid` must be the SHA-1 of `data`.
-    pub fn chunk_put_hashed(&mut self, cid: Xid, data: Arc<[u8]>) -> Result<Xid, HostError> {
-        Ok(self.store.put_hashed(cid, data)?)
+    /// big chunk does not hold up the host): `cid` must be the SHA-1 of `data`. `policy`: may
+    /// the nodes on the way keep a copy.
+    pub fn chunk_put_hashed(
+        &mut self,
+        cid: Xid,
+        data: Arc<[u8]>,
+        policy: CachePolicy,
+    ) -> Result<Xid, HostError> {
+        Ok(self.store.put_hashed(cid, data, policy)?)
     }
 
     /// Removes a published chunk.

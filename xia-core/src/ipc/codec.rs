@@ -185,6 +185,7 @@ mod tests {
             Request::SendTo { dst: dag() },
             Request::ChunkPut,
             Request::ChunkLease,
+            Request::ChunkNoStore,
             Request::ChunkFetch { tag: 1, cid: x, dag: dag(), len: None },
             Request::ChunkFetch { tag: 1, cid: x, dag: dag(), len: Some(1 << 20) },
             Request::ChunkCancel { tag: 1 },

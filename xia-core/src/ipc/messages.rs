@@ -109,6 +109,9 @@ pub enum Request {
     /// Makes this connection an event stream. Answer: [`Response::Subscribed`], then an
     /// [`Response::Event`] for everything that happens to the host's attachment and link.
     Subscribe,
+    /// Marks what this connection publishes from now on as not to be kept by the nodes that
+    /// forward it (responses flagged NO_STORE: no router caches them). Answer: `Ok`.
+    ChunkNoStore,
 }
 
 impl Request {

@@ -871,7 +871,13 @@ mod chunk_regressions {
                 f.handle_response(
                     now,
                     &cid,
-                    &ChunkRepr::Response { request_id: forged, offset: 0, total_len: total, data: &[0] },
+                    &ChunkRepr::Response {
+                        request_id: forged,
+                        offset: 0,
+                        total_len: total,
+                        no_store: false,
+                        data: &[0],
+                    },
                 );
             }
         }
@@ -882,7 +888,7 @@ mod chunk_regressions {
         f.handle_response(
             now,
             &cid,
-            &ChunkRepr::Response { request_id, offset: 0, total_len: 100_000, data: piece },
+            &ChunkRepr::Response { request_id, offset: 0, total_len: 100_000, no_store: false, data: piece },
         );
         assert!(f.poll_complete().is_none());
         assert_eq!(f.stats().pieces_refused, 4);

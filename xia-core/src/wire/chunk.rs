@@ -13,7 +13,9 @@
 //! `check` is the CRC32C of [`super::integrity`], filled in once the whole packet is written.
 //! - request (1): send bytes `offset .. offset+length` of the chunk (`length` 0: to the end);
 //! - response (2): `length` is the chunk's total length; the data is the bytes at `offset`. A
-//!   chunk larger than a frame arrives as many responses;
+//!   chunk larger than a frame arrives as many responses. `code` holds flags: [`NO_STORE`] (bit
+//!   0) says the publisher wants no copy kept on the way (routers forward it and never cache
+//!   it: a VM's memory in migration, anything single-use or private); other bits are zero;
 //! - negative reply (3): `code` says why (not found, too large, busy).
 //!
 //! `request id` is echoed in responses, so a receiver takes RTT samples and ignores stale answers.
@@ -22,6 +24,17 @@ use super::{be32, need, put32, room, Result, WireError};
 
 /// Header length (with the check).
 pub const HEADER_LEN: usize = 20;
+
+/// Response flag (in `code`): nodes on the path must not keep a copy of the chunk.
+pub const NO_STORE: u8 = 0x01;
+/// The `type` of a response (for code that reads the header's bytes itself).
+pub const TYPE_RESPONSE: u8 = kind::RESPONSE;
+
+/// True when `header` (a CHUNK header, at least its first four bytes) is a response marked
+/// [`NO_STORE`]: nodes forwarding it have nothing to watch in it.
+pub fn is_no_store_response(header: &[u8]) -> bool {
+    header.len() >= 4 && header[2] == kind::RESPONSE && header[3] & NO_STORE != 0
+}
 
 /// Why a node refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,7 +117,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer.as_ref()[2]
     }
 
-    /// Code byte (negative replies).
+    /// Code byte (negative replies: why; responses: flags).
     pub fn code(&self) -> u8 {
         self.buffer.as_ref()[3]
     }
@@ -151,6 +164,8 @@ pub enum ChunkRepr<'a> {
         offset: u32,
         /// Total length of the chunk.
         total_len: u32,
+        /// The publisher asks nodes on the path not to keep a copy ([`NO_STORE`]).
+        no_store: bool,
         /// The bytes.
         data: &'a [u8],
     },
@@ -175,7 +190,11 @@ impl<'a> ChunkRepr<'a> {
             return Err(WireError::Field("CHUNK next header"));
         }
         let data = &b[HEADER_LEN..];
-        if p.msg_type() != kind::NACK && p.code() != 0 {
+        let flags = match p.msg_type() {
+            kind::RESPONSE => NO_STORE,
+            _ => 0,
+        };
+        if p.msg_type() != kind::NACK && p.code() & !flags != 0 {
             return Err(WireError::Field("CHUNK code"));
         }
         match p.msg_type() {
@@ -194,6 +213,7 @@ impl<'a> ChunkRepr<'a> {
                     request_id: p.request_id(),
                     offset: p.offset(),
                     total_len: p.length(),
+                    no_store: p.code() & NO_STORE != 0,
                     data,
                 })
             }
@@ -221,12 +241,13 @@ impl<'a> ChunkRepr<'a> {
             ChunkRepr::Request { request_id, offset, length } => {
                 (kind::REQUEST, 0, request_id, offset, length)
             }
-            ChunkRepr::Response { request_id, offset, total_len, data } => {
+            ChunkRepr::Response { request_id, offset, total_len, no_store, data } => {
                 if u64::from(offset) + data.len() as u64 > u64::from(total_len) {
                     return Err(WireError::Field("chunk response beyond the chunk's length"));
                 }
                 buf[HEADER_LEN..HEADER_LEN + data.len()].copy_from_slice(data);
-                (kind::RESPONSE, 0, request_id, offset, total_len)
+                let flags = if no_store { NO_STORE } else { 0 };
+                (kind::RESPONSE, flags, request_id, offset, total_len)
             }
             ChunkRepr::Nack { request_id, reason } => (kind::NACK, reason.into(), request_id, 0, 0),
         };
@@ -268,12 +289,19 @@ mod tests {
         let r = ChunkRepr::parse(&Packet::new_checked(&RESPONSE[..]).unwrap()).unwrap();
         assert_eq!(
             r,
-            ChunkRepr::Response { request_id: 7, offset: 4096, total_len: 1 << 20, data: &[1, 2, 3] }
+            ChunkRepr::Response {
+                request_id: 7,
+                offset: 4096,
+                total_len: 1 << 20,
+                no_store: false,
+                data: &[1, 2, 3]
+            }
         );
         let mut buf = [0u8; 23];
         r.emit(&mut buf).unwrap();
         assert_eq!(buf, RESPONSE);
         for r in [
+            ChunkRepr::Response { request_id: 7, offset: 0, total_len: 3, no_store: true, data: &[1, 2, 3] },
             ChunkRepr::Request { request_id: 1, offset: 0, length: 0 },
             ChunkRepr::Nack { request_id: 2, reason: NackReason::NotFound },
             ChunkRepr::Nack { request_id: 2, reason: NackReason::Unknown(99) },
@@ -302,13 +330,30 @@ mod tests {
         v[1] = 2;
         assert_eq!(Packet::new_checked(&v[..]).unwrap_err(), WireError::HeaderLength(8));
         let mut v = RESPONSE;
-        v[3] = 1;
+        v[3] = NO_STORE;
+        assert!(matches!(
+            ChunkRepr::parse(&Packet::new_unchecked(&v[..])),
+            Ok(ChunkRepr::Response { no_store: true, .. })
+        ));
+        for code in [2, 0x80] {
+            let mut v = RESPONSE;
+            v[3] = code;
+            assert_eq!(
+                ChunkRepr::parse(&Packet::new_unchecked(&v[..])).unwrap_err(),
+                WireError::Field("CHUNK code")
+            );
+        }
+        let mut v = RESPONSE;
+        v[2] = 1; // a request
+        v[3] = NO_STORE;
+        v[12..16].copy_from_slice(&0u32.to_be_bytes());
         assert_eq!(
-            ChunkRepr::parse(&Packet::new_unchecked(&v[..])).unwrap_err(),
+            ChunkRepr::parse(&Packet::new_unchecked(&v[..20])).unwrap_err(),
             WireError::Field("CHUNK code")
         );
         assert!(matches!(Packet::new_checked(&RESPONSE[..19]), Err(WireError::Truncated { .. })));
-        let bad = ChunkRepr::Response { request_id: 0, offset: 2, total_len: 3, data: &[1, 2] };
+        let bad =
+            ChunkRepr::Response { request_id: 0, offset: 2, total_len: 3, no_store: false, data: &[1, 2] };
         assert!(bad.emit(&mut [0u8; 22]).is_err());
     }
 }

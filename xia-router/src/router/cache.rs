@@ -116,11 +116,16 @@ impl Router {
     /// which is cached once complete and verified against its CID.
     pub(super) fn observe_chunk(&mut self, now: Instant, packet: &[u8]) {
         let p = xip::Packet::new_unchecked(packet);
-        let Ok(ChunkRepr::Response { offset, total_len, data, .. }) =
+        let Ok(ChunkRepr::Response { offset, total_len, no_store, data, .. }) =
             chunk_wire::Packet::new_checked(p.payload()).and_then(|q| ChunkRepr::parse(&q))
         else {
             return;
         };
+        if no_store {
+            // Its publisher wants no copy kept on the way.
+            self.stats.cache_pieces_no_store += 1;
+            return;
+        }
         let Some(cid) = p.src_intent() else { return };
         if cid.principal() != Principal::Cid {
             return;

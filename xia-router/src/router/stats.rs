@@ -57,6 +57,8 @@ pub struct RouterStats {
     pub routes_expired: u64,
     /// CHUNK response pieces seen passing through (with the cache on).
     pub cache_pieces_seen: u64,
+    /// CHUNK response pieces marked no-store passing through (forwarded, never kept).
+    pub cache_pieces_no_store: u64,
     /// Chunks put together from passing pieces and cached (hashed when first asked for).
     pub cache_chunks_stored: u64,
     /// Cached chunks whose bytes did not hash to their CID when first asked for (dropped).
@@ -102,6 +104,7 @@ pub fn stats_fields(s: &RouterStats) -> Vec<(&'static str, u64)> {
         ("drop_table_full", s.drop_table_full),
         ("routes_expired", s.routes_expired),
         ("cache_pieces_seen", s.cache_pieces_seen),
+        ("cache_pieces_no_store", s.cache_pieces_no_store),
         ("cache_chunks_stored", s.cache_chunks_stored),
         ("cache_chunks_corrupt", s.cache_chunks_corrupt),
         ("cache_assemblies_dropped", s.cache_assemblies_dropped),

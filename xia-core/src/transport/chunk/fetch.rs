@@ -575,7 +575,7 @@ impl Fetcher {
                     _ => self.finish(o.job, Err(ChunkError::NotFound)),
                 }
             }
-            ChunkRepr::Response { request_id, offset, total_len, data } => {
+            ChunkRepr::Response { request_id, offset, total_len, data, .. } => {
                 self.stats.pieces_received += 1;
                 let before = self.model.delivered();
                 self.take_piece(now, cid, request_id, u64::from(offset), total_len as usize, data);

@@ -21,5 +21,17 @@ pub use fetch::{ChunkError, Completed, FetchConfig, FetchStats, Fetcher, Request
 pub use serve::ServeJob;
 pub use store::{ContentStore, StoreError};
 
+/// Whether nodes that forward a published chunk may keep a copy of it (a router's cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CachePolicy {
+    /// Anyone on the path may cache it (content meant to be shared).
+    #[default]
+    Cacheable,
+    /// Its responses are marked [`NO_STORE`](crate::wire::chunk::NO_STORE): forwarded, never
+    /// kept (single-use or private content, like a VM's memory in migration; routers forward it
+    /// in their fast path).
+    NoStore,
+}
+
 /// Largest chunk this implementation handles by default.
 pub const DEFAULT_MAX_CHUNK: usize = 16 << 20;

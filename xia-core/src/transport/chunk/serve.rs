@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::CachePolicy;
 use crate::wire::chunk::{ChunkRepr, NackReason};
 
 /// The responses to one request: consecutive pieces of a chunk.
@@ -11,6 +12,7 @@ pub struct ServeJob {
     request_id: u32,
     next: usize,
     end: usize,
+    no_store: bool,
 }
 
 impl ServeJob {
@@ -27,7 +29,14 @@ impl ServeJob {
         if start > data.len() || (start == data.len() && !data.is_empty()) {
             return Err(NackReason::BadRange);
         }
-        Ok(ServeJob { data, request_id, next: start, end })
+        Ok(ServeJob { data, request_id, next: start, end, no_store: false })
+    }
+
+    /// Marks every response [`NO_STORE`](crate::wire::chunk::NO_STORE) (the publisher wants no
+    /// copy kept on the way) when `policy` says so.
+    pub fn with_policy(mut self, policy: CachePolicy) -> ServeJob {
+        self.no_store = policy == CachePolicy::NoStore;
+        self
     }
 
     /// The next response, with at most `max_data` bytes of the chunk; `None` when done.
@@ -43,6 +52,7 @@ impl ServeJob {
             request_id: self.request_id,
             offset: start as u32,
             total_len: self.data.len() as u32,
+            no_store: self.no_store,
             data: &self.data[start..stop],
         })
     }
@@ -63,8 +73,10 @@ mod tests {
         let req = ChunkRepr::Request { request_id: 9, offset: 100, length: 120 };
         let mut job = ServeJob::new(data.clone(), &req, usize::MAX).unwrap();
         let mut got = Vec::new();
-        while let Some(ChunkRepr::Response { request_id, offset, total_len, data }) = job.next_piece(50) {
-            assert_eq!((request_id, total_len), (9, 250));
+        while let Some(ChunkRepr::Response { request_id, offset, total_len, no_store, data }) =
+            job.next_piece(50)
+        {
+            assert_eq!((request_id, total_len, no_store), (9, 250, false));
             got.push((offset, data.len()));
         }
         assert_eq!(got, vec![(100, 50), (150, 50), (200, 20)]);
@@ -93,5 +105,13 @@ mod tests {
         .unwrap();
         assert!(matches!(empty.next_piece(10), Some(ChunkRepr::Response { data: [], total_len: 0, .. })));
         assert!(empty.next_piece(10).is_none());
+        let mut private = ServeJob::new(
+            Arc::from(&[1u8][..]),
+            &ChunkRepr::Request { request_id: 1, offset: 0, length: 0 },
+            usize::MAX,
+        )
+        .unwrap()
+        .with_policy(CachePolicy::NoStore);
+        assert!(matches!(private.next_piece(10), Some(ChunkRepr::Response { no_store: true, .. })));
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use lru::LruCache;
 
+use super::CachePolicy;
 use crate::xid::{Xid, XidId, XidMap};
 
 /// Why content could not be stored.
@@ -28,7 +29,7 @@ pub enum StoreError {
 /// what passed by) fill the room left, least recently used evicted first.
 #[derive(Debug)]
 pub struct ContentStore {
-    published: XidMap<Arc<[u8]>>,
+    published: XidMap<(Arc<[u8]>, CachePolicy)>,
     published_bytes: usize,
     cache: LruCache<XidId, Arc<[u8]>>,
     cached_bytes: usize,
@@ -53,7 +54,7 @@ impl ContentStore {
     /// CID. Publishing the same content twice holds it once.
     pub fn put(&mut self, data: Arc<[u8]>) -> Result<Xid, StoreError> {
         self.check_size(data.len())?;
-        self.put_hashed(Xid::cid_of(&data), data)
+        self.put_hashed(Xid::cid_of(&data), data, CachePolicy::Cacheable)
     }
 
     /// Whether a chunk of `len` bytes could be published at all (not too large).
@@ -65,11 +66,13 @@ impl ContentStore {
     }
 
     /// [`ContentStore::put`] of `data` whose SHA-1 the caller computed (on another thread):
-    /// `cid` must be [`Xid::cid_of`]`(&data)`.
-    pub fn put_hashed(&mut self, cid: Xid, data: Arc<[u8]>) -> Result<Xid, StoreError> {
+    /// `cid` must be [`Xid::cid_of`]`(&data)`. `policy` goes with the chunk's responses; content
+    /// published again takes the latest.
+    pub fn put_hashed(&mut self, cid: Xid, data: Arc<[u8]>, policy: CachePolicy) -> Result<Xid, StoreError> {
         self.check_size(data.len())?;
         debug_assert_eq!(cid, Xid::cid_of(&data), "a CID that is not the content's");
-        if self.published.contains_key(cid.id()) {
+        if let Some(held) = self.published.get_mut(cid.id()) {
+            held.1 = policy;
             return Ok(cid);
         }
         if self.published_bytes + data.len() > self.capacity {
@@ -79,7 +82,7 @@ impl ContentStore {
             self.cached_bytes -= old.len();
         }
         self.published_bytes += data.len();
-        self.published.insert(*cid.id(), data);
+        self.published.insert(*cid.id(), (data, policy));
         self.evict();
         Ok(cid)
     }
@@ -110,10 +113,16 @@ impl ContentStore {
 
     /// The chunk named `cid` (a cached one is marked recently used).
     pub fn get(&mut self, cid: &Xid) -> Option<Arc<[u8]>> {
-        if let Some(d) = self.published.get(cid.id()) {
+        if let Some((d, _)) = self.published.get(cid.id()) {
             return Some(d.clone());
         }
         self.cache.get(cid.id()).cloned()
+    }
+
+    /// What the publisher of `cid` allows nodes on the path to keep (a cached chunk, or one not
+    /// held: [`CachePolicy::Cacheable`]).
+    pub fn policy(&self, cid: &Xid) -> CachePolicy {
+        self.published.get(cid.id()).map(|p| p.1).unwrap_or_default()
     }
 
     /// True when the store holds `cid` (without touching its recency).
@@ -123,7 +132,7 @@ impl ContentStore {
 
     /// Removes a chunk, published or cached.
     pub fn remove(&mut self, cid: &Xid) -> bool {
-        if let Some(old) = self.published.remove(cid.id()) {
+        if let Some((old, _)) = self.published.remove(cid.id()) {
             self.published_bytes -= old.len();
             return true;
         }
@@ -196,5 +205,18 @@ mod tests {
         assert!(s.remove(&b));
         assert!(s.put(vec![4u8; 100].into()).is_ok());
         assert_eq!(s.published_bytes(), 300);
+    }
+
+    #[test]
+    fn a_chunk_keeps_the_policy_it_was_last_published_with() {
+        let mut s = ContentStore::new(300, 200);
+        let data: Arc<[u8]> = vec![7u8; 10].into();
+        let cid = Xid::cid_of(&data);
+        assert_eq!(s.policy(&cid), CachePolicy::Cacheable, "not held");
+        s.put_hashed(cid, data.clone(), CachePolicy::NoStore).unwrap();
+        assert_eq!(s.policy(&cid), CachePolicy::NoStore);
+        s.put_hashed(cid, data, CachePolicy::Cacheable).unwrap();
+        assert_eq!(s.policy(&cid), CachePolicy::Cacheable);
+        assert_eq!(s.published_bytes(), 10, "held once");
     }
 }
