@@ -60,11 +60,11 @@ start() { # start NAME NODE COMMAND...
   echo $! >"$STATE/$name.pid"
 }
 
-router() { # router NAME AD-KEY PORTS...
+router() { # router NAME AD-KEY PORT:ROLE... (role: access for hosts, peering for routers)
   local name=$1 adkey=$2
   shift 2
   local args=()
-  for p in "$@"; do args+=(-p "$p"); done
+  for p in "$@"; do args+=(-p "${p%%:*}" "--${p##*:}" "${p%%:*}"); done
   [ "$XDP" = 1 ] && args+=(--xdp)
   start "$name" "$name" "$B/xia-router" --admin "$STATE/$name.sock" run "${args[@]}" \
     --ad-key "$STATE/$adkey.key" -k "$STATE/$name.key"
@@ -125,14 +125,14 @@ up() {
     link a eth0 r1 r1-a
     link b eth0 r1 r1-b
     link c eth0 r1 r1-c
-    router r1 ad1 r1-a r1-b r1-c
+    router r1 ad1 r1-a:access r1-b:access r1-c:access
   else
     link a eth0 r1 r1-a
     link c eth0 r1 r1-c
     link r1 r1-r2 r2 r2-r1
     link b eth0 r2 r2-b
-    router r1 ad1 r1-a r1-c r1-r2
-    router r2 ad2 r2-r1 r2-b
+    router r1 ad1 r1-a:access r1-c:access r1-r2:peering
+    router r2 ad2 r2-r1:peering r2-b:access
   fi
   for h in a b c; do host "$h"; done
   for h in a b c; do registered "$h"; done

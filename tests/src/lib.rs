@@ -11,6 +11,8 @@ use std::time::Duration;
 
 pub use xia_testbed::{nft_loss, nft_loss_egress, require_root, veth, Child, Netns};
 
+pub mod probe;
+
 /// The path of one of the project's binaries, built with the running test (or tool).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows where it runs from");
@@ -366,14 +368,25 @@ impl Fig1 {
                 veth(&ns_a, "eth1", &ns_r2, "r2a", mtu)?;
                 r2_ports.push("r2a");
             }
-            let r1 = XRouter::start(&ns_r1, &["r1a", "r1c", "r1r2"], dir.path(), "r1", "ad1", &r1_extra)?;
-            let r2 = XRouter::start(&ns_r2, &r2_ports, dir.path(), "r2", "ad2", r2_more)?;
+            // As an operator configures them: hosts' links are access ports, the link between
+            // the ADs peering.
+            let mut r1_args: Vec<&str> = vec!["--access", "r1a", "--access", "r1c", "--peering", "r1r2"];
+            r1_args.extend_from_slice(&r1_extra);
+            let mut r2_args: Vec<&str> = vec!["--access", "r2b", "--peering", "r2r1"];
+            if spare_a {
+                r2_args.extend_from_slice(&["--access", "r2a"]);
+            }
+            r2_args.extend_from_slice(r2_more);
+            let r1 = XRouter::start(&ns_r1, &["r1a", "r1c", "r1r2"], dir.path(), "r1", "ad1", &r1_args)?;
+            let r2 = XRouter::start(&ns_r2, &r2_ports, dir.path(), "r2", "ad2", &r2_args)?;
             (r1, Some(r2), Some(ns_r2))
         } else {
             veth(&ns_a, "eth0", &ns_r1, "r1a", mtu)?;
             veth(&ns_b, "eth0", &ns_r1, "r1b", mtu)?;
             veth(&ns_c, "eth0", &ns_r1, "r1c", mtu)?;
-            let r1 = XRouter::start(&ns_r1, &["r1a", "r1b", "r1c"], dir.path(), "r1", "ad1", &r1_extra)?;
+            let mut r1_args: Vec<&str> = vec!["--access", "r1a", "--access", "r1b", "--access", "r1c"];
+            r1_args.extend_from_slice(&r1_extra);
+            let r1 = XRouter::start(&ns_r1, &["r1a", "r1b", "r1c"], dir.path(), "r1", "ad1", &r1_args)?;
             (r1, None, None)
         };
         let mut a = Xiad::start(&ns_a, "eth0", dir.path(), "a", None, None)?;

@@ -3,11 +3,11 @@
 //! where a tool cannot make them (hop limit 1, forged and replayed patches). Needs root; under
 //! CI=true it must run.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use xia_core::dag::Dag;
 use xia_core::keys::Keypair;
-use xia_core::link::afpacket::{LinkOptions, PacketSocket, RecvBatch};
+use xia_core::link::afpacket::PacketSocket;
 use xia_core::samples::frame;
 use xia_core::wire::control::{self, ControlBody, HostRegistered, RoutePatch, Stamp};
 use xia_core::wire::dgram::DgramRepr;
@@ -15,42 +15,8 @@ use xia_core::wire::ethernet::{self, EtherType, EthernetAddress};
 use xia_core::wire::xcmp::XcmpRepr;
 use xia_core::wire::xip::{self, NextHeader, XipRepr};
 use xia_core::xid::{Principal, Xid, SID_XHCP};
-use xia_tests::{bin, field, re_words, require_root, run_ok, Child, Fig1, Netns, Xiad};
-
-fn xping(ns: &Netns, from: &Xiad, args: &[&str], dst: &[String]) -> std::process::Command {
-    let mut c = ns.cmd(bin("xping"));
-    c.arg("--socket").arg(&from.socket).args(args).args(dst);
-    c
-}
-
-fn mac_of(ns: &Netns, ifname: &str) -> EthernetAddress {
-    ns.run(&["cat", &format!("/sys/class/net/{ifname}/address")]).unwrap().trim().parse().unwrap()
-}
-
-/// A raw socket on `ifname` in `ns` that sees every frame.
-fn raw(ns: &Netns, ifname: &str) -> PacketSocket {
-    let name = ifname.to_string();
-    ns.enter(move || PacketSocket::open(&name, &LinkOptions { ethertypes: vec![], ..LinkOptions::default() }))
-        .unwrap()
-        .unwrap()
-}
-
-/// Waits for a frame on `sock` that `want` accepts.
-fn await_frame(sock: &mut PacketSocket, timeout: Duration, mut want: impl FnMut(&[u8]) -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut batch = RecvBatch::new(16, sock.max_frame());
-    while Instant::now() < deadline {
-        let mut p =
-            libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(sock), events: libc::POLLIN, revents: 0 };
-        let ms = deadline.saturating_duration_since(Instant::now()).as_millis() as i32;
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, ms.max(1)) };
-        if sock.recv_batch(&mut batch).unwrap_or(0) > 0 && batch.frames().any(&mut want) {
-            return true;
-        }
-    }
-    false
-}
+use xia_tests::probe::{await_frame, mac_of, pings_received, raw, rss_kb, wall_ms, within, xping};
+use xia_tests::{field, re_words, require_root, run_ok, Child, Fig1, Netns, Xiad};
 
 /// Floods and the test that times a patch's effect in milliseconds do not run at the same time
 /// (on two cores a flood beside it measures the flood): each holds this while it runs.
@@ -197,10 +163,6 @@ fn fig1b_across_two_routers_byte_exact_and_decoded_by_tshark() {
     xia_tests::assert_tshark_decodes(&pcap, 40_000);
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 /// A route patch for `hid`, now in `ad2` behind `router2`, signed by `hid_key` (its HID).
 fn patch_msg(hid_key: &Keypair, ad2_key: &Keypair, router2: Xid, seq: u64) -> Vec<u8> {
     let hid = hid_key.xid(Principal::Hid);
@@ -293,23 +255,8 @@ fn a_host_moves_to_another_ad_and_its_old_dag_follows_it_after_a_patch() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!((s["patches_applied"], s["patches_refused"]), (2, 2), "{s:?}");
-    assert!(s["drop_bad_control"] >= 1 && s["drop_stale_control"] >= 1, "{s:?}");
+    assert!(s["drop_control_forged"] >= 1 && s["drop_control_replayed"] >= 1, "{s:?}");
     drop(r2);
-}
-
-/// Resident memory of a process, from /proc (kB).
-/// Replies counted in xping's summary ("N packets transmitted, M received, ...") in `text`.
-fn pings_received(text: &str) -> Option<u32> {
-    let line = text.lines().find(|l| l.contains("packets transmitted"))?;
-    line.split(", ").nth(1)?.split(' ').next()?.parse().ok()
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
 }
 
 #[test]
@@ -341,7 +288,7 @@ fn a_flood_of_bad_frames_and_rogue_control_is_survived_and_counted() {
             stamp: Stamp { seq: control::seq_base(wall_ms()), timestamp_ms: wall_ms(), millis: 100 },
             name_server: None,
         }));
-        let mut msg = body.seal(&key).unwrap();
+        let mut msg = body.seal_cosigned(&key, &rogue).unwrap();
         // Claim `ad` instead (the body's first XID), keeping the signature: it no longer checks.
         msg[4 + 4..4 + 24].copy_from_slice(ad.id());
         let d = DgramRepr { payload: &msg };
@@ -381,15 +328,16 @@ fn a_flood_of_bad_frames_and_rogue_control_is_survived_and_counted() {
     let s = f.r1.stats(&f.ns_r1).unwrap();
     let d = |k: &str| s[k] - before[k];
     eprintln!(
-        "router flood: {sent} frames sent, {} received, malformed {}, bad control {}, unreachable {}, RSS {rss_before} -> {rss_after} kB",
+        "router flood: {sent} frames sent, {} received, malformed {}, control refused by policy {}, forged {}, unreachable {}, RSS {rss_before} -> {rss_after} kB",
         d("rx_frames"),
         d("drop_malformed"),
-        d("drop_bad_control"),
+        d("drop_control_policy"),
+        d("drop_control_forged"),
         d("drop_unreachable")
     );
     assert!(sent > 100_000, "the flood was too slow to mean anything: {sent}");
     assert!(d("drop_malformed") > sent / 10, "{s:?}");
-    assert!(d("drop_bad_control") > sent / 20, "rogue beacons counted: {s:?}");
+    assert!(d("drop_control_policy") + d("drop_control_forged") > sent / 20, "rogue beacons counted: {s:?}");
     assert_eq!(d("beacons_heard"), 0, "no rogue beacon accepted");
     let routes = f.r1.admin(&f.ns_r1, &["route", "show"]).unwrap();
     assert!(!routes.contains("proto beacon"), "no route learned from a rogue: {routes}");
@@ -399,18 +347,6 @@ fn a_flood_of_bad_frames_and_rogue_control_is_survived_and_counted() {
     let received = pings_received(&out).unwrap();
     assert!(received >= 150, "pings through the flooded router: {out}");
     assert!(f.r1.admin(&f.ns_r1, &["info"]).is_ok(), "still answering its admin socket");
-}
-
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; how long it took.
-fn within(timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < timeout {
-        if cond() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 #[test]

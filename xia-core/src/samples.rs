@@ -35,6 +35,8 @@ pub struct Cast {
     pub ad2_key: Keypair,
     /// Key of host A (in AD 1).
     pub host_a_key: Keypair,
+    /// HID key of the router of AD 1 (it co-signs AD 1's beacons and distance vectors).
+    pub router1_key: Keypair,
     /// AD 1.
     pub ad1: Xid,
     /// AD 2.
@@ -58,6 +60,7 @@ impl Default for Cast {
             ad1_key: k(1),
             ad2_key: k(2),
             host_a_key: k(3),
+            router1_key: k(11),
             ad1: k(1).xid(Principal::Ad),
             ad2: k(2).xid(Principal::Ad),
             router1: k(11).xid(Principal::Hid),
@@ -184,7 +187,8 @@ pub fn samples() -> Vec<Sample> {
         stamp: stamp(100),
         name_server: Some(ns),
     }));
-    let beacon_msg = beacon.seal(&c.ad1_key).expect("AD key signs its beacon");
+    let beacon_msg =
+        beacon.seal_cosigned(&c.ad1_key, &c.router1_key).expect("AD key signs its beacon, its router too");
     let beacon_dgram = DgramRepr { payload: &beacon_msg };
     let beacon_bytes = bytes(|b| beacon_dgram.emit(b), beacon_dgram.buffer_len());
     let bcast = Dag::linear(&[HID_BROADCAST, SID_XHCP]).expect("broadcast DAG");
@@ -217,7 +221,7 @@ pub fn samples() -> Vec<Sample> {
         page: 0,
         pages: 1,
     }));
-    let dv_msg = dv.seal(&c.ad1_key).expect("AD key signs its routes");
+    let dv_msg = dv.seal_cosigned(&c.ad1_key, &c.router1_key).expect("AD and router keys sign its routes");
     let dv_dgram = DgramRepr { payload: &dv_msg };
     let dv_bytes = bytes(|b| dv_dgram.emit(b), dv_dgram.buffer_len());
     let to_routers = Dag::linear(&[HID_BROADCAST, crate::xid::SID_XROUTE]).expect("broadcast DAG");

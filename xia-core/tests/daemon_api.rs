@@ -382,7 +382,7 @@ fn events_follow_the_host_from_ad_to_ad_and_the_link_down_and_up() {
                 stamp: Stamp { seq, timestamp_ms: wall(), millis: 100 },
                 name_server: None,
             }));
-            let msg = b.seal(ad_key).unwrap();
+            let msg = b.seal_cosigned(ad_key, r_key).unwrap();
             let bcast = Dag::linear(&[HID_BROADCAST, SID_XHCP]).unwrap();
             vec![dgram_frame(*mac, EthernetAddress::BROADCAST, &bcast, &Dag::host(ad, rhid).unwrap(), &msg)]
         },

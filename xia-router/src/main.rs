@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use xia_core::dag::Dag;
 use xia_core::link::afpacket::LinkOptions;
 use xia_router::daemon::{admin_request, run, DaemonConfig};
-use xia_router::router::RouterConfig;
+use xia_router::router::{RouterConfig, TrustAnchors};
 
 const DEFAULT_ADMIN: &str = "/run/xia/router.sock";
 
@@ -25,6 +25,8 @@ struct Args {
     cmd: Cmd,
 }
 
+// Parsed once: the size of `run`'s arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Runs the router on the given interfaces (prints `xia-router ready ...` when it forwards).
@@ -59,6 +61,25 @@ enum Cmd {
         /// XDP frames (for a veth: GRO on, or an XDP program, on its peer).
         #[arg(long)]
         xdp: bool,
+        /// A port for hosts only (repeat): registrations and route patches are taken there,
+        /// beacons and distance vectors refused. Ports named neither here nor in --peering take
+        /// both.
+        #[arg(long = "access", value_name = "PORT")]
+        access: Vec<String>,
+        /// A port for routers of other ADs only (repeat): beacons and distance vectors are taken
+        /// there, host registrations refused.
+        #[arg(long = "peering", value_name = "PORT")]
+        peering: Vec<String>,
+        /// Trust anchors: the ADs whose beacons and distance vectors are heard, each with the ADs
+        /// it may announce (a line `AD:<hex> [AD:<hex>... | *]`, `#` comments). Without it, any
+        /// AD that proves its key.
+        #[arg(long, value_name = "FILE")]
+        trust_anchors: Option<PathBuf>,
+        /// How far behind this router's clock a sender's may be, in ms: control messages
+        /// stamped longer than that before the router started are refused (it remembers no
+        /// sequence numbers from before).
+        #[arg(long, default_value_t = 1000)]
+        max_clock_skew_ms: u64,
         #[command(flatten)]
         log: xia_core::cli::LogArgs,
     },
@@ -90,8 +111,46 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     let line = match args.cmd {
-        Cmd::Run { ports, ad_key, key, routes, cache_mib, beacon_ms, name_server, pcap, xdp, log } => {
+        Cmd::Run {
+            ports,
+            ad_key,
+            key,
+            routes,
+            cache_mib,
+            beacon_ms,
+            name_server,
+            pcap,
+            xdp,
+            access,
+            peering,
+            trust_anchors,
+            max_clock_skew_ms,
+            log,
+        } => {
             log.init();
+            for p in access.iter().chain(&peering) {
+                if !ports.contains(p) {
+                    eprintln!("xia-router: --access/--peering {p}: not one of the ports (-p)");
+                    return ExitCode::from(2);
+                }
+            }
+            if let Some(p) = access.iter().find(|p| peering.contains(p)) {
+                eprintln!("xia-router: {p} is given as both an access and a peering port");
+                return ExitCode::from(2);
+            }
+            let trust_anchors = match trust_anchors {
+                None => None,
+                Some(path) => match std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| TrustAnchors::parse(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        eprintln!("xia-router: {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+            };
             let name_server = match name_server.map(|s| s.parse::<Dag>()) {
                 None => None,
                 Some(Ok(d)) => Some(d),
@@ -110,6 +169,10 @@ fn main() -> ExitCode {
                     beacon_interval: Duration::from_millis(beacon_ms.max(1)),
                     name_server,
                     cache_bytes: cache_mib << 20,
+                    access_ports: access,
+                    peering_ports: peering,
+                    trust_anchors,
+                    max_clock_skew: Duration::from_millis(max_clock_skew_ms),
                     ..RouterConfig::default()
                 },
                 // Frames are read in place from a receive ring; the qdisc is skipped (a router's

@@ -15,6 +15,8 @@ use xia_core::xid::{Principal, Xid, SID_XHCP};
 
 use crate::router::{Origin, PortInfo, Router, RouterConfig, Target};
 
+mod control;
+
 const MTU: usize = 1500;
 const WALL: u64 = 1_800_000_000_000;
 
@@ -374,13 +376,14 @@ fn a_patched_hid_route_sends_traffic_for_the_old_dag_to_the_new_ad() {
     let r2_ports: Vec<PortInfo> =
         (0..3).map(|p| PortInfo { name: format!("p{p}"), mac: mac(r2, p), mtu: MTU }).collect();
     let now = w.now;
+    let wall = w.r(r2).wall_ms(now);
     *w.r(r2) = Router::new(
         RouterConfig::default(),
         Keypair::from_seed([0xa2; 32]),
         Keypair::from_seed([0xb2; 32]),
         r2_ports,
         now,
-        WALL + 2000,
+        wall,
     );
     w.link((moved, 0), (r2, 2));
     assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[moved, b])));
@@ -668,6 +671,8 @@ fn a_router_going_away_takes_its_routes_with_it() {
     cut(&mut w, 2, true);
     assert!(w.run_until(Duration::from_secs(5), |w| w.r(r1).route(&ad3).is_none()));
     let now = w.now;
+    // The same clock as every other node's.
+    let wall = w.r(r2).wall_ms(now);
     let ports = (0..2).map(|p| PortInfo { name: format!("p{p}"), mac: mac(r2, p), mtu: MTU }).collect();
     *w.r(r2) = Router::new(
         RouterConfig::default(),
@@ -675,7 +680,7 @@ fn a_router_going_away_takes_its_routes_with_it() {
         Keypair::from_seed([0xb2; 32]),
         ports,
         now,
-        WALL + 10_000,
+        wall,
     );
     cut(&mut w, 1, false);
     cut(&mut w, 2, false);
@@ -689,6 +694,7 @@ fn hosts_register_again_at_once_when_their_router_restarts() {
     let (mut w, [r1, a, b, c]) = fig1a();
     assert!(w.run_until(Duration::from_secs(2), |w| registered(w, &[a, b, c])));
     let now = w.now;
+    let wall = w.r(r1).wall_ms(now);
     let ports = (0..3).map(|p| PortInfo { name: format!("p{p}"), mac: mac(r1, p), mtu: MTU }).collect();
     *w.r(r1) = Router::new(
         RouterConfig::default(),
@@ -696,7 +702,7 @@ fn hosts_register_again_at_once_when_their_router_restarts() {
         Keypair::from_seed([0xb1; 32]),
         ports,
         now,
-        WALL + 3000,
+        wall,
     );
     let hid_a = w.h(a).hid();
     let t = w.now;

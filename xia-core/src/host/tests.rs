@@ -365,8 +365,12 @@ fn control_frame(
     src: &Dag,
     body: &ControlBody,
     key: &Keypair,
+    router: &Keypair,
 ) -> Vec<u8> {
-    let msg = body.seal(key).unwrap();
+    let msg = match body.cosigner() {
+        Some(_) => body.seal_cosigned(key, router).unwrap(),
+        None => body.seal(key).unwrap(),
+    };
     let d = DgramRepr { payload: &msg };
     let mut dgram = vec![0u8; d.buffer_len()];
     d.emit(&mut dgram).unwrap();
@@ -406,15 +410,22 @@ fn beacons_attach_the_host_and_registration_gets_a_receipt() {
     };
     let bcast = Dag::linear(&[HID_BROADCAST, SID_XHCP]).unwrap();
     let rdag = Dag::host(ad, router).unwrap();
-    a.handle_frame(now, &control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(5), &ad_key));
+    a.handle_frame(
+        now,
+        &control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(5), &ad_key, &router_key),
+    );
     assert_eq!(a.ad(), Some(ad));
     assert_eq!(a.gateway(), Some(router));
     assert_eq!(a.poll_event(), Some(HostEvent::Attached { ad, router }));
     // A replay is refused, as is a beacon signed by someone else.
-    a.handle_frame(now, &control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(5), &ad_key));
+    a.handle_frame(
+        now,
+        &control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(5), &ad_key, &router_key),
+    );
     assert_eq!(a.stats().drop_stale_control, 1);
     let rogue = Keypair::from_seed([0xbb; 32]);
-    let forged = control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(6), &ad_key);
+    let forged =
+        control_frame(rmac, EthernetAddress::BROADCAST, &bcast, &rdag, &beacon(6), &ad_key, &router_key);
     let mut tampered = forged.clone();
     let k = tampered.len() - 96;
     tampered[k..k + 32].copy_from_slice(&rogue.public().0);
@@ -439,7 +450,7 @@ fn beacons_attach_the_host_and_registration_gets_a_receipt() {
     // The router's receipt.
     let receipt = ControlBody::HostRegistered(HostRegistered { hid: reg.hid, ad, router, stamp: reg.stamp });
     let to_host = a.service_dag(SID_XHCP);
-    a.handle_frame(now, &control_frame(rmac, a.mac(), &to_host, &rdag, &receipt, &ad_key));
+    a.handle_frame(now, &control_frame(rmac, a.mac(), &to_host, &rdag, &receipt, &ad_key, &router_key));
     assert_eq!(a.poll_event(), Some(HostEvent::Registered { ad, router }));
     assert!(a.registration_receipt().is_some());
     // With a gateway, traffic to another AD goes to the router's MAC.

@@ -1,19 +1,26 @@
 //! Signed control messages between hosts and routers, carried as DGRAM payloads to well-known
 //! SIDs (beacons to [`crate::xid::SID_XHCP`], routing to [`crate::xid::SID_XROUTE`]).
 //!
-//! Every message that changes state is signed by the key behind the XID it concerns, and nothing
-//! is handed out before the signatures check: [`open`] returns a body only then. What each
-//! message proves:
-//! - a **beacon** (AD key): this AD, served by this router, said so at this time;
+//! Every message that changes state is signed by the key behind every XID it concerns, and
+//! nothing is handed out before the signatures check: [`open`] returns a body only then. What
+//! each message proves:
+//! - a **beacon** (AD key, co-signed by the router's HID key): this AD, served by this router,
+//!   said so at this time, and the router agrees (no one can name another's HID as their
+//!   router and draw its traffic);
 //! - a **host registration** (HID key): this host attaches to this router of this AD, now;
 //! - a **registration receipt** (AD key): this AD has this host attached via this router;
 //! - a **route patch** (HID key) carries a receipt from the host's *new* AD: the host says
 //!   "send my traffic there", and the new AD confirms the host is really attached there. A host
-//!   cannot point its traffic at a network that did not accept it (no reflection attacks).
+//!   cannot point its traffic at a network that did not accept it (no reflection attacks);
+//! - a **distance vector** (AD key, co-signed by the sending router's HID key): this AD reaches
+//!   these ADs, through this router.
 //!
 //! Every message carries the sender's wall-clock time and a sequence number; receivers refuse
 //! messages older than their freshness window and sequence numbers not above the last one seen,
 //! so a captured message cannot be replayed later, nor after a receiver forgot its state.
+//! Senders start their sequence numbers from their clock ([`seq_base`]), so a number may not
+//! run ahead of its own timestamp ([`Stamp::seq_in_bounds`]): no one can push a receiver's
+//! mark for a signer far into the future.
 //!
 //! ```text
 //! +---------+------+-------------+------------------+----------------+----------------+
@@ -21,6 +28,8 @@
 //! +---------+------+-------------+------------------+----------------+----------------+
 //! ```
 //! The signature covers a context string, then everything before it (header, body, key).
+//! Beacons and distance vectors carry a second trailer, the router's public key and its
+//! signature over another context string and everything before it (both trailers included).
 //! XIDs in bodies take 24 bytes (type u32, 20-byte XID); DAGs are node lists as in XIP;
 //! reserved bytes are zero.
 
@@ -33,15 +42,17 @@ use super::{
     be16, be32, be64, need, put16, put32, put64, read_xid, room, write_xid, Result, WireError, XID_WIRE_LEN,
 };
 
-/// Control protocol version.
-pub const VERSION: u8 = 1;
+/// Control protocol version (2: beacons and distance vectors co-signed by their router).
+pub const VERSION: u8 = 2;
 /// Header before the body.
 pub const HEADER_LEN: usize = 4;
 /// Public key and signature after the body.
 pub const TRAILER_LEN: usize = PUBLIC_KEY_LEN + SIGNATURE_LEN;
 /// Signatures are over this string followed by the message, so they cannot be replayed as
 /// signatures of anything else the same key signs.
-const CONTEXT: &[u8] = b"XIA control v1\0";
+const CONTEXT: &[u8] = b"XIA control v2\0";
+/// The router's co-signature is over this string followed by the message and the first trailer.
+const COSIGN_CONTEXT: &[u8] = b"XIA control v2 router\0";
 
 mod kind {
     pub const BEACON: u8 = 1;
@@ -100,6 +111,13 @@ impl Stamp {
     /// True when the message was sent within `window_ms` of `now_ms` (either way: clocks differ).
     pub fn is_fresh(&self, now_ms: u64, window_ms: u64) -> bool {
         now_ms.abs_diff(self.timestamp_ms) <= window_ms
+    }
+
+    /// True when the sequence number is no further ahead than a sender counting from
+    /// [`seq_base`] could be at the message's own time (`slack_ms` more, for a clock stepped
+    /// back): a signer's number cannot be pushed to where its later messages would look old.
+    pub fn seq_in_bounds(&self, slack_ms: u64) -> bool {
+        self.seq >> 16 <= self.timestamp_ms.saturating_add(slack_ms)
     }
 }
 
@@ -243,6 +261,16 @@ fn exact(b: &[u8], len: usize) -> Result<()> {
 }
 
 impl ControlBody {
+    /// The router whose HID key co-signs this message (beacons and distance vectors: the
+    /// router they name).
+    pub fn cosigner(&self) -> Option<Xid> {
+        match self {
+            ControlBody::Beacon(b) => Some(b.router_hid),
+            ControlBody::AdRoutes(r) => Some(r.router_hid),
+            _ => None,
+        }
+    }
+
     /// The XID whose key signs this message.
     pub fn signer(&self) -> Xid {
         match self {
@@ -287,7 +315,7 @@ impl ControlBody {
 
     /// Length of the whole signed message.
     pub fn buffer_len(&self) -> usize {
-        HEADER_LEN + self.body_len() + TRAILER_LEN
+        HEADER_LEN + self.body_len() + trailers(self.kind()) * TRAILER_LEN
     }
 
     /// Parses a body; a route patch's receipt is opened (its signature checked) here.
@@ -419,11 +447,28 @@ impl ControlBody {
     }
 
     /// Writes the message signed by `key` into `buf[..buffer_len()]`. The key must own
-    /// [`ControlBody::signer`].
+    /// [`ControlBody::signer`]; a message with a [`ControlBody::cosigner`] needs
+    /// [`ControlBody::seal_cosigned_into`].
     pub fn seal_into(&self, key: &Keypair, buf: &mut [u8]) -> Result<usize> {
+        self.seal_with(key, None, buf)
+    }
+
+    /// [`ControlBody::seal_into`], co-signed by `router` (the key of the router HID a beacon or
+    /// distance vector names).
+    pub fn seal_cosigned_into(&self, key: &Keypair, router: &Keypair, buf: &mut [u8]) -> Result<usize> {
+        self.seal_with(key, Some(router), buf)
+    }
+
+    fn seal_with(&self, key: &Keypair, router: Option<&Keypair>, buf: &mut [u8]) -> Result<usize> {
         let signer = self.signer();
         if key.xid(signer.principal()) != signer {
             return Err(WireError::Field("signing key does not own the signer XID"));
+        }
+        match (self.cosigner(), router) {
+            (None, None) => {}
+            (Some(c), Some(r)) if r.xid(c.principal()) == c => {}
+            (Some(_), None) => return Err(WireError::Field("the router named must co-sign")),
+            _ => return Err(WireError::Field("co-signing key does not own the router XID")),
         }
         if let ControlBody::AdRoutes(r) = self {
             if r.routes.len() > MAX_AD_ROUTES {
@@ -441,9 +486,15 @@ impl ControlBody {
         put16(buf, 2, u16::try_from(body_len).map_err(|_| WireError::Field("body length"))?);
         self.emit_body(&mut buf[HEADER_LEN..HEADER_LEN + body_len]);
         let key_at = HEADER_LEN + body_len;
+        let end = key_at + TRAILER_LEN;
         buf[key_at..key_at + PUBLIC_KEY_LEN].copy_from_slice(&key.public().0);
         let sig = key.sign(&signed_message(&buf[..key_at + PUBLIC_KEY_LEN]));
-        buf[key_at + PUBLIC_KEY_LEN..len].copy_from_slice(&sig.0);
+        buf[key_at + PUBLIC_KEY_LEN..end].copy_from_slice(&sig.0);
+        if let Some(r) = router {
+            buf[end..end + PUBLIC_KEY_LEN].copy_from_slice(&r.public().0);
+            let sig = r.sign(&cosigned_message(&buf[..end + PUBLIC_KEY_LEN]));
+            buf[end + PUBLIC_KEY_LEN..len].copy_from_slice(&sig.0);
+        }
         Ok(len)
     }
 
@@ -453,11 +504,35 @@ impl ControlBody {
         self.seal_into(key, &mut v)?;
         Ok(v)
     }
+
+    /// The message signed by `key` and co-signed by `router`, in a new vector.
+    pub fn seal_cosigned(&self, key: &Keypair, router: &Keypair) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; self.buffer_len()];
+        self.seal_cosigned_into(key, router, &mut v)?;
+        Ok(v)
+    }
+}
+
+/// Trailers (key and signature) a message of kind `t` carries: beacons and distance vectors are
+/// co-signed by their router.
+fn trailers(t: u8) -> usize {
+    match t {
+        kind::BEACON | kind::AD_ROUTES => 2,
+        _ => 1,
+    }
 }
 
 fn signed_message(bytes: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CONTEXT.len() + bytes.len());
-    m.extend_from_slice(CONTEXT);
+    with_context(CONTEXT, bytes)
+}
+
+fn cosigned_message(bytes: &[u8]) -> Vec<u8> {
+    with_context(COSIGN_CONTEXT, bytes)
+}
+
+fn with_context(context: &[u8], bytes: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(context.len() + bytes.len());
+    m.extend_from_slice(context);
     m.extend_from_slice(bytes);
     m
 }
@@ -470,6 +545,16 @@ struct Parts<'a> {
     sig: Signature,
     /// Everything the signature covers (after the context string).
     signed: &'a [u8],
+    /// The router's key and signature, and what it covers (beacons and distance vectors).
+    cosigned: Option<(PublicKey, Signature, &'a [u8])>,
+}
+
+fn key_and_signature(b: &[u8]) -> (PublicKey, Signature) {
+    let mut pk = [0u8; PUBLIC_KEY_LEN];
+    pk.copy_from_slice(&b[..PUBLIC_KEY_LEN]);
+    let mut sig = [0u8; SIGNATURE_LEN];
+    sig.copy_from_slice(&b[PUBLIC_KEY_LEN..TRAILER_LEN]);
+    (PublicKey(pk), Signature(sig))
 }
 
 /// Cuts a message into its parts.
@@ -479,21 +564,55 @@ fn split(b: &[u8]) -> Result<Parts<'_>> {
         return Err(WireError::Version(b[0]));
     }
     let body_len = usize::from(be16(b, 2));
-    let total = HEADER_LEN + body_len + TRAILER_LEN;
+    let total = HEADER_LEN + body_len + trailers(b[1]) * TRAILER_LEN;
     if b.len() != total {
         return Err(WireError::Length { declared: total, present: b.len() });
     }
     let key_at = HEADER_LEN + body_len;
-    let mut pk = [0u8; PUBLIC_KEY_LEN];
-    pk.copy_from_slice(&b[key_at..key_at + PUBLIC_KEY_LEN]);
-    let mut sig = [0u8; SIGNATURE_LEN];
-    sig.copy_from_slice(&b[key_at + PUBLIC_KEY_LEN..]);
+    let end = key_at + TRAILER_LEN;
+    let (key, sig) = key_and_signature(&b[key_at..end]);
+    let cosigned = (trailers(b[1]) == 2).then(|| {
+        let (k, s) = key_and_signature(&b[end..]);
+        (k, s, &b[..end + PUBLIC_KEY_LEN])
+    });
     Ok(Parts {
         kind: b[1],
         body: &b[HEADER_LEN..key_at],
-        key: PublicKey(pk),
-        sig: Signature(sig),
+        key,
+        sig,
         signed: &b[..key_at + PUBLIC_KEY_LEN],
+        cosigned,
+    })
+}
+
+/// The kind of a control message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlKind {
+    /// [`ControlBody::Beacon`].
+    Beacon,
+    /// [`ControlBody::HostRegister`].
+    HostRegister,
+    /// [`ControlBody::HostRegistered`].
+    HostRegistered,
+    /// [`ControlBody::RoutePatch`].
+    RoutePatch,
+    /// [`ControlBody::AdRoutes`].
+    AdRoutes,
+}
+
+/// The kind a message says it is, from its header alone (nothing checked): for policy that
+/// can refuse a message before its signatures are verified.
+pub fn peek_kind(bytes: &[u8]) -> Option<ControlKind> {
+    if bytes.len() < HEADER_LEN || bytes[0] != VERSION {
+        return None;
+    }
+    Some(match bytes[1] {
+        kind::BEACON => ControlKind::Beacon,
+        kind::HOST_REGISTER => ControlKind::HostRegister,
+        kind::HOST_REGISTERED => ControlKind::HostRegistered,
+        kind::ROUTE_PATCH => ControlKind::RoutePatch,
+        kind::AD_ROUTES => ControlKind::AdRoutes,
+        _ => return None,
     })
 }
 
@@ -506,6 +625,14 @@ pub fn open(bytes: &[u8]) -> core::result::Result<ControlBody, ControlError> {
     let p = split(bytes)?;
     let body = ControlBody::parse_body(p.kind, p.body)?;
     p.key.verify_for(&body.signer(), &signed_message(p.signed), &p.sig)?;
+    match (body.cosigner(), p.cosigned) {
+        (Some(router), Some((key, sig, signed))) => {
+            key.verify_for(&router, &cosigned_message(signed), &sig)?
+        }
+        (None, None) => {}
+        // split() gives a second trailer exactly to the kinds that name a router.
+        _ => return Err(WireError::Field("co-signature").into()),
+    }
     Ok(body)
 }
 
@@ -536,6 +663,17 @@ mod tests {
     }
     fn router2() -> Xid {
         Keypair::from_seed([5; 32]).xid(Principal::Hid)
+    }
+    /// The router named in [`beacon`] and [`ad_routes`].
+    fn router_key() -> Keypair {
+        Keypair::from_seed([3; 32])
+    }
+    /// Sealed by `key`, and co-signed by the router named where the message names one.
+    fn seal(body: &ControlBody, key: &Keypair) -> Vec<u8> {
+        match body.cosigner() {
+            Some(_) => body.seal_cosigned(key, &router_key()).unwrap(),
+            None => body.seal(key).unwrap(),
+        }
     }
     fn stamp(seq: u64) -> Stamp {
         Stamp { seq, timestamp_ms: 1_800_000_000_000, millis: 30_000 }
@@ -587,7 +725,7 @@ mod tests {
             (ad_routes(3), ad_key()),
             (ad_routes(0), ad_key()),
         ] {
-            let bytes = body.seal(&key).unwrap();
+            let bytes = seal(&body, &key);
             assert_eq!(bytes.len(), body.buffer_len());
             assert_eq!(open(&bytes).unwrap(), body);
             assert_eq!(inspect(&bytes).unwrap().0, body);
@@ -607,9 +745,9 @@ mod tests {
 
     #[test]
     fn ad_routes_are_bounded_and_checked() {
-        assert!(ad_routes(MAX_AD_ROUTES).seal(&ad_key()).is_ok());
-        assert!(ad_routes(MAX_AD_ROUTES + 1).seal(&ad_key()).is_err());
-        let good = ad_routes(2).seal(&ad_key()).unwrap();
+        assert!(ad_routes(MAX_AD_ROUTES).seal_cosigned(&ad_key(), &router_key()).is_ok());
+        assert!(ad_routes(MAX_AD_ROUTES + 1).seal_cosigned(&ad_key(), &router_key()).is_err());
+        let good = seal(&ad_routes(2), &ad_key());
         // A count larger than the entries present, an entry that is not an AD, reserved bytes
         // set...
         let count_at = HEADER_LEN + AD_ROUTES_FIXED - 4;
@@ -681,8 +819,47 @@ mod tests {
     }
 
     #[test]
+    fn sequence_numbers_may_not_run_ahead_of_their_time() {
+        let t = 1_800_000_000_000;
+        let at = |seq| Stamp { seq, timestamp_ms: t, millis: 0 };
+        assert!(at(seq_base(t)).seq_in_bounds(0));
+        assert!(at(seq_base(t) + 65_535).seq_in_bounds(0));
+        assert!(!at(seq_base(t + 1)).seq_in_bounds(0));
+        assert!(at(seq_base(t + 30_000)).seq_in_bounds(30_000), "a clock stepped back");
+        assert!(!at(seq_base(t + 30_001)).seq_in_bounds(30_000));
+        assert!(!at(i64::MAX as u64).seq_in_bounds(30_000));
+        assert!(at(u64::MAX).seq_in_bounds(u64::MAX), "no overflow");
+    }
+
+    #[test]
+    fn a_beacon_or_distance_vector_needs_the_named_routers_signature() {
+        let other = Keypair::from_seed([9; 32]);
+        for body in [beacon(), ad_routes(2)] {
+            assert!(body.seal(&ad_key()).is_err(), "not co-signed");
+            assert!(body.seal_cosigned(&ad_key(), &other).is_err(), "co-signed by another");
+            // Signed by the AD, co-signed by a key that is not the named router's: refused.
+            let mut bytes = seal(&body, &ad_key());
+            let co_at = bytes.len() - TRAILER_LEN;
+            bytes[co_at..co_at + 32].copy_from_slice(&other.public().0);
+            let sig = other.sign(&cosigned_message(&bytes[..co_at + 32]));
+            bytes[co_at + 32..].copy_from_slice(&sig.0);
+            assert!(matches!(open(&bytes), Err(ControlError::Key(KeyError::XidMismatch(_)))));
+            // Without its co-signature: the length says so.
+            let bytes = seal(&body, &ad_key());
+            assert!(matches!(open(&bytes[..co_at]), Err(ControlError::Wire(WireError::Length { .. }))));
+            // The co-signature covers the AD's: a flipped bit there breaks both.
+            let mut bytes = seal(&body, &ad_key());
+            bytes[co_at - 1] ^= 1;
+            assert!(matches!(open(&bytes), Err(ControlError::Key(KeyError::BadSignature))));
+            let mut bytes = seal(&body, &ad_key());
+            bytes[co_at + 40] ^= 1;
+            assert!(matches!(open(&bytes), Err(ControlError::Key(KeyError::BadSignature))));
+        }
+    }
+
+    #[test]
     fn malformed_messages_are_typed_errors() {
-        let good = beacon().seal(&ad_key()).unwrap();
+        let good = seal(&beacon(), &ad_key());
         let wire = |r: core::result::Result<ControlBody, ControlError>| match r {
             Err(ControlError::Wire(e)) => e,
             other => panic!("{other:?}"),
@@ -697,6 +874,8 @@ mod tests {
         assert_eq!(wire(open(&v)), WireError::Version(9));
         let mut v = good.clone();
         v[1] = 77;
+        // A kind of its own carries one trailer.
+        v.truncate(v.len() - TRAILER_LEN);
         assert_eq!(wire(open(&v)), WireError::UnknownType(77));
         let count_at = HEADER_LEN + BEACON_FIXED - 4;
         let mut v = good.clone();

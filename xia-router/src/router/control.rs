@@ -1,12 +1,24 @@
 //! Signed control messages, to and from this router: its beacons, and the beacons, host
 //! registrations (answered with the AD's receipt), route patches and distance vectors it
-//! receives, checked for signature, freshness and replay (a sequence number per signer and kind
-//! of message) before they change any route.
+//! receives, checked before they change any route, in this order, each refusal counted by its
+//! cause:
+//! 1. policy by the port it came in on (beacons and distance vectors not from access ports,
+//!    registrations not from peering ports; [`super::PortRole`]), before any cryptography;
+//! 2. signatures: the key behind every XID the message names (beacons and distance vectors are
+//!    co-signed by the router they name), a route patch's receipt by the new AD;
+//! 3. freshness: stamped within the window of the router's clock, and not before it started
+//!    (less the clock skew allowed): a restarted router remembers no sequence numbers, so
+//!    anything sent before it started could be a replay;
+//! 4. the sequence number not ahead of its own timestamp ([`Stamp::seq_in_bounds`]), so no
+//!    signer's mark can be pushed where its later messages would look replayed;
+//! 5. trust anchors for other ADs' beacons and distance vectors ([`super::TrustAnchors`]);
+//! 6. replay: a sequence number above the last one seen from the same signer (the identity
+//!    that signed, never one a message merely claims), per kind of message.
 
 use std::time::{Duration, Instant};
 
 use xia_core::dag::Dag;
-use xia_core::wire::control::{self, Beacon, ControlBody, HostRegistered, Stamp};
+use xia_core::wire::control::{self, Beacon, ControlBody, ControlError, ControlKind, HostRegistered, Stamp};
 use xia_core::wire::ethernet::EthernetAddress;
 use xia_core::xid::{Principal, Xid, XidMap, HID_BROADCAST, SID_XHCP};
 
@@ -26,7 +38,7 @@ impl Router {
             },
             name_server: self.cfg.name_server.clone(),
         }));
-        let Ok(msg) = body.seal(&self.ad_key) else { return };
+        let Ok(msg) = body.seal_cosigned(&self.ad_key, &self.key) else { return };
         let dst = Dag::linear(&[HID_BROADCAST, SID_XHCP]).expect("distinct XIDs");
         let src = self.dag();
         for port in 0..self.ports.len() {
@@ -45,12 +57,28 @@ impl Router {
         from_mac: EthernetAddress,
         msg: &[u8],
     ) {
+        let kind = control::peek_kind(msg);
+        let role = self.roles.get(port).copied().unwrap_or_default();
+        let by_policy = match kind {
+            Some(ControlKind::Beacon | ControlKind::AdRoutes) => !role.hears_routers(),
+            Some(ControlKind::HostRegister) => !role.takes_hosts(),
+            _ => false,
+        };
+        if by_policy {
+            self.stats.drop_control_policy += 1;
+            tracing::debug!("{kind:?} refused on {} ({role:?} port)", self.ports[port].name);
+            return;
+        }
+        let is_patch = kind == Some(ControlKind::RoutePatch);
         let body = match control::open(msg) {
             Ok(b) => b,
             Err(e) => {
-                self.stats.drop_bad_control += 1;
+                match e {
+                    ControlError::Key(_) => self.stats.drop_control_forged += 1,
+                    ControlError::Wire(_) => self.stats.drop_bad_control += 1,
+                }
                 // A patch with a bad signature is what an attacker would send.
-                if control::inspect(msg).is_ok_and(|(b, _)| matches!(b, ControlBody::RoutePatch(_))) {
+                if is_patch {
                     self.stats.patches_refused += 1;
                 }
                 tracing::debug!("control message refused: {e}");
@@ -60,19 +88,38 @@ impl Router {
         let wall = self.wall_ms(now);
         let window = self.cfg.control_window.as_millis() as u64;
         let stamp = body.stamp();
-        if !stamp.is_fresh(wall, window) {
-            self.stats.drop_stale_control += 1;
-            if matches!(body, ControlBody::RoutePatch(_)) {
+        let floor = self.boot_wall_ms.saturating_sub(self.cfg.max_clock_skew.as_millis() as u64);
+        let refused = if !stamp.is_fresh(wall, window) || stamp.timestamp_ms < floor {
+            Some(&mut self.stats.drop_stale_control)
+        } else if !stamp.seq_in_bounds(window) {
+            Some(&mut self.stats.drop_control_seq_jump)
+        } else {
+            None
+        };
+        if let Some(counter) = refused {
+            *counter += 1;
+            if is_patch {
                 self.stats.patches_refused += 1;
             }
             return;
+        }
+        // Other ADs' announcements: only from ADs the operator trusts, if it says which.
+        if let (ControlBody::Beacon(_) | ControlBody::AdRoutes(_), Some(anchors)) =
+            (&body, &self.cfg.trust_anchors)
+        {
+            let signer = body.signer();
+            if signer != self.ad && !anchors.trusts(&signer) {
+                self.stats.drop_control_policy += 1;
+                tracing::debug!("announcement of {signer} refused: not a trust anchor");
+                return;
+            }
         }
         match body {
             ControlBody::Beacon(b) => {
                 let own = b.ad == self.ad && b.router_hid == self.hid;
                 if !own && !self.seqs.beacon.check(&b.router_hid, stamp.seq, stamp.timestamp_ms, wall, window)
                 {
-                    self.stats.drop_stale_control += 1;
+                    self.stats.drop_control_replayed += 1;
                     return;
                 }
                 self.handle_beacon(now, port, from_mac, &b)
@@ -83,7 +130,7 @@ impl Router {
                     return;
                 }
                 if !self.seqs.register.check(&r.hid, stamp.seq, stamp.timestamp_ms, wall, window) {
-                    self.stats.drop_stale_control += 1;
+                    self.stats.drop_control_replayed += 1;
                     return;
                 }
                 let lifetime = Duration::from_millis(u64::from(r.stamp.millis)).min(self.cfg.max_lifetime);
@@ -120,7 +167,7 @@ impl Router {
             ControlBody::RoutePatch(p) => {
                 let hid = p.hid();
                 if !self.seqs.patch.check(&hid, stamp.seq, stamp.timestamp_ms, wall, window) {
-                    self.stats.drop_stale_control += 1;
+                    self.stats.drop_control_replayed += 1;
                     self.stats.patches_refused += 1;
                     tracing::debug!("replayed route patch for {hid} refused");
                     return;
@@ -147,10 +194,15 @@ impl Router {
                     self.stats.patches_refused += 1;
                 }
             }
-            ControlBody::AdRoutes(r) => {
+            ControlBody::AdRoutes(mut r) => {
                 if !self.seqs.dv.check(&r.router_hid, stamp.seq, stamp.timestamp_ms, wall, window) {
-                    self.stats.drop_stale_control += 1;
+                    self.stats.drop_control_replayed += 1;
                     return;
+                }
+                if let Some(anchors) = &self.cfg.trust_anchors {
+                    let before = r.routes.len();
+                    r.routes.retain(|(ad, _)| anchors.may_announce(&r.ad, ad));
+                    self.stats.dv_routes_refused += (before - r.routes.len()) as u64;
                 }
                 self.handle_dv(now, port, from_mac, &r);
             }
@@ -183,7 +235,8 @@ impl Router {
     }
 }
 
-/// Per neighbour-AD and per-HID sequence numbers: replays are refused.
+/// Sequence numbers per signer, per kind of message: replays are refused. Beacons and distance
+/// vectors go by the router that co-signed them, registrations and patches by the host.
 #[derive(Debug, Default)]
 pub(super) struct Seqs {
     beacon: SeqMap,

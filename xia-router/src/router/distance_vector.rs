@@ -75,7 +75,7 @@ impl Router {
                     page: k as u8,
                     pages: n,
                 }));
-                let Ok(msg) = body.seal(&self.ad_key) else { continue };
+                let Ok(msg) = body.seal_cosigned(&self.ad_key, &self.key) else { continue };
                 if self.queue_dgram(port, EthernetAddress::BROADCAST, &dst, &src, &msg) {
                     self.stats.dv_sent += 1;
                 }

@@ -9,9 +9,10 @@
 //! - forwards by the destination DAG with the shared selection ([`xia_core::select::select`]), one
 //!   exact-match table per principal, each with an optional default; unknown principals miss,
 //!   so the DAG's fallback edges are taken;
-//! - beacons its AD on every port (signed by the AD key); a router of another AD hearing the
-//!   beacon learns a route to that AD through the sender, which expires when beacons stop;
-//! - exchanges distance vectors with the routers of other ADs (signed by the AD key, the whole
+//! - beacons its AD on every port (signed by the AD key and its own HID key); a router of
+//!   another AD hearing the beacon learns a route to that AD through the sender, which expires
+//!   when beacons stop;
+//! - exchanges distance vectors with the routers of other ADs (signed likewise, the whole
 //!   table each time, split horizon with poisoned reverse, sent periodically and at once when
 //!   routes change), so that ADs several hops away are routed;
 //! - registers hosts (their HID routes, signed by the HID key, expiring unless refreshed) and
@@ -20,6 +21,10 @@
 //!   the HID's route then follows Y's route (packets to X's old DAG reach its new place);
 //! - answers XCMP echo, and sends XCMP unreachable and time exceeded back to the source, at a
 //!   bounded rate;
+//! - refuses control messages that are not signed by every identity they name, stale, replayed
+//!   (sequence numbers per signer, which may not run ahead of their timestamp; nothing stamped
+//!   before the router started), or against the operator's policy (ports for hosts and ports
+//!   for routers, trust anchors: `policy.rs`);
 //! - counts every frame it drops, by reason.
 //!
 //! One struct, [`Router`], its methods in one file per concern (as smoltcp splits its
@@ -31,6 +36,7 @@
 mod cache;
 mod control;
 mod distance_vector;
+mod policy;
 mod stats;
 mod tables;
 mod xcmp;
@@ -51,6 +57,7 @@ use xia_core::wire::xcmp::Unreachable;
 use xia_core::wire::xip::{self, NextHeader, XipRepr};
 use xia_core::xid::{Principal, Xid, XidMap, HID_BROADCAST, SID_XHCP, SID_XROUTE};
 
+pub use policy::{PortRole, TrustAnchorError, TrustAnchors};
 pub use stats::{stats_fields, RouterStats};
 pub use tables::{Origin, Route, RouteEntry, RouteError, Target};
 
@@ -90,6 +97,16 @@ pub struct RouterConfig {
     pub max_serve: usize,
     /// Time between distance vectors sent to neighbour routers (sooner when routes change).
     pub dv_interval: Duration,
+    /// Ports for hosts only (by name): beacons and distance vectors heard there are refused.
+    pub access_ports: Vec<String>,
+    /// Ports for routers only (by name): host registrations heard there are refused.
+    pub peering_ports: Vec<String>,
+    /// ADs trusted to announce routes (`None`: any AD that proves its key).
+    pub trust_anchors: Option<TrustAnchors>,
+    /// How far behind the router's clock a sender's may be: messages stamped more than this
+    /// before the router started are refused (a restarted router has forgotten what it saw
+    /// before, so whatever was sent then may be a replay).
+    pub max_clock_skew: Duration,
 }
 
 impl Default for RouterConfig {
@@ -108,6 +125,10 @@ impl Default for RouterConfig {
             assembly_bytes: 64 << 20,
             max_serve: 4 << 20,
             dv_interval: Duration::from_millis(500),
+            access_ports: Vec::new(),
+            peering_ports: Vec::new(),
+            trust_anchors: None,
+            max_clock_skew: Duration::from_secs(1),
         }
     }
 }
@@ -141,6 +162,11 @@ pub struct Router {
     ad: Xid,
     hid: Xid,
     ports: Vec<PortInfo>,
+    /// Each port's role (from the configuration's port names).
+    roles: Vec<PortRole>,
+    /// The wall clock when the router started (ms): the floor of acceptable control stamps,
+    /// less the allowed clock skew.
+    boot_wall_ms: u64,
     tables: [Table; 5],
     /// Moves on with every change to the tables ([`Router::fib_generation`]).
     fib_gen: u64,
@@ -185,6 +211,18 @@ impl Router {
         let nports = ports.len();
         let ad = ad_key.xid(Principal::Ad);
         let hid = key.xid(Principal::Hid);
+        let roles = ports
+            .iter()
+            .map(|p| {
+                if cfg.access_ports.contains(&p.name) {
+                    PortRole::Access
+                } else if cfg.peering_ports.contains(&p.name) {
+                    PortRole::Peering
+                } else {
+                    PortRole::Open
+                }
+            })
+            .collect();
         let mut r = Router {
             xcmp_budget: TokenBucket::new(now, cfg.xcmp_rate, cfg.xcmp_rate),
             xarp: XarpResponder::default(),
@@ -194,6 +232,8 @@ impl Router {
             ad,
             hid,
             ports,
+            roles,
+            boot_wall_ms: wall_ms,
             tables: Default::default(),
             fib_gen: 0,
             dv_rounds: XidMap::default(),

@@ -31,9 +31,23 @@ pub struct RouterStats {
     /// STREAM, DGRAM or CHUNK packets whose integrity check failed: dropped when addressed
     /// here, not cached when passing through (they are forwarded: the receiver drops them).
     pub bad_check: u64,
-    /// Control messages refused: malformed, bad signature, not for this AD or router.
+    /// Control messages refused: malformed, or not for this AD or router.
     pub drop_bad_control: u64,
-    /// Control messages refused as stale or replayed.
+    /// Control messages whose signature (or router co-signature) did not check: forged, or
+    /// naming an identity whose key did not sign.
+    pub drop_control_forged: u64,
+    /// Control messages replayed: a sequence number not above the last one its signer used.
+    pub drop_control_replayed: u64,
+    /// Control messages whose sequence number ran ahead of their own timestamp (a signer's
+    /// mark pushed into the future).
+    pub drop_control_seq_jump: u64,
+    /// Beacons, distance vectors or registrations refused by the operator's policy: the wrong
+    /// kind of port, or an AD the trust anchors do not list.
+    pub drop_control_policy: u64,
+    /// Routes of accepted distance vectors dropped: ADs their signer may not announce.
+    pub dv_routes_refused: u64,
+    /// Control messages refused as stale: stamped outside the freshness window, or before
+    /// the router started (less the clock skew allowed).
     pub drop_stale_control: u64,
     /// Route patches refused (bad signature, replay: also counted above).
     pub patches_refused: u64,
@@ -91,6 +105,11 @@ pub fn stats_fields(s: &RouterStats) -> Vec<(&'static str, u64)> {
         ("drop_loop", s.drop_loop),
         ("drop_local", s.drop_local),
         ("drop_bad_control", s.drop_bad_control),
+        ("drop_control_forged", s.drop_control_forged),
+        ("drop_control_replayed", s.drop_control_replayed),
+        ("drop_control_seq_jump", s.drop_control_seq_jump),
+        ("drop_control_policy", s.drop_control_policy),
+        ("dv_routes_refused", s.dv_routes_refused),
         ("bad_check", s.bad_check),
         ("drop_stale_control", s.drop_stale_control),
         ("patches_refused", s.patches_refused),
