@@ -1,11 +1,13 @@
 //! The router daemon's event loop: one AF_PACKET socket per port, read through a receive ring
 //! (no system call per frame), frames forwarded in place in the ring and sent in batches
 //! (`sendmmsg`) per
-//! outgoing port, the router's own frames after them, timers from the router, the admin socket,
-//! signals through a signalfd. One thread, no locks.
+//! outgoing port, the router's own frames after them, timers from the router, admin commands,
+//! signals through a signalfd. One thread forwards; the admin socket's connections are served on
+//! another ([`crate::admin_server`]), which hands complete commands to the forwarding loop and
+//! takes their replies back: the loop never waits for an admin client.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,7 +20,8 @@ use xia_core::link::LinkStats;
 use xia_core::pcap::PcapWriter;
 use xia_core::sys::{signal_fd, wall_ms};
 
-use crate::admin;
+use crate::admin::{self, Command};
+use crate::admin_server::AdminServer;
 use crate::router::{Action, PortInfo, Router, RouterConfig, RouterStats};
 use crate::warmup::Warmup;
 use crate::xdp::{self, FastPath};
@@ -59,12 +62,19 @@ const OWN_FRAMES_PER_TURN: usize = 256;
 /// Batches of frames read from one port before the others get their turn.
 const BATCHES_PER_TURN: usize = 8;
 
+/// Admin commands run per turn of the loop, at most (the rest wait for the next turn).
+const ADMIN_PER_TURN: usize = 8;
+
 /// Counters of the drops the log reports, once a second at most.
-fn drops(s: &RouterStats) -> [(&'static str, u64); 6] {
+fn drops(s: &RouterStats) -> [(&'static str, u64); 10] {
     [
         ("malformed", s.drop_malformed),
         ("bad control", s.drop_bad_control),
-        ("stale or replayed control", s.drop_stale_control),
+        ("forged control", s.drop_control_forged),
+        ("stale control", s.drop_stale_control),
+        ("replayed control", s.drop_control_replayed),
+        ("control with sequence numbers ahead of their time", s.drop_control_seq_jump),
+        ("control against policy", s.drop_control_policy),
         ("refused route patches", s.patches_refused),
         ("unreachable", s.drop_unreachable),
         ("hop limit", s.drop_hop_limit),
@@ -103,7 +113,7 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
     let listener = UnixListener::bind(&cfg.admin)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cfg.admin.display())))?;
     std::fs::set_permissions(&cfg.admin, std::fs::Permissions::from_mode(0o600))?;
-    listener.set_nonblocking(true)?;
+    let admin_server = AdminServer::start(listener)?;
     let mut pcap = match &cfg.pcap {
         Some(p) => Some(PcapWriter::new(BufWriter::new(File::create(p)?))?),
         None => None,
@@ -135,7 +145,7 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
     let mut before = [0u8; 512];
     let mut outs: Vec<Vec<usize>> = vec![Vec::new(); socks.len()];
     let mut tx_dropped = 0u64;
-    let mut pfds: Vec<libc::pollfd> = [signals.as_raw_fd(), listener.as_raw_fd()]
+    let mut pfds: Vec<libc::pollfd> = [signals.as_raw_fd(), admin_server.fd()]
         .into_iter()
         .chain(socks.iter().map(|s| s.as_raw_fd()))
         .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
@@ -177,22 +187,25 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
             break;
         }
         if pfds[1].revents != 0 {
-            while let Ok((conn, _)) = listener.accept() {
-                let mut extra = link_stats(&socks, &rings, tx_dropped);
-                extra.push(("cache_memory_faulted_in".to_string(), warmup.warmed() as u64));
-                if let Some(fp) = &fast {
-                    extra.push(("xdp_forwarded".to_string(), fp.forwarded()));
-                    extra.push(("xdp_learned".to_string(), fp.learned_total));
-                    extra.push(("xdp_flushes".to_string(), fp.flushes));
-                    extra.push(("xdp_off".to_string(), u64::from(fp.is_off())));
+            // Commands read by the admin thread: each runs here, between frames, in microseconds.
+            admin_server.serve(ADMIN_PER_TURN, |cmd| {
+                let mut extra = Vec::new();
+                if *cmd == Command::Stats {
+                    extra = link_stats(&socks, &rings, tx_dropped);
+                    extra.push(("cache_memory_faulted_in".to_string(), warmup.warmed() as u64));
+                    if let Some(fp) = &fast {
+                        extra.push(("xdp_forwarded".to_string(), fp.forwarded()));
+                        extra.push(("xdp_learned".to_string(), fp.learned_total));
+                        extra.push(("xdp_flushes".to_string(), fp.flushes));
+                        extra.push(("xdp_off".to_string(), u64::from(fp.is_off())));
+                    }
+                    extra.extend(admin_server.stats());
                 }
-                if let Err(e) = serve_admin(conn, &mut router, &extra) {
-                    tracing::debug!("admin connection: {e}");
-                }
-                warmup.grow_to(router.cache_usage().0);
-                if let Some(fp) = fast.as_mut() {
-                    fp.sync(router.fib_generation());
-                }
+                admin::execute(&mut router, Instant::now(), cmd, &extra)
+            });
+            warmup.grow_to(router.cache_usage().0);
+            if let Some(fp) = fast.as_mut() {
+                fp.sync(router.fib_generation());
             }
         }
         for i in 0..socks.len() {
@@ -316,6 +329,8 @@ pub fn run(cfg: DaemonConfig, ready: impl FnOnce(&Router)) -> io::Result<()> {
     if let Some(w) = pcap {
         w.into_inner()?.flush()?;
     }
+    // The admin thread stops (and the socket closes) before its file goes.
+    drop(admin_server);
     let _ = std::fs::remove_file(&cfg.admin);
     Ok(())
 }
@@ -330,21 +345,6 @@ fn link_stats(socks: &[PacketSocket], rings: &[RxRing], tx_dropped: u64) -> Vec<
         v.extend(st.fields().into_iter().map(|(k, x)| (format!("{n}.{k}"), x)));
     }
     v
-}
-
-/// One admin command per connection: a line in, the reply out.
-fn serve_admin(conn: UnixStream, router: &mut Router, extra: &[(String, u64)]) -> io::Result<()> {
-    conn.set_nonblocking(false)?;
-    // The forwarding loop waits for this: a client that does not send its line is cut short.
-    conn.set_read_timeout(Some(Duration::from_millis(200)))?;
-    conn.set_write_timeout(Some(Duration::from_millis(200)))?;
-    let mut line = String::new();
-    BufReader::new(io::Read::take(&conn, 4096)).read_line(&mut line)?;
-    let reply = match admin::parse(&line) {
-        Ok(cmd) => admin::execute(router, Instant::now(), &cmd, extra),
-        Err(e) => format!("error: {e}\n"),
-    };
-    (&conn).write_all(reply.as_bytes())
 }
 
 /// Sends one admin command to the daemon at `socket`; the reply, or the daemon's error.

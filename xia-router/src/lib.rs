@@ -6,6 +6,7 @@
 //! runs it on AF_PACKET ports with batched I/O and an admin socket.
 
 pub mod admin;
+pub mod admin_server;
 pub mod daemon;
 pub mod router;
 pub mod warmup;
