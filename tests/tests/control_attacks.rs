@@ -24,6 +24,24 @@ struct Attacker {
     router: Keypair,
 }
 
+impl Attacker {
+    fn ad(&self) -> Xid {
+        self.ad.xid(Principal::Ad)
+    }
+    fn hid(&self) -> Xid {
+        self.router.xid(Principal::Hid)
+    }
+    /// `body` (of its own AD and router) signed and co-signed with its keys: valid.
+    fn signed(&self, body: &ControlBody) -> Vec<u8> {
+        forge(body, &self.ad, Some(&self.router), None)
+    }
+    /// Its own beacon with sequence number `seq`, then made to name `router` (a HID whose key
+    /// it lacks: the signatures no longer check).
+    fn beacon_naming(&self, seq: u64, router: &Xid) -> Vec<u8> {
+        renamed(self.signed(&beacon(self.ad(), self.hid(), now_stamp(seq))), router)
+    }
+}
+
 fn now_stamp(seq: u64) -> Stamp {
     Stamp { seq, timestamp_ms: wall_ms(), millis: 100 }
 }
@@ -142,7 +160,7 @@ fn forged_poisoned_replayed_and_misplaced_control_is_refused_counted_and_changes
     let ad2 = ad2_key.xid(Principal::Ad);
     let hid_a = a_key.xid(Principal::Hid);
     let evil = Attacker { ad: Keypair::from_seed([0x66; 32]), router: Keypair::from_seed([0x67; 32]) };
-    let (evil_ad, evil_hid) = (evil.ad.xid(Principal::Ad), evil.router.xid(Principal::Hid));
+    let (evil_ad, evil_hid) = (evil.ad(), evil.hid());
     let bcast = |sid: Xid| Dag::linear(&[HID_BROADCAST, sid]).unwrap();
     let r1_dag = |f: &Fig1| -> Dag { format!("RE {} {} {SID_XHCP}", f.r1.ad, f.r1.hid).parse().unwrap() };
     let fake_src: Dag = Dag::host(evil_ad, evil_hid).unwrap();
@@ -169,30 +187,11 @@ fn forged_poisoned_replayed_and_misplaced_control_is_refused_counted_and_changes
     // Its own AD key naming A's HID as its router; another AD's key naming R2; poisoning R2's
     // sequence numbers; a distance vector claiming AD2 at distance 0 (all validly signed where
     // the attacker has the keys): beacons and distance vectors from an access port.
-    let msgs = [
-        renamed(
-            forge(&beacon(evil_ad, evil_hid, now_stamp(seq)), &evil.ad, Some(&evil.router), None),
-            &hid_a,
-        ),
-        renamed(
-            forge(&beacon(evil_ad, evil_hid, now_stamp(seq + 1)), &evil.ad, Some(&evil.router), None),
-            &r2_hid,
-        ),
-        renamed(
-            forge(&beacon(evil_ad, evil_hid, now_stamp(poison)), &evil.ad, Some(&evil.router), None),
-            &r2_hid,
-        ),
-    ];
-    for m in &msgs {
-        send(&mut c_link, EthernetAddress::BROADCAST, &bcast(SID_XHCP), m);
+    for (n, named) in [(seq, &hid_a), (seq + 1, &r2_hid), (poison, &r2_hid)] {
+        send(&mut c_link, EthernetAddress::BROADCAST, &bcast(SID_XHCP), &evil.beacon_naming(n, named));
     }
     let dv = ad_routes(evil_ad, evil_hid, now_stamp(seq + 2), vec![(ad2, 0), (evil_ad, 0)]);
-    send(
-        &mut c_link,
-        EthernetAddress::BROADCAST,
-        &bcast(SID_XROUTE),
-        &forge(&dv, &evil.ad, Some(&evil.router), None),
-    );
+    send(&mut c_link, EthernetAddress::BROADCAST, &bcast(SID_XROUTE), &evil.signed(&dv));
     // Taken on an access port, but forged: a patch for A's HID signed by the attacker, a
     // registration of A's HID likewise, a patch whose receipt's signature is broken.
     let d_key = Keypair::from_seed([0x70; 32]);
@@ -287,51 +286,21 @@ fn forged_poisoned_replayed_and_misplaced_control_is_refused_counted_and_changes
     // A's HID; poisoning R2's numbers the same way; the attacker's own valid keys with a number
     // far ahead of its time (a beacon and a distance vector); a distance vector of the
     // attacker's own AD (valid) claiming AD2 at distance 0: not a trust anchor.
-    let forged = [
-        renamed(
-            forge(&beacon(evil_ad, evil_hid, now_stamp(seq)), &evil.ad, Some(&evil.router), None),
-            &r2_hid,
-        ),
-        renamed(
-            forge(&beacon(evil_ad, evil_hid, now_stamp(seq + 1)), &evil.ad, Some(&evil.router), None),
-            &hid_a,
-        ),
-        renamed(
-            forge(&beacon(evil_ad, evil_hid, now_stamp(poison)), &evil.ad, Some(&evil.router), None),
-            &r2_hid,
-        ),
-    ];
-    for m in &forged {
-        send(&mut peer_link, EthernetAddress::BROADCAST, &bcast(SID_XHCP), m);
+    for (n, named) in [(seq, &r2_hid), (seq + 1, &hid_a), (poison, &r2_hid)] {
+        send(&mut peer_link, EthernetAddress::BROADCAST, &bcast(SID_XHCP), &evil.beacon_naming(n, named));
     }
-    let dv_r2 = renamed(
-        forge(
-            &ad_routes(evil_ad, evil_hid, now_stamp(poison), vec![(ad2, 0)]),
-            &evil.ad,
-            Some(&evil.router),
-            None,
-        ),
-        &r2_hid,
-    );
-    send(&mut peer_link, EthernetAddress::BROADCAST, &bcast(SID_XROUTE), &dv_r2);
-    let jump_b = forge(&beacon(evil_ad, evil_hid, now_stamp(poison)), &evil.ad, Some(&evil.router), None);
-    send(&mut peer_link, EthernetAddress::BROADCAST, &bcast(SID_XHCP), &jump_b);
-    let jump_dv = forge(
-        &ad_routes(evil_ad, evil_hid, now_stamp(poison), vec![(ad2, 0)]),
-        &evil.ad,
-        Some(&evil.router),
-        None,
-    );
-    send(&mut peer_link, EthernetAddress::BROADCAST, &bcast(SID_XROUTE), &jump_dv);
-    let rogue_dv = forge(
-        &ad_routes(evil_ad, evil_hid, now_stamp(seq + 2), vec![(ad2, 0), (evil_ad, 0)]),
-        &evil.ad,
-        Some(&evil.router),
-        None,
-    );
-    send(&mut peer_link, EthernetAddress::BROADCAST, &bcast(SID_XROUTE), &rogue_dv);
-    let rogue_b = forge(&beacon(evil_ad, evil_hid, now_stamp(seq + 3)), &evil.ad, Some(&evil.router), None);
-    send(&mut peer_link, EthernetAddress::BROADCAST, &bcast(SID_XHCP), &rogue_b);
+    let dv =
+        |seq: u64, routes: Vec<(Xid, u8)>| evil.signed(&ad_routes(evil_ad, evil_hid, now_stamp(seq), routes));
+    let to_routers = [
+        (SID_XROUTE, renamed(dv(poison, vec![(ad2, 0)]), &r2_hid)),
+        (SID_XHCP, evil.signed(&beacon(evil_ad, evil_hid, now_stamp(poison)))),
+        (SID_XROUTE, dv(poison, vec![(ad2, 0)])),
+        (SID_XROUTE, dv(seq + 2, vec![(ad2, 0), (evil_ad, 0)])),
+        (SID_XHCP, evil.signed(&beacon(evil_ad, evil_hid, now_stamp(seq + 3)))),
+    ];
+    for (sid, m) in &to_routers {
+        send(&mut peer_link, EthernetAddress::BROADCAST, &bcast(*sid), m);
+    }
     let s = counted(&f, &before, &all, 9);
     let d = |k: &str| s[k] - before[k];
     eprintln!("link between the ADs: {:?}", all.iter().map(|k| (*k, d(k))).collect::<Vec<_>>());
