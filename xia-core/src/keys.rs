@@ -6,8 +6,8 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
@@ -34,6 +34,18 @@ pub enum KeyError {
         path: String,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// The key file grants permissions to its group or to others (as ssh does, such a secret is
+    /// not used: whoever could read it may have copied it).
+    #[error(
+        "key file {path} is accessible to other users (mode {mode:04o}): \
+         its secret may be known to them; if it is not, run `chmod 600 {path}`"
+    )]
+    Exposed {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
     },
     /// The key file is not in the expected format.
     #[error("key file {0} is not an XIA key file (one line of 64 hex digits expected)")]
@@ -90,10 +102,22 @@ impl Keypair {
         Signature(self.signing.sign(msg).to_bytes())
     }
 
-    /// Reads a key file written by [`Keypair::save`].
+    /// Reads a key file written by [`Keypair::save`]. A file that grants any permission to its
+    /// group or to others is refused ([`KeyError::Exposed`]), as ssh refuses such private keys.
     pub fn load(path: &Path) -> Result<Keypair, KeyError> {
-        let text = fs::read_to_string(path)
-            .map_err(|source| KeyError::Io { path: path.display().to_string(), source })?;
+        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let mut f = fs::File::open(path).map_err(io)?;
+        // The mode of the file opened, not of whatever the path names by now.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = f.metadata().map_err(io)?.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Exposed { path: path.display().to_string(), mode });
+            }
+        }
+        let mut text = String::new();
+        f.read_to_string(&mut text).map_err(io)?;
         Keypair::from_file_text(&text).ok_or_else(|| KeyError::BadKeyFile(path.display().to_string()))
     }
 
@@ -123,20 +147,39 @@ impl Keypair {
         s
     }
 
-    /// Writes the key to a new file readable by its owner only. An existing file is not
-    /// overwritten: losing a key means losing the XIDs it owns.
+    /// Writes the key to a new file readable by its owner only (created with mode 0600: a
+    /// umask can only take permissions away). The file appears whole or not at all: the key is
+    /// written to a temporary file beside it, then linked to its name. An existing file is not
+    /// overwritten (an error of kind `AlreadyExists`): losing a key means losing the XIDs it
+    /// owns.
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
         let io = |source| KeyError::Io { path: path.display().to_string(), source };
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
+        if path.exists() {
+            return Err(io(std::io::ErrorKind::AlreadyExists.into()));
         }
-        let mut f = opts.open(path).map_err(io)?;
-        f.write_all(self.to_file_text().as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)
+        let tmp = temporary_beside(path).map_err(io)?;
+        let written = (|| {
+            let mut opts = fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp)?;
+            f.write_all(self.to_file_text().as_bytes())?;
+            f.sync_all()?;
+            link_new(&tmp, path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        written.map_err(io)?;
+        // The new name itself survives a crash.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
     }
 
     /// Loads the key at `path`, creating it first if there is none.
@@ -154,6 +197,54 @@ impl Keypair {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A name for a temporary file in the directory of `path`, unlikely to be taken.
+fn temporary_beside(path: &Path) -> std::io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut r = [0u8; 8];
+    if getrandom::getrandom(&mut r).is_err() {
+        r = (u64::from(std::process::id()) ^ crate::sys::wall_ms().rotate_left(20)).to_le_bytes();
+    }
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{:016x}.tmp", u64::from_le_bytes(r)));
+    Ok(path.with_file_name(tmp))
+}
+
+/// Gives the file at `tmp` the name `path` too, unless `path` exists (`AlreadyExists`): a hard
+/// link, or on file systems without them a rename that does not replace.
+fn link_new(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    let linked = match fs::hard_link(tmp, path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => e,
+        r => return r,
+    };
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+        let (from, to) = (c(tmp)?, c(path)?);
+        // SAFETY: two NUL-terminated paths that live across the call.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    Err(linked)
 }
 
 /// An Ed25519 public key (32 bytes as on the wire).
@@ -254,6 +345,86 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "key file readable by others: {mode:o}");
         }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fresh directory for a test's key files.
+    fn key_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("xia-key-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[cfg(unix)]
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_other_users_can_access_are_refused() {
+        let dir = key_dir("mode");
+        let path = dir.join("host.key");
+        let k = Keypair::from_seed([9; 32]);
+        k.save(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(Keypair::load(&path).unwrap().public(), k.public());
+        chmod(&path, 0o644);
+        let e = Keypair::load(&path).unwrap_err();
+        assert!(
+            matches!(&e, KeyError::Exposed { mode: 0o644, path: p } if p == &path.display().to_string()),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(text.contains(&format!("chmod 600 {}", path.display())), "{text}");
+        // Not replaced by a new key either: the file stays as it is.
+        assert!(matches!(Keypair::load_or_generate(&path), Err(KeyError::Exposed { .. })));
+        assert_eq!(mode(&path), 0o644);
+        for refused in [0o640, 0o604, 0o660, 0o602, 0o610, 0o601, 0o700 | 0o020] {
+            chmod(&path, refused);
+            assert!(matches!(Keypair::load(&path), Err(KeyError::Exposed { .. })), "{refused:o}");
+        }
+        for accepted in [0o600, 0o400, 0o700] {
+            chmod(&path, accepted);
+            assert_eq!(Keypair::load(&path).unwrap().public(), k.public(), "{accepted:o}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn generated_key_files_are_private_whole_and_never_overwritten() {
+        let dir = key_dir("gen");
+        let path = dir.join("ad.key");
+        // Several at once: one key wins, every caller gets it.
+        let keys: Vec<PublicKey> = (0..8)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || Keypair::load_or_generate(&p).unwrap().public())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(keys.iter().all(|k| *k == keys[0]));
+        assert_eq!(mode(&path), 0o600);
+        let before = fs::read(&path).unwrap();
+        let e = Keypair::from_seed([1; 32]).save(&path).unwrap_err();
+        assert!(
+            matches!(&e, KeyError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
+        );
+        assert_eq!(fs::read(&path).unwrap(), before);
+        // No temporary file left behind.
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("ad.key")]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use xia_core::daemon::{run, DaemonConfig};
+use xia_core::daemon::{run_with, DaemonConfig, IpcLimits};
 use xia_core::host::HostConfig;
 use xia_core::keys::Keypair;
 use xia_core::link::afpacket::LinkOptions;
@@ -36,6 +36,16 @@ struct Args {
     /// more); chunks cached in passing fill what is left.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     store_mib: usize,
+    /// Memory in MiB that applications' unfinished messages may hold, all connections together
+    /// (read-ahead, chunks being received or named). A connection that finds no room is not
+    /// read until some frees. At least twice the largest chunk (16 MiB).
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    ipc_buffer_mib: usize,
+    /// Seconds an application's unfinished message may make no progress before its connection
+    /// is closed (2 at most while other connections wait for room).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    ipc_idle_secs: u64,
     /// Record every frame in and out to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
@@ -59,7 +69,11 @@ fn serve(args: Args) -> std::io::Result<()> {
         socket: args.socket,
         host: HostConfig { static_ad: args.ad, store_bytes: args.store_mib << 20, ..HostConfig::default() },
     };
-    run(cfg, key, link, stop.as_raw_fd(), |r| {
+    let limits = IpcLimits {
+        buffer_bytes: args.ipc_buffer_mib.saturating_mul(1 << 20),
+        idle: std::time::Duration::from_secs(args.ipc_idle_secs),
+    };
+    run_with(cfg, limits, key, link, stop.as_raw_fd(), |r| {
         // One line for scripts and tests to wait on; logs go to stderr.
         println!(
             "xiad ready socket={} hid={} mac={} mtu={} dag={}",

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Role};
 use super::hasher::{Hashed, Job};
+use super::inbound::Payload;
 use super::Daemon;
 use crate::dag::Dag;
 use crate::host::{Handle, HostError, HostEvent};
@@ -64,7 +65,7 @@ impl<L: Link> Daemon<L> {
                     if self.epoll.ctl(libc::EPOLL_CTL_ADD, sock.as_raw_fd(), interest, id).is_err() {
                         continue;
                     }
-                    self.conns.insert(id, Conn::new(sock, interest));
+                    self.conns.insert(id, Conn::new(id, sock, interest, Instant::now()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -112,19 +113,24 @@ impl<L: Link> Daemon<L> {
 
     /// Reads and handles an application's requests: at most a turn's worth, and none while
     /// its answers pile up unread (it is read again once they drain): one application cannot
-    /// hold the loop or make the daemon queue answers without bound.
+    /// hold the loop or make the daemon queue answers without bound. One that finds no room in
+    /// the budget for what it sends is not read until room frees ([`super::budget`]).
     pub(super) fn read_messages(&mut self, id: u64) {
+        let now = Instant::now();
         let mut eof = false;
-        let mut budget = REQUESTS_PER_TURN;
+        let mut turn = REQUESTS_PER_TURN;
+        // Room it needed and did not get, with nothing to handle meanwhile.
+        let mut stuck = 0;
         'turn: loop {
             let Some(c) = self.conns.get_mut(&id) else { return };
-            if c.close_after_flush || matches!(c.role, Role::Raw(_) | Role::Connecting(_)) {
+            if c.close_after_flush || c.starved || matches!(c.role, Role::Raw(_) | Role::Connecting(_)) {
                 break;
             }
             if c.pending_out() >= OUTBUF_SOFT_LIMIT || c.awaiting_hash {
                 break;
             }
-            eof |= c.read_in();
+            let r = c.read_in(now, &mut self.budget);
+            eof |= r.eof;
             let mut handled = false;
             // Every whole request, in order (a switch to raw mode stops there: the bytes after
             // it belong to the stream).
@@ -137,28 +143,43 @@ impl<L: Link> Daemon<L> {
                 {
                     break 'turn;
                 }
-                if budget == 0 {
+                if turn == 0 {
                     // More may wait in its buffer, which epoll does not see: another turn.
                     self.dirty.insert(id);
                     break 'turn;
                 }
-                match c.next_request() {
+                match c.next_request(now, &mut self.budget) {
                     Ok(Some((req, payload))) => {
                         handled = true;
-                        budget -= 1;
+                        turn -= 1;
                         self.request(id, req, payload);
                     }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::debug!("application connection {id}: {e}");
-                        c.fail(e.to_string());
+                        c.fail(e.to_string(), &mut self.budget);
                         break 'turn;
                     }
                 }
             }
             // A big payload just started: read on into its buffer while the socket has bytes.
             if eof || !handled {
+                stuck = r.need;
                 break;
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            // Storage it does not need any more goes back to the budget.
+            c.trim(&mut self.budget);
+            if stuck > 0 && !eof && !c.close_after_flush {
+                // Not read (not even woken for) until room frees.
+                c.starved = true;
+                self.budget.wait(id, c.held(), stuck);
+            }
+            if c.starved || c.awaiting_hash {
+                // Its socket's bytes wait: being woken for them would only spin the loop. Read
+                // again once room frees, or once the chunk is named (its answer is written then).
+                super::pump::set_interest(&self.epoll, c, id, false, c.pending_out() > 0);
             }
         }
         if eof {
@@ -216,9 +237,20 @@ impl<L: Link> Daemon<L> {
         }
     }
 
-    fn request(&mut self, id: u64, req: Request, payload: Arc<[u8]>) {
+    fn request(&mut self, id: u64, req: Request, payload: Payload) {
         let now = Instant::now();
         let role = self.conns.get(&id).map(|c| c.role);
+        // Only chunks are big: one that came in pieces is made one buffer on the hashing thread.
+        // Anything else (none is that big today) here.
+        let (payload, chunk) = match payload {
+            Payload::Bytes(b) => (b, None),
+            p @ Payload::Big(_) if matches!(req, Request::ChunkPut) => (Arc::from(&[][..]), Some(p)),
+            p => {
+                let (b, charge) = p.into_bytes();
+                self.budget.give_back(charge);
+                (b, None)
+            }
+        };
         match req {
             Request::Connect { dst } => match self.host.connect(now, dst) {
                 Ok(h) => {
@@ -317,15 +349,21 @@ impl<L: Link> Daemon<L> {
             },
             // Named on the hashing thread; the connection's next requests wait for the answer
             // (answers go in the order of the requests).
-            Request::ChunkPut => match self.host.chunk_check_size(payload.len()) {
-                Ok(()) => {
-                    if let Some(c) = self.conns.get_mut(&id) {
-                        c.awaiting_hash = true;
+            Request::ChunkPut => {
+                let data = chunk.unwrap_or(Payload::Bytes(payload));
+                match self.host.chunk_check_size(data.len()) {
+                    Ok(()) => {
+                        if let Some(c) = self.conns.get_mut(&id) {
+                            c.awaiting_hash = true;
+                        }
+                        self.hash(now, Job::Name { conn: id, data });
                     }
-                    self.hash(now, Job::Name { conn: id, data: payload });
+                    Err(e) => {
+                        self.budget.give_back(data.charge());
+                        self.reply(id, &error(&e));
+                    }
                 }
-                Err(e) => self.reply(id, &error(&e)),
-            },
+            }
             Request::ChunkLease => {
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.leased.get_or_insert_with(Default::default);
@@ -463,6 +501,12 @@ impl<L: Link> Daemon<L> {
             ("apps".to_string(), self.conns.len() as u64),
             ("apps_overflowed".to_string(), self.apps_overflowed),
             ("echo_dropped".to_string(), self.echo_dropped),
+            ("ipc_buffer_limit".to_string(), self.budget.limit() as u64),
+            ("ipc_buffered_bytes".to_string(), self.budget.used() as u64),
+            ("ipc_buffered_peak".to_string(), self.budget.peak() as u64),
+            ("ipc_budget_waits".to_string(), self.budget.waits),
+            ("ipc_waiting".to_string(), self.budget.waiting() as u64),
+            ("ipc_evicted_idle".to_string(), self.budget.evicted_idle),
         ]);
         out
     }
@@ -495,7 +539,7 @@ impl<L: Link> Daemon<L> {
     pub(super) fn hashed(&mut self, now: Instant, done: Hashed) {
         match done {
             Hashed::Verified(v, ok) => self.host.chunk_verified(now, v, ok),
-            Hashed::Named { conn, data, cid } => {
+            Hashed::Named { conn, data, cid, charge } => {
                 let policy = self.conns.get(&conn).map(|c| c.policy).unwrap_or_default();
                 let answer = match self.host.chunk_put_hashed(cid, data, policy) {
                     Ok(cid) => {
@@ -517,6 +561,8 @@ impl<L: Link> Daemon<L> {
                         self.host.chunk_remove(&cid);
                     }
                 }
+                // In the store (which has bounds of its own) or dropped.
+                self.budget.give_back(charge);
             }
         }
     }
@@ -743,6 +789,8 @@ impl<L: Link> Daemon<L> {
 
     pub(super) fn remove_conn(&mut self, id: u64) {
         if let Some(c) = self.conns.remove(&id) {
+            self.budget.give_back(c.held());
+            self.budget.forget(id);
             if c.registered {
                 let _ = self.epoll.ctl(libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, id);
             }

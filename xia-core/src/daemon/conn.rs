@@ -1,11 +1,19 @@
 //! One application connection, as the daemon sees it: its role, what it sent that is not yet
 //! a whole request, and what waits to be written to it.
+//!
+//! What it sent is kept in storage charged to the daemon's [`InBudget`] before it is allocated:
+//! a read-ahead buffer for small messages (freed whenever it is empty), and for a big payload
+//! (a chunk) either its own buffer, whole, read straight into (while the budget has room to
+//! spare), or pieces that grow with the bytes received, never with the length announced.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::Instant;
 
+use super::budget::InBudget;
+use super::inbound::*;
 use crate::host::Handle;
 use crate::ipc::codec::{self, IpcError, Prefix, HELLO_LEN, PREFIX_LEN};
 use crate::ipc::{Request, Response};
@@ -28,44 +36,26 @@ pub(super) enum Role {
     Events,
 }
 
-/// Payloads at least this big are read straight into the buffer they end up in.
-const DIRECT_PAYLOAD: usize = 64 << 10;
-/// Bytes read ahead from an application before its requests are handled (a frame that does
-/// not fit is read straight into its own buffer).
-const READ_AHEAD: usize = 1 << 20;
-/// Room made for each read.
-const READ_CHUNK: usize = 64 << 10;
-
-/// A request and its payload.
-pub(super) type WithPayload = (Request, Arc<[u8]>);
-
-/// A big payload being read into its own buffer.
-#[derive(Debug)]
-struct Body {
-    req: Request,
-    data: Arc<[u8]>,
-    filled: usize,
-}
-
-/// A zeroed buffer of `n` bytes held by one owner, to read a payload into: the chunk store
-/// keeps it as it is, without a copy.
-fn payload_buffer(n: usize) -> Arc<[u8]> {
-    let zeroed = Arc::<[u8]>::new_zeroed_slice(n);
-    // SAFETY: every byte is initialized (to zero), which is a valid u8.
-    unsafe { zeroed.assume_init() }
-}
-
 #[derive(Debug)]
 pub(super) struct Conn {
+    id: u64,
     pub(super) sock: UnixStream,
     pub(super) role: Role,
     hello_in: bool,
-    /// Storage for bytes read: `in_at..in_end` are read and not yet taken (in raw mode: stream
-    /// bytes that came with the request). Zeroed once when it grows, not at every read.
+    /// Bytes read: `inbuf[in_at..]` are not taken yet (in raw mode: stream bytes that came with
+    /// the request). Its capacity is charged to the budget; it goes when it is empty.
     inbuf: Vec<u8>,
     in_at: usize,
-    in_end: usize,
+    /// The capacity of `inbuf` charged.
+    in_charge: usize,
     body: Option<Body>,
+    /// Waiting for room in the budget: not read until some is given.
+    pub(super) starved: bool,
+    /// When its unfinished message last progressed, and bytes of it since.
+    progress_at: Instant,
+    progress_bytes: usize,
+    /// When it last took some of its answers.
+    pub(super) out_progress_at: Instant,
     pub(super) out: OutQueue,
     /// The application sent EOF (raw mode) or closed.
     pub(super) read_closed: bool,
@@ -89,18 +79,23 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    /// A new connection; our hello is the first thing it gets.
-    pub(super) fn new(sock: UnixStream, interest: u32) -> Conn {
+    /// A new connection `id`; our hello is the first thing it gets.
+    pub(super) fn new(id: u64, sock: UnixStream, interest: u32, now: Instant) -> Conn {
         let mut out = OutQueue::default();
         out.push_small(&codec::hello());
         Conn {
+            id,
             sock,
             role: Role::Fresh,
             hello_in: false,
             inbuf: Vec::new(),
             in_at: 0,
-            in_end: 0,
+            in_charge: 0,
             body: None,
+            starved: false,
+            progress_at: now,
+            progress_bytes: 0,
+            out_progress_at: now,
             out,
             read_closed: false,
             write_shut: false,
@@ -118,21 +113,73 @@ impl Conn {
         self.out.len()
     }
 
+    /// Bytes of the budget it holds.
+    pub(super) fn held(&self) -> usize {
+        self.in_charge + self.body.as_ref().map_or(0, |b| b.big.charge)
+    }
+
     /// Bytes read and not yet taken.
     pub(super) fn pending_in(&self) -> &[u8] {
-        &self.inbuf[self.in_at..self.in_end]
+        &self.inbuf[self.in_at..]
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.in_at = (self.in_at + n).min(self.inbuf.len());
+        if self.in_at == self.inbuf.len() {
+            self.in_at = 0;
+            self.inbuf.clear();
+        }
     }
 
     /// Takes `n` bytes of [`Conn::pending_in`]; the storage goes once none are left (a raw
     /// stream reads its socket straight into its buffers from then on).
-    pub(super) fn consume_in(&mut self, n: usize) {
-        self.in_at = (self.in_at + n).min(self.in_end);
-        if self.in_at == self.in_end {
+    pub(super) fn consume_in(&mut self, n: usize, budget: &mut InBudget) {
+        self.advance(n);
+        if self.inbuf.is_empty() && matches!(self.role, Role::Raw(_)) {
+            self.free_inbuf(budget);
+        }
+    }
+
+    fn free_inbuf(&mut self, budget: &mut InBudget) {
+        self.inbuf = Vec::new();
+        self.in_at = 0;
+        budget.give_back(std::mem::take(&mut self.in_charge));
+    }
+
+    /// Moves what is not taken to the front of the read-ahead buffer.
+    fn compact(&mut self) {
+        if self.in_at > 0 {
+            self.inbuf.drain(..self.in_at);
             self.in_at = 0;
-            self.in_end = 0;
-            if matches!(self.role, Role::Raw(_)) {
-                self.inbuf = Vec::new();
+        }
+    }
+
+    /// Brings the charge in line with the read-ahead buffer's capacity.
+    fn recharge(&mut self, budget: &mut InBudget) {
+        let cap = self.inbuf.capacity();
+        if cap < self.in_charge {
+            budget.give_back(self.in_charge - cap);
+        } else {
+            budget.charge(cap - self.in_charge);
+        }
+        self.in_charge = cap;
+    }
+
+    /// Gives back storage it does not need: the read-ahead buffer once empty, or its room
+    /// beyond twice what it holds. After each turn of reading.
+    pub(super) fn trim(&mut self, budget: &mut InBudget) {
+        let pending = self.inbuf.len() - self.in_at;
+        if pending == 0 {
+            if self.in_charge > 0 {
+                self.free_inbuf(budget);
             }
+            return;
+        }
+        let keep = pending.max(READ_CHUNK);
+        if self.inbuf.capacity() > 2 * keep {
+            self.compact();
+            self.inbuf.shrink_to(keep);
+            self.recharge(budget);
         }
     }
 
@@ -152,75 +199,195 @@ impl Conn {
         self.out.push_owned(payload);
     }
 
-    /// An error answer, after which the connection is closed.
-    pub(super) fn fail(&mut self, message: String) {
+    /// An error answer, after which the connection is closed; what it sent is dropped at once.
+    pub(super) fn fail(&mut self, message: String, budget: &mut InBudget) {
         self.queue(&Response::Error { code: crate::ipc::ErrorCode::BadRequest, message });
         self.close_after_flush = true;
-        self.in_at = 0;
-        self.in_end = 0;
-        self.body = None;
+        self.free_inbuf(budget);
+        if let Some(b) = self.body.take() {
+            budget.give_back(b.big.charge);
+        }
+        budget.forget(self.id);
+        self.starved = false;
     }
 
-    /// Reads what the socket has, up to the read-ahead (a big payload straight into its
-    /// buffer). True at the end of the application's bytes (end of file or a broken socket).
-    pub(super) fn read_in(&mut self) -> bool {
-        if self.in_at > 0 {
-            self.inbuf.copy_within(self.in_at..self.in_end, 0);
-            self.in_end -= self.in_at;
-            self.in_at = 0;
+    /// The last time its unfinished message progressed, if it has one: a hello or a frame begun
+    /// and not whole (stream bytes are not messages).
+    pub(super) fn unfinished_since(&self) -> Option<Instant> {
+        if self.close_after_flush || matches!(self.role, Role::Raw(_) | Role::Connecting(_)) {
+            return None;
         }
-        loop {
-            let r = if let Some(b) = self.body.as_mut().filter(|b| b.filled < b.data.len()) {
-                let buf = Arc::get_mut(&mut b.data).expect("a payload buffer has one owner");
-                match self.sock.read(&mut buf[b.filled..]) {
-                    Ok(n) => {
-                        b.filled += n;
-                        Ok(n)
-                    }
-                    Err(e) => Err(e),
-                }
-            } else if self.in_end < READ_AHEAD {
-                if self.inbuf.len() < self.in_end + READ_CHUNK {
-                    self.inbuf.resize(self.in_end + READ_CHUNK, 0);
-                }
-                let r = self.sock.read(&mut self.inbuf[self.in_end..]);
-                if let Ok(n) = r {
-                    self.in_end += n;
-                }
-                r
+        let rest = self.pending_in();
+        let partial = if self.body.is_some() {
+            true
+        } else if rest.is_empty() {
+            false
+        } else if !self.hello_in {
+            rest.len() < HELLO_LEN
+        } else {
+            match Prefix::parse(rest) {
+                Ok(Some(p)) => rest.len() < p.frame_len(),
+                Ok(None) => true,
+                Err(_) => false,
+            }
+        };
+        partial.then_some(self.progress_at)
+    }
+
+    /// Since when it holds room in the budget without progress, if it does: an unfinished message
+    /// that gains nothing, or requests it sent that wait because it does not take its answers
+    /// (at least `out_limit` bytes of them) and it takes none.
+    pub(super) fn stalled_since(&self, out_limit: usize) -> Option<Instant> {
+        let unread = self.pending_out() >= out_limit && self.held() > 0;
+        match (self.unfinished_since(), unread) {
+            (Some(t), true) => Some(t.max(self.out_progress_at)),
+            (Some(t), false) => Some(t),
+            (None, true) => Some(self.progress_at.max(self.out_progress_at)),
+            (None, false) => None,
+        }
+    }
+
+    /// Its unfinished message counts as progressing now (it was held up by the daemon).
+    pub(super) fn touch(&mut self, now: Instant) {
+        self.progress_at = now;
+        self.progress_bytes = 0;
+    }
+
+    /// A request or the hello was taken whole.
+    fn completed(&mut self, now: Instant, budget: &mut InBudget) {
+        self.touch(now);
+        budget.done(self.id);
+    }
+
+    /// Room to read into the read-ahead buffer: what there is, or grown if there is too little
+    /// (the room asked for, if the budget gives none and there is no room at all).
+    fn inbuf_room(&mut self, budget: &mut InBudget) -> Result<usize, usize> {
+        let mut room = self.inbuf.capacity() - self.inbuf.len();
+        if room < MIN_READ && self.in_at > 0 {
+            self.compact();
+            room = self.inbuf.capacity() - self.inbuf.len();
+        }
+        if room >= MIN_READ {
+            return Ok(room);
+        }
+        let (len, cap) = (self.inbuf.len(), self.inbuf.capacity());
+        let target = (len + READ_CHUNK).max(2 * cap).min(READ_AHEAD + READ_CHUNK).max(len + MIN_READ);
+        let more = target - cap;
+        if !budget.take(self.id, self.held(), more) {
+            return if room > 0 { Ok(room) } else { Err(more) };
+        }
+        self.inbuf.reserve_exact(target - len);
+        self.in_charge += more;
+        self.recharge(budget);
+        Ok(self.inbuf.capacity() - len)
+    }
+
+    /// Room to read into the big payload being received: the rest of its buffer, in its last
+    /// piece, or a new piece (its size asked for, if the budget does not give it).
+    fn body_room(&mut self, budget: &mut InBudget) -> Result<usize, usize> {
+        let (id, held) = (self.id, self.held());
+        let b = self.body.as_mut().expect("a payload being received");
+        let left = b.len - b.big.len;
+        let bufs = match &mut b.big.store {
+            Store::Whole(_) => return Ok(left),
+            Store::Pieces(bufs) => bufs,
+        };
+        let room = bufs.last().map_or(0, |p| p.capacity() - p.len()).min(left);
+        if room > 0 {
+            return Ok(room);
+        }
+        let size = b.big.len.clamp(READ_CHUNK, MAX_PIECE).min(left);
+        if !budget.take(id, held, size) {
+            return Err(size);
+        }
+        let piece = Vec::with_capacity(size);
+        budget.charge(piece.capacity() - size);
+        b.big.charge += piece.capacity();
+        bufs.push(piece);
+        Ok(size)
+    }
+
+    /// Reads what the socket has, up to the read-ahead (a big payload into its storage), as far
+    /// as the budget gives room.
+    pub(super) fn read_in(&mut self, now: Instant, budget: &mut InBudget) -> ReadIn {
+        let mut got = 0;
+        let found = loop {
+            if got >= READ_PER_TURN {
+                break ReadIn::default();
+            }
+            let in_body = self.body.as_ref().is_some_and(|b| b.big.len < b.len);
+            let room = if in_body {
+                self.body_room(budget)
+            } else if self.inbuf.len() - self.in_at < READ_AHEAD {
+                self.inbuf_room(budget)
             } else {
-                return false;
+                break ReadIn::default();
+            };
+            let max = match room {
+                Ok(max) => max,
+                Err(need) => break ReadIn { eof: false, need },
+            };
+            let r = match self.body.as_mut().filter(|_| in_body) {
+                Some(b) => {
+                    let r = match &mut b.big.store {
+                        Store::Whole(whole) => {
+                            let at = b.big.len;
+                            let buf = Arc::get_mut(whole).expect("a payload buffer has one owner");
+                            read_uninit(&self.sock, &mut buf[at..at + max])
+                        }
+                        Store::Pieces(bufs) => {
+                            read_spare(&self.sock, bufs.last_mut().expect("room in a piece"), max)
+                        }
+                    };
+                    if let Ok(n) = r {
+                        b.big.len += n;
+                    }
+                    r
+                }
+                None => read_spare(&self.sock, &mut self.inbuf, max),
             };
             match r {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Ok(0) => break ReadIn { eof: true, need: 0 },
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break ReadIn::default(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return true,
+                Err(_) => break ReadIn { eof: true, need: 0 },
             }
-            if self.body.as_ref().is_some_and(|b| b.filled == b.data.len()) {
+            if self.body.as_ref().is_some_and(|b| b.big.len == b.len) {
                 // A whole request is here: let it be handled before reading on.
-                return false;
+                break ReadIn::default();
             }
+        };
+        self.progress_bytes += got;
+        if self.progress_bytes >= PROGRESS_BYTES {
+            self.touch(now);
         }
+        found
     }
 
     /// The next whole request and its payload, if one is here.
-    pub(super) fn next_request(&mut self) -> Result<Option<WithPayload>, IpcError> {
+    pub(super) fn next_request(
+        &mut self,
+        now: Instant,
+        budget: &mut InBudget,
+    ) -> Result<Option<WithPayload>, IpcError> {
         if let Some(b) = self.body.take() {
-            if b.filled < b.data.len() {
+            if b.big.len < b.len {
                 self.body = Some(b);
                 return Ok(None);
             }
-            return Ok(Some((b.req, b.data)));
+            // Its charge goes with it.
+            self.completed(now, budget);
+            return Ok(Some((b.req, Payload::Big(b.big))));
         }
         if !self.hello_in {
             let Some(h) = self.pending_in().get(..HELLO_LEN) else { return Ok(None) };
             codec::check_hello(h.try_into().expect("8 bytes"))?;
             self.hello_in = true;
-            self.consume_in(HELLO_LEN);
+            self.advance(HELLO_LEN);
+            self.completed(now, budget);
         }
-        let rest = &self.inbuf[self.in_at..self.in_end];
+        let rest = &self.inbuf[self.in_at..];
         let Some(p) = Prefix::parse(rest)? else { return Ok(None) };
         let head_end = PREFIX_LEN + p.head;
         if rest.len() < head_end {
@@ -233,17 +400,37 @@ impl Conn {
         }
         if rest.len() >= p.frame_len() {
             let payload = Arc::from(&rest[head_end..p.frame_len()]);
-            self.consume_in(p.frame_len());
-            return Ok(Some((req, payload)));
+            self.advance(p.frame_len());
+            self.completed(now, budget);
+            return Ok(Some((req, Payload::Bytes(payload))));
         }
         if p.payload >= DIRECT_PAYLOAD {
-            // The rest goes straight into the buffer the payload ends up in.
-            let mut data = payload_buffer(p.payload);
-            let have = rest.len() - head_end;
-            Arc::get_mut(&mut data).expect("fresh")[..have].copy_from_slice(&rest[head_end..]);
-            self.in_at = 0;
-            self.in_end = 0;
-            self.body = Some(Body { req, data, filled: have });
+            self.advance(head_end);
+            self.compact();
+            let have = self.inbuf.len();
+            let big = if budget.take_whole(p.payload) {
+                // Room to spare: the payload's own buffer, read straight into, taken as it is.
+                let mut whole = Arc::<[u8]>::new_uninit_slice(p.payload);
+                let dst = Arc::get_mut(&mut whole).expect("fresh");
+                for (d, s) in dst[..have].iter_mut().zip(&self.inbuf) {
+                    d.write(*s);
+                }
+                self.free_inbuf(budget);
+                Big { store: Store::Whole(whole), len: have, charge: p.payload }
+            } else {
+                // Memory follows the bytes received: the read-ahead buffer becomes the first
+                // piece, with its charge; the rest comes into pieces of its own as it comes.
+                let mut first = std::mem::take(&mut self.inbuf);
+                let mut charge = std::mem::take(&mut self.in_charge);
+                if first.capacity() > p.payload {
+                    first.shrink_to(p.payload);
+                    budget.give_back(charge - first.capacity());
+                    charge = first.capacity();
+                }
+                let bufs = if first.capacity() > 0 { vec![first] } else { Vec::new() };
+                Big { store: Store::Pieces(bufs), len: have, charge }
+            };
+            self.body = Some(Body { req, big, len: p.payload });
         }
         Ok(None)
     }
@@ -322,6 +509,7 @@ impl OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn out_queue_writes_shared_and_owned_buffers_in_order_across_partial_writes() {
@@ -354,56 +542,225 @@ mod tests {
         assert!(got == want, "bytes differ or are out of order");
     }
 
+    const MIB: usize = 1 << 20;
+
+    fn conn(budget_bytes: usize) -> (UnixStream, Conn, InBudget) {
+        let (app, sock) = UnixStream::pair().unwrap();
+        sock.set_nonblocking(true).unwrap();
+        (app, Conn::new(1, sock, 0, Instant::now()), InBudget::new(budget_bytes))
+    }
+
+    fn bytes(p: Payload) -> Vec<u8> {
+        p.into_bytes().0.to_vec()
+    }
+
     /// Requests written in pieces of every size come out whole, big payloads through their
-    /// own buffer.
+    /// own buffer (a roomy budget) or pieces (a tight one); nothing stays charged once they are
+    /// taken.
     #[test]
     fn requests_are_reassembled_from_any_cut() {
-        let (mut app, sock) = UnixStream::pair().unwrap();
-        sock.set_nonblocking(true).unwrap();
-        let mut c = Conn::new(sock, 0);
-        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let mut bytes = codec::hello().to_vec();
-        bytes.extend(codec::encode(&Request::Info, &[]));
-        bytes.extend(codec::encode(&Request::ChunkPut, &big));
-        bytes.extend(codec::encode(&Request::ChunkPut, b"small"));
-        let mut got = Vec::new();
-        for piece in bytes.chunks(7777) {
-            app.write_all(piece).unwrap();
-            // As the daemon does: read, take every whole request, again while that helps.
-            loop {
-                assert!(!c.read_in());
-                let mut any = false;
-                while let Some(r) = c.next_request().unwrap() {
-                    got.push(r);
-                    any = true;
-                }
-                if !any {
-                    break;
+        for budget_bytes in [256 * MIB, 4 * MIB] {
+            let (mut app, mut c, mut budget) = conn(budget_bytes);
+            let now = Instant::now();
+            let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+            let mut bytes_in = codec::hello().to_vec();
+            bytes_in.extend(codec::encode(&Request::Info, &[]));
+            bytes_in.extend(codec::encode(&Request::ChunkPut, &big));
+            bytes_in.extend(codec::encode(&Request::ChunkPut, b"small"));
+            bytes_in.extend(codec::encode(&Request::ChunkPut, &big[..100_000]));
+            let mut got = Vec::new();
+            let mut charged = 0;
+            for piece in bytes_in.chunks(77_777) {
+                app.write_all(piece).unwrap();
+                // As the daemon does: read, take every whole request, again while that helps.
+                loop {
+                    assert_eq!(c.read_in(now, &mut budget), ReadIn::default());
+                    let mut any = false;
+                    while let Some((req, p)) = c.next_request(now, &mut budget).unwrap() {
+                        charged += p.charge();
+                        got.push((req, bytes(p)));
+                        any = true;
+                    }
+                    c.trim(&mut budget);
+                    assert_eq!(budget.used(), c.held() + charged);
+                    if !any {
+                        break;
+                    }
                 }
             }
+            assert_eq!(got.len(), 4);
+            assert_eq!(got[0].0, Request::Info);
+            assert!(got[1].1 == big, "the big payload differs");
+            assert_eq!(&got[2].1[..], b"small");
+            assert!(got[3].1 == big[..100_000], "the second big payload differs");
+            // Their storage held no more than the payloads and some read-ahead.
+            assert!(charged <= big.len() + 100_000 + MIB, "{charged}");
+            assert_eq!(c.held(), 0, "storage goes once its bytes are taken");
+            drop(app);
+            assert!(c.read_in(now, &mut budget).eof, "end of file");
         }
-        assert_eq!(got.len(), 3);
-        assert_eq!(got[0].0, Request::Info);
-        assert_eq!(&got[1].1[..], &big[..]);
-        assert_eq!(&got[2].1[..], b"small");
-        drop(app);
-        assert!(c.read_in(), "end of file");
+    }
+
+    /// A message announcing 16 MiB and sending 100 kB holds about what it sent once the budget
+    /// is tight; with room to spare, a buffer of the length announced.
+    #[test]
+    fn memory_follows_bytes_received_not_the_length_announced() {
+        let now = Instant::now();
+        let mut b = codec::hello().to_vec();
+        b.extend(codec::encode_head(&Request::ChunkPut, 16 * MIB));
+        b.extend(vec![7u8; 100_000]);
+        // Half of what the budget has beyond shares is less than 16 MiB: pieces.
+        let (mut app, mut c, mut budget) = conn(32 * MIB);
+        app.write_all(&b).unwrap();
+        for _ in 0..4 {
+            c.read_in(now, &mut budget);
+            assert!(c.next_request(now, &mut budget).unwrap().is_none());
+        }
+        c.trim(&mut budget);
+        assert!(c.held() >= 100_000 && c.held() <= 300_000, "{} bytes held", c.held());
+        assert_eq!(budget.used(), c.held());
+        assert!(c.unfinished_since().is_some());
+        // Failed (evicted), it gives everything back at once.
+        c.fail("gone".into(), &mut budget);
+        assert_eq!((c.held(), budget.used()), (0, 0));
+        assert!(c.unfinished_since().is_none());
+        // Room to spare: its own buffer, whole.
+        let (mut app, mut c, mut budget) = conn(256 * MIB);
+        app.write_all(&b).unwrap();
+        for _ in 0..4 {
+            c.read_in(now, &mut budget);
+            assert!(c.next_request(now, &mut budget).unwrap().is_none());
+        }
+        c.trim(&mut budget);
+        assert_eq!((c.held(), budget.used()), (16 * MIB, 16 * MIB));
+        // Buffers of announced lengths take half of the budget beyond shares at most.
+        let mut held = vec![c];
+        for _ in 0..10 {
+            let (mut app, mut c, _) = conn(0);
+            app.write_all(&b).unwrap();
+            c.read_in(now, &mut budget);
+            assert!(c.next_request(now, &mut budget).unwrap().is_none());
+            c.trim(&mut budget);
+            held.push(c);
+        }
+        assert!(budget.used() <= 112 * MIB + 10 * 300_000, "{}", budget.used());
+        for mut c in held {
+            c.fail("gone".into(), &mut budget);
+        }
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// Without room, reading stops and says how much it needs; given room, the message
+    /// completes whole.
+    #[test]
+    fn a_connection_without_room_waits_and_completes_once_given_some() {
+        let (mut app, mut c, mut budget) = conn(8 * MIB);
+        let now = Instant::now();
+        // Others hold the bulk of the budget, one of them as the finisher.
+        assert!(budget.take(50, 64 << 10, 7 * MIB - (64 << 10)));
+        assert!(budget.take(51, 64 << 10, MIB));
+        let data: Vec<u8> = (0..2 * MIB).map(|i| (i * 7 % 253) as u8).collect();
+        let mut b = codec::hello().to_vec();
+        b.extend(codec::encode(&Request::ChunkPut, &data));
+        let writer = std::thread::spawn(move || {
+            app.write_all(&b).unwrap();
+            app
+        });
+        // Its share of the budget is all it gets: it reads a little, then needs more.
+        let mut need = 0;
+        for _ in 0..100 {
+            let r = c.read_in(now, &mut budget);
+            assert!(c.next_request(now, &mut budget).unwrap().is_none());
+            if r.need > 0 {
+                need = r.need;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(need > 0, "reading went on past the budget");
+        assert!(c.held() <= 64 << 10, "{}", c.held());
+        budget.wait(1, c.held(), need);
+        assert!(budget.ready().is_empty(), "no room freed yet");
+        // The finisher leaves: this connection may finish.
+        budget.forget(51);
+        budget.give_back(MIB);
+        assert_eq!(budget.ready(), vec![1]);
+        let mut got = None;
+        while got.is_none() {
+            let r = c.read_in(now, &mut budget);
+            assert_eq!(r.need, 0);
+            got = c.next_request(now, &mut budget).unwrap();
+        }
+        let (req, p) = got.unwrap();
+        assert_eq!(req, Request::ChunkPut);
+        let charge = p.charge();
+        assert!(p.into_bytes().0[..] == data[..], "payload differs");
+        budget.give_back(charge);
+        c.trim(&mut budget);
+        assert_eq!(budget.used(), 7 * MIB - (64 << 10));
+        drop(writer.join().unwrap());
+    }
+
+    #[test]
+    fn unfinished_messages_are_told_apart_from_whole_ones() {
+        let (mut app, mut c, mut budget) = conn(8 * MIB);
+        let now = Instant::now();
+        assert!(c.unfinished_since().is_none());
+        app.write_all(&codec::hello()[..5]).unwrap();
+        c.read_in(now, &mut budget);
+        assert!(matches!(c.next_request(now, &mut budget), Ok(None)));
+        assert!(c.unfinished_since().is_some_and(|t| t <= now));
+        let mut b = codec::hello()[5..].to_vec();
+        let info = codec::encode(&Request::Info, &[]);
+        b.extend(&info);
+        b.extend(&info[..3]);
+        app.write_all(&b).unwrap();
+        let later = now + std::time::Duration::from_secs(1);
+        c.read_in(later, &mut budget);
+        assert!(matches!(c.next_request(later, &mut budget), Ok(Some((Request::Info, _)))));
+        // A request taken is progress; the frame begun after it is unfinished.
+        assert_eq!(c.unfinished_since(), Some(later));
+        app.write_all(&info[3..]).unwrap();
+        c.read_in(later, &mut budget);
+        assert!(c.unfinished_since().is_none(), "a whole request waiting is not unfinished");
+        assert!(matches!(c.next_request(later, &mut budget), Ok(Some((Request::Info, _)))));
+        c.trim(&mut budget);
+        assert_eq!((c.held(), budget.used()), (0, 0));
+    }
+
+    /// Requests held while the application takes none of its answers: stalled too.
+    #[test]
+    fn requests_behind_unread_answers_count_as_stalled() {
+        let (mut app, mut c, mut budget) = conn(8 * MIB);
+        let now = Instant::now();
+        let mut b = codec::hello().to_vec();
+        b.extend(codec::encode(&Request::Info, &[]));
+        app.write_all(&b).unwrap();
+        c.read_in(now, &mut budget);
+        // Its answers pile up (past a limit of 1000 bytes here) while its request waits.
+        c.queue_owned(&Response::Ok, vec![0; 5000]);
+        assert!(c.held() > 0);
+        assert!(c.unfinished_since().is_none(), "a whole request is not unfinished");
+        assert!(c.stalled_since(1000).is_some());
+        assert!(c.stalled_since(1 << 20).is_none(), "below the limit: not held up by its answers");
+        // Once it has nothing buffered, it holds no room: not stalled.
+        assert!(matches!(c.next_request(now, &mut budget), Ok(Some((Request::Info, _)))));
+        c.trim(&mut budget);
+        assert_eq!(c.held(), 0);
+        assert!(c.stalled_since(1000).is_none());
     }
 
     #[test]
     fn a_bad_hello_or_frame_is_an_error() {
-        let (mut app, sock) = UnixStream::pair().unwrap();
-        sock.set_nonblocking(true).unwrap();
-        let mut c = Conn::new(sock, 0);
+        let (mut app, mut c, mut budget) = conn(8 * MIB);
+        let now = Instant::now();
         app.write_all(b"GET / HTTP/1.0\r\n").unwrap();
-        c.read_in();
-        assert_eq!(c.next_request(), Err(IpcError::BadMagic));
-        let (mut app, sock) = UnixStream::pair().unwrap();
-        sock.set_nonblocking(true).unwrap();
-        let mut c = Conn::new(sock, 0);
+        c.read_in(now, &mut budget);
+        assert!(matches!(c.next_request(now, &mut budget), Err(IpcError::BadMagic)));
+        let (mut app, mut c, mut budget) = conn(8 * MIB);
         app.write_all(&codec::hello()).unwrap();
         app.write_all(&[0xff, 0xff, 0xff, 0xff, 4, 0, 0, 0]).unwrap();
-        c.read_in();
-        assert!(matches!(c.next_request(), Err(IpcError::BadFrame { .. })));
+        c.read_in(now, &mut budget);
+        assert!(matches!(c.next_request(now, &mut budget), Err(IpcError::BadFrame { .. })));
     }
 }

@@ -6,6 +6,7 @@
 use std::io;
 use std::sync::{mpsc, Arc};
 
+use super::inbound::Payload;
 use crate::sys::EventFd;
 use crate::transport::chunk::Verify;
 use crate::xid::Xid;
@@ -15,8 +16,9 @@ use crate::xid::Xid;
 pub(super) enum Job {
     /// A fetched chunk to check against its CID.
     Verify(Verify),
-    /// A chunk an application publishes, on connection `conn`: its CID.
-    Name { conn: u64, data: Arc<[u8]> },
+    /// A chunk an application publishes, on connection `conn`: its CID (a chunk that came in
+    /// pieces is made one buffer here, off the loop).
+    Name { conn: u64, data: Payload },
 }
 
 /// What the thread did.
@@ -24,8 +26,8 @@ pub(super) enum Job {
 pub(super) enum Hashed {
     /// A fetched chunk, and whether it matched its CID.
     Verified(Verify, bool),
-    /// A chunk to publish, with its CID.
-    Named { conn: u64, data: Arc<[u8]>, cid: Xid },
+    /// A chunk to publish, with its CID, and the bytes of the daemon's budget it held.
+    Named { conn: u64, data: Arc<[u8]>, cid: Xid, charge: usize },
 }
 
 #[derive(Debug)]
@@ -75,8 +77,9 @@ impl Job {
                 Hashed::Verified(v, ok)
             }
             Job::Name { conn, data } => {
+                let (data, charge) = data.into_bytes();
                 let cid = Xid::cid_of(&data);
-                Hashed::Named { conn, data, cid }
+                Hashed::Named { conn, data, cid, charge }
             }
         }
     }

@@ -10,13 +10,17 @@
 //! tests run daemons on a simulated wire in one process ([`spawn`]), without root.
 //!
 //! - `conn.rs`: one application connection (role, framing, what waits to be written);
+//! - `inbound.rs`: the storage of what an application sent that is not yet a whole request;
+//! - `budget.rs`: the memory applications' unfinished messages may hold, all together;
 //! - `apps.rs`: applications' requests, and host events to the applications they concern;
 //! - `pump.rs`: stream bytes between applications' sockets and the host's streams;
 //! - `hasher.rs`: the hashing thread.
 
 mod apps;
+mod budget;
 mod conn;
 mod hasher;
+mod inbound;
 mod pump;
 
 use std::collections::{HashSet, VecDeque};
@@ -34,6 +38,7 @@ use crate::link::{Link, LinkState};
 use crate::sys::{wall_ms, Epoll, EventFd};
 use crate::xid::Xid;
 
+use budget::InBudget;
 use conn::Conn;
 use hasher::Hasher;
 
@@ -45,6 +50,36 @@ pub struct DaemonConfig {
     /// Host tunables (the MTU is taken from the link).
     pub host: HostConfig,
 }
+
+/// Bounds on what applications' connections may make the daemon hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpcLimits {
+    /// Bytes buffered for applications' messages not handled yet, across all connections:
+    /// read-ahead, big payloads as they come, published chunks while they are named. A
+    /// connection that finds no room is not read until room frees; one connection at a time may
+    /// go past it by one message. At least twice the largest chunk (one being received, one
+    /// being named).
+    pub buffer_bytes: usize,
+    /// A connection whose unfinished message (a frame begun) gains nothing for this long
+    /// (64 KiB of it, or its end) is closed, and counted (`ipc_evicted_idle`); so is one that
+    /// holds requests it sent while it takes none of its answers (past the point where the
+    /// daemon stops reading it) for this long. While others wait for room, [`PRESSED_IDLE`] if
+    /// that is shorter. Time a connection spends waiting for the daemon (room, a chunk being
+    /// named) does not count.
+    pub idle: Duration,
+}
+
+impl Default for IpcLimits {
+    fn default() -> Self {
+        IpcLimits { buffer_bytes: 256 << 20, idle: Duration::from_secs(10) }
+    }
+}
+
+/// How long an unfinished message may make no progress while other connections wait for room
+/// in the budget (a local application that is sending does not pause mid-message that long).
+pub const PRESSED_IDLE: Duration = Duration::from_secs(2);
+/// How often connections are checked for unfinished messages that make no progress.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 const TOKEN_LINK: u64 = 0;
 const TOKEN_LISTENER: u64 = 1;
@@ -117,6 +152,11 @@ struct Daemon<L: Link> {
     listener_paused_until: Option<Instant>,
     /// Leased connections that closed while a chunk of theirs was being named.
     leased_gone: HashSet<u64>,
+    /// What applications' unfinished messages hold.
+    budget: InBudget,
+    limits: IpcLimits,
+    /// When connections are next checked for unfinished messages that make no progress.
+    idle_check_at: Instant,
 }
 
 /// Runs the daemon on `link` until `stop` becomes readable (the binary passes its signalfd).
@@ -128,10 +168,38 @@ pub fn run<L: Link>(
     stop: RawFd,
     ready: impl FnOnce(&Ready),
 ) -> io::Result<()> {
+    run_with(cfg, IpcLimits::default(), key, link, stop, ready)
+}
+
+/// [`run`] with `limits` on what applications may make it hold.
+pub fn run_with<L: Link>(
+    cfg: DaemonConfig,
+    limits: IpcLimits,
+    key: Keypair,
+    link: L,
+    stop: RawFd,
+    ready: impl FnOnce(&Ready),
+) -> io::Result<()> {
     if cfg.host.max_chunk > crate::ipc::codec::MAX_PAYLOAD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("chunks of {} bytes exceed what the local protocol carries", cfg.host.max_chunk),
+        ));
+    }
+    if limits.buffer_bytes < 2 * cfg.host.max_chunk {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a buffer budget of {} bytes for applications' messages holds less than two of the \
+                 largest chunks ({} bytes each: one being received, one being named)",
+                limits.buffer_bytes, cfg.host.max_chunk
+            ),
+        ));
+    }
+    if limits.idle.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the idle time of messages must not be zero",
         ));
     }
     let mut host_cfg = cfg.host.clone();
@@ -187,6 +255,9 @@ pub fn run<L: Link>(
         rng,
         listener_paused_until: None,
         leased_gone: HashSet::new(),
+        budget: InBudget::new(limits.buffer_bytes),
+        limits,
+        idle_check_at: Instant::now() + IDLE_CHECK,
     };
     ready(&Ready {
         hid: d.host.hid(),
@@ -218,10 +289,13 @@ impl<L: Link> Daemon<L> {
             let timeout = if !self.dirty.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                let due = [self.host.poll_timeout(), self.link.poll_at(), self.listener_paused_until]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                // Unfinished messages are checked while anything is buffered.
+                let idle_check = (self.budget.used() > 0).then_some(self.idle_check_at);
+                let due =
+                    [self.host.poll_timeout(), self.link.poll_at(), self.listener_paused_until, idle_check]
+                        .into_iter()
+                        .flatten()
+                        .min();
                 Some(due.map_or(MAX_IDLE, |t| t.saturating_duration_since(now).min(MAX_IDLE)))
             };
             let n = self.epoll.wait_for(&mut events, timeout)?;
@@ -262,9 +336,66 @@ impl<L: Link> Daemon<L> {
             }
             self.route_events(now);
             self.pump_dirty();
+            self.wake_waiters();
+            if now >= self.idle_check_at {
+                self.idle_check_at = now + IDLE_CHECK;
+                self.evict_stalled(now);
+            }
             self.route_events(now);
             self.transmit(now)?;
             self.flush_conns();
+        }
+    }
+
+    /// Reads again the connections that waited for room in the budget, as room frees.
+    fn wake_waiters(&mut self) {
+        for id in self.budget.ready() {
+            let Some(c) = self.conns.get_mut(&id) else { continue };
+            c.starved = false;
+            c.touch(Instant::now());
+            let want_read =
+                !c.close_after_flush && !c.awaiting_hash && c.pending_out() < apps::OUTBUF_SOFT_LIMIT;
+            pump::set_interest(&self.epoll, c, id, want_read, c.pending_out() > 0);
+            self.read_messages(id);
+        }
+    }
+
+    /// Closes the connections whose unfinished message made no progress for the idle time (or
+    /// [`PRESSED_IDLE`], while others wait for room), or that hold requests while they take
+    /// none of their answers for as long: what they hold goes back to the budget.
+    fn evict_stalled(&mut self, now: Instant) {
+        let idle = if self.budget.pressed() { self.limits.idle.min(PRESSED_IDLE) } else { self.limits.idle };
+        let mut stalled = Vec::new();
+        for (&id, c) in self.conns.iter_mut() {
+            if c.starved || c.awaiting_hash {
+                // Held up by the daemon, not by the application.
+                c.touch(now);
+            } else if c
+                .stalled_since(apps::OUTBUF_SOFT_LIMIT)
+                .is_some_and(|t| now.saturating_duration_since(t) >= idle)
+            {
+                stalled.push(id);
+            }
+        }
+        for id in stalled {
+            let Some(c) = self.conns.get_mut(&id) else { continue };
+            tracing::info!(
+                "application connection {id}: no progress for {idle:?} on what it sent ({} bytes \
+                 held): closed",
+                c.held()
+            );
+            self.budget.evicted_idle += 1;
+            let why = format!(
+                "what it sent made no progress for {} ms (an unfinished message, or requests \
+                 behind answers it does not read): closed",
+                idle.as_millis()
+            );
+            c.fail(why, &mut self.budget);
+            // Told why if its socket takes the answer now; closed either way.
+            self.flush_conn(id);
+            if self.conns.contains_key(&id) {
+                self.drop_conn(id, true);
+            }
         }
     }
 
@@ -355,11 +486,21 @@ impl Drop for Spawned {
 
 /// Starts a daemon on `link` on a thread of its own and waits until it serves.
 pub fn spawn<L: Link + Send + 'static>(cfg: DaemonConfig, key: Keypair, link: L) -> io::Result<Spawned> {
+    spawn_with(cfg, IpcLimits::default(), key, link)
+}
+
+/// [`spawn`] with `limits` on what applications may make it hold.
+pub fn spawn_with<L: Link + Send + 'static>(
+    cfg: DaemonConfig,
+    limits: IpcLimits,
+    key: Keypair,
+    link: L,
+) -> io::Result<Spawned> {
     let stop = EventFd::new()?;
     let stop_fd = stop.try_clone()?;
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new().name("xiad".into()).spawn(move || {
-        run(cfg, key, link, stop_fd.as_raw_fd(), |r| {
+        run_with(cfg, limits, key, link, stop_fd.as_raw_fd(), |r| {
             let _ = tx.send(r.clone());
         })
     })?;
@@ -370,5 +511,127 @@ pub fn spawn<L: Link + Send + 'static>(cfg: DaemonConfig, key: Keypair, link: L)
             .unwrap_or_else(|_| Err(io::Error::other("the daemon thread panicked")))
             .err()
             .unwrap_or_else(|| io::Error::other("the daemon ended before serving"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::{codec, Request, Response};
+    use crate::link::sim::SimConfig;
+    use crate::link::sim_wire::SimWire;
+    use crate::wire::ethernet::EthernetAddress;
+    use crate::xid::Principal;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    const MIB: usize = 1 << 20;
+
+    /// The next frame from the daemon, decoded (after its hello).
+    fn response(s: &mut UnixStream) -> io::Result<Response> {
+        let mut prefix = [0u8; codec::PREFIX_LEN];
+        s.read_exact(&mut prefix)?;
+        let p = codec::Prefix::parse(&prefix).map_err(io::Error::other)?.expect("a whole prefix");
+        let mut rest = vec![0u8; p.head + p.payload];
+        s.read_exact(&mut rest)?;
+        codec::decode(&rest[..p.head]).map_err(io::Error::other)
+    }
+
+    /// A connection that has said hello and read the daemon's.
+    fn hello(socket: &std::path::Path) -> UnixStream {
+        let mut s = UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&codec::hello()).unwrap();
+        let mut h = [0u8; codec::HELLO_LEN];
+        s.read_exact(&mut h).unwrap();
+        s
+    }
+
+    fn stats(socket: &std::path::Path) -> std::collections::HashMap<String, u64> {
+        let mut s = hello(socket);
+        s.write_all(&codec::encode(&Request::Stats, &[])).unwrap();
+        match response(&mut s).unwrap() {
+            Response::Stats(v) => v.into_iter().collect(),
+            m => panic!("{m:?}"),
+        }
+    }
+
+    /// Connections announcing 16 MiB chunks and sending 4 MiB of each take the budget (one of
+    /// them past it, as the finisher); the next ones wait, unread; a real publication waits
+    /// too and completes once the stalled connections are closed (sooner while others wait),
+    /// and everything charged goes back.
+    #[test]
+    fn unfinished_messages_are_bounded_waited_for_and_evicted() {
+        let dir = std::env::temp_dir().join(format!("xd-budget-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("d.sock");
+        let wire = SimWire::new();
+        let port = wire.port(EthernetAddress([2, 0, 0, 0, 9, 1]), 1500, SimConfig::default(), 1).unwrap();
+        let host =
+            HostConfig { static_ad: Some(Xid::new(Principal::Ad, [0xad; 20])), ..HostConfig::default() };
+        let cfg = DaemonConfig { socket: socket.clone(), host };
+        let idle = Duration::from_millis(1500);
+        let limits = IpcLimits { buffer_bytes: 32 * MIB, idle };
+        assert!(
+            run_with(
+                DaemonConfig { socket: dir.join("x.sock"), host: HostConfig::default() },
+                IpcLimits { buffer_bytes: 24 * MIB, idle },
+                Keypair::from_seed([4; 32]),
+                wire.port(EthernetAddress([2, 0, 0, 0, 9, 2]), 1500, SimConfig::default(), 2).unwrap(),
+                -1,
+                |_| {}
+            )
+            .is_err(),
+            "a budget smaller than two chunks is refused"
+        );
+        let d = spawn_with(cfg, limits, Keypair::from_seed([3; 32]), port).unwrap();
+        let t0 = std::time::Instant::now();
+        let part = std::sync::Arc::new(vec![0x5au8; 4 * MIB]);
+        let flood: Vec<_> = (0..10)
+            .map(|_| {
+                let mut s = hello(&socket);
+                let part = part.clone();
+                std::thread::spawn(move || {
+                    let _ = s.write_all(&codec::encode_head(&Request::ChunkPut, 16 * MIB));
+                    let _ = s.write_all(&part);
+                    // Then nothing more: the daemon closes it.
+                    let mut sink = Vec::new();
+                    let _ = s.read_to_end(&mut sink);
+                    t0.elapsed()
+                })
+            })
+            .collect();
+        // The budget fills up, and some wait.
+        let mut s = stats(&socket);
+        while s["ipc_budget_waits"] == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "nobody waits: {s:?}");
+            std::thread::sleep(Duration::from_millis(20));
+            s = stats(&socket);
+        }
+        assert!(s["ipc_buffered_bytes"] >= 28 * MIB as u64, "{s:?}");
+        // A real publication, meanwhile.
+        let data: Vec<u8> = (0..3 * MIB).map(|i| (i % 241) as u8).collect();
+        let mut put = hello(&socket);
+        put.write_all(&codec::encode(&Request::ChunkPut, &data)).unwrap();
+        match response(&mut put).unwrap() {
+            Response::Put { cid, .. } => assert_eq!(cid, Xid::cid_of(&data)),
+            m => panic!("{m:?}"),
+        }
+        let published = t0.elapsed();
+        let closed: Vec<Duration> = flood.into_iter().map(|t| t.join().unwrap()).collect();
+        let s = stats(&socket);
+        eprintln!("published after {published:?}, stalled connections closed after {closed:?}: {s:?}");
+        assert_eq!(s["ipc_evicted_idle"], 10, "{s:?}");
+        assert!(s["ipc_budget_waits"] >= 2, "{s:?}");
+        // The budget, one finisher's message, one chunk being named.
+        assert!(s["ipc_buffered_peak"] <= (32 + 16 + 4) * MIB as u64, "{s:?}");
+        // Only the read buffer of the connection asking.
+        assert!(s["ipc_buffered_bytes"] <= budget::SHARE as u64, "{s:?}");
+        assert_eq!(s["ipc_waiting"], 0, "{s:?}");
+        // Those that held room were closed while others waited (sooner than the idle time).
+        assert!(closed.iter().any(|&t| t < idle + Duration::from_millis(1200)), "{closed:?}");
+        drop(put);
+        d.stop().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

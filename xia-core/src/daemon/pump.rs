@@ -83,7 +83,7 @@ impl<L: Link> Daemon<L> {
         // Application -> network: bytes that came with the attach request first.
         if !c.pending_in().is_empty() {
             let w = conn.write(c.pending_in()).unwrap_or(c.pending_in().len());
-            c.consume_in(w);
+            c.consume_in(w, &mut self.budget);
         }
         let early = !c.pending_in().is_empty();
         // The application's end of file may have been read with those bytes.
@@ -157,10 +157,13 @@ impl<L: Link> Daemon<L> {
 
     pub(super) fn flush_conn(&mut self, id: u64) {
         let Some(c) = self.conns.get_mut(&id) else { return };
-        let had = c.pending_out() > 0;
+        let had = c.pending_out();
         if c.out.write_to(&mut c.sock).is_err() {
             c.out.clear();
             c.close_after_flush = true;
+        }
+        if c.pending_out() < had {
+            c.out_progress_at = std::time::Instant::now();
         }
         if c.pending_out() == 0 {
             if c.close_after_flush {
@@ -175,7 +178,7 @@ impl<L: Link> Daemon<L> {
         }
         // Only a buffer that just drained gives the pump more to do (marking a connection dirty
         // on every flush would keep the loop from ever sleeping).
-        let drained = had && c.pending_out() == 0;
+        let drained = had > 0 && c.pending_out() == 0;
         match c.role {
             Role::Raw(_) => {
                 // The pump decides a raw stream's interest.
@@ -188,8 +191,12 @@ impl<L: Link> Daemon<L> {
             }
             Role::Connecting(_) => set_interest(&self.epoll, c, id, false, c.pending_out() > 0),
             _ => {
-                // Its requests are read again once its answers drain below the soft limit.
-                let want_read = !c.close_after_flush && c.pending_out() < OUTBUF_SOFT_LIMIT;
+                // Its requests are read again once its answers drain below the soft limit (and
+                // once the budget has room for it, or its chunk is named, if it waits for that).
+                let want_read = !c.close_after_flush
+                    && !c.starved
+                    && !c.awaiting_hash
+                    && c.pending_out() < OUTBUF_SOFT_LIMIT;
                 set_interest(&self.epoll, c, id, want_read, c.pending_out() > 0);
                 if drained {
                     // Datagrams may wait in the host, requests in the connection's buffer.
@@ -203,7 +210,7 @@ impl<L: Link> Daemon<L> {
 /// What to be woken for on an application socket: readability only while there is room to
 /// take its bytes (epoll is level-triggered: a socket we cannot drain would wake us in a loop),
 /// writability only while something waits to be written.
-fn set_interest(epoll: &Epoll, c: &mut Conn, id: u64, want_read: bool, want_write: bool) {
+pub(super) fn set_interest(epoll: &Epoll, c: &mut Conn, id: u64, want_read: bool, want_write: bool) {
     let mut ev = 0;
     if want_read {
         ev |= libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
