@@ -62,6 +62,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             put("dag_text", &format!("{}-dag", s.name), s.xip.dst.to_dag_string().as_bytes())?;
         }
         put("key_file", "key", xia_core::Keypair::from_seed([7; 32]).to_file_text().as_bytes())?;
+        // Name service: a registration, a resolution and its answer, an error.
+        {
+            use xia_core::wire::names::{Name, NsBody, NsErrorCode, NsMessage, Record};
+            let k = xia_core::Keypair::from_seed([10; 32]);
+            let dag = xia_core::dag::Dag::host(
+                xia_core::Xid::new(xia_core::Principal::Ad, [1; 20]),
+                k.xid(xia_core::Principal::Hid),
+            )?;
+            let name: Name = "vm1.xia".parse()?;
+            let r = Record::signed(&k, name.clone(), Some(dag), 1, 60_000);
+            for (n, body) in [
+                ("ns-put", NsBody::Put(Box::new(r.clone()))),
+                ("ns-resolve", NsBody::Resolve(name)),
+                ("ns-records", NsBody::Records(vec![r])),
+                ("ns-error", NsBody::Error { code: NsErrorCode::Stale, text: "replayed".into() }),
+            ] {
+                put("names", n, &NsMessage { id: 1, body }.to_bytes()?)?;
+            }
+        }
         // XARP: a request, and a reply whose binding verifies.
         {
             use xia_core::wire::ethernet::EthernetAddress;

@@ -8,7 +8,7 @@ secs=${1:-60}; shift || true
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame xip xcmp dgram stream chunk control xarp ipc dag_text key_file router)
+[ ${#targets[@]} -gt 0 ] || targets=(frame xip xcmp dgram stream chunk control xarp ipc dag_text key_file router names)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 RUSTC_BOOTSTRAP=1 cargo fuzz build >/dev/null 2>&1
 cargo run -q -p xia-core --example samples -- --seeds "$here/corpus" 2>/dev/null

@@ -12,6 +12,7 @@ pub mod control;
 pub mod dgram;
 pub mod ethernet;
 pub mod integrity;
+pub mod names;
 pub mod stream;
 pub mod xarp;
 pub mod xcmp;
