@@ -1,1 +1,10 @@
-//! XIA name service: a DGRAM service at SID_NS mapping names to DAGs, with its daemon, client and CLI.
+//! XIA name service: a DGRAM service at `SID_NS` mapping names to DAGs, with its daemon, client
+//! and CLI.
+//!
+//! Built so far: the name table and its rules ([`table`]); the messages are
+//! [`xia_core::wire::names`]. To come: the durable store, the daemon `xnsd`, the client in the
+//! app API and the `xns` command.
+
+pub mod table;
+
+pub use table::{Entry, NameTable, TableConfig, TableStats};
