@@ -173,6 +173,23 @@ impl Record {
         Ok(())
     }
 
+    /// The record as on the wire, in a new vector (for a store).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.buffer_len()];
+        self.emit(&mut Writer { b: &mut v, at: 0 });
+        v
+    }
+
+    /// Reads a record written by [`Record::to_bytes`] (all of `b`; nothing cryptographic).
+    pub fn from_bytes(b: &[u8]) -> Result<Record> {
+        let mut r = Reader { b, at: 0 };
+        let rec = Record::parse(&mut r)?;
+        if r.at != b.len() {
+            return Err(WireError::Length { declared: r.at, present: b.len() });
+        }
+        Ok(rec)
+    }
+
     /// Bytes on the wire.
     pub fn buffer_len(&self) -> usize {
         1 + self.name.0.len()
@@ -572,6 +589,10 @@ mod tests {
         }
         // A deletion is signed too.
         Record::signed(&k, name("vm1"), None, 7, 0).verify().unwrap();
+        assert_eq!(Record::from_bytes(&r.to_bytes()).unwrap(), r);
+        let mut longer = r.to_bytes();
+        longer.push(0);
+        assert!(Record::from_bytes(&longer).is_err());
     }
 
     #[test]
