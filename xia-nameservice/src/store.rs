@@ -175,7 +175,7 @@ fn read_entries(bytes: &[u8], name: &str) -> Result<(Vec<Entry>, usize), StoreEr
         let len = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
         let end = at + 8 + len;
-        if len > MAX_ENTRY || len < 8 {
+        if !(8..=MAX_ENTRY).contains(&len) {
             // A length no writer made: torn only if nothing could follow it.
             return if end >= bytes.len() { Ok((entries, at)) } else { Err(damaged("impossible length")) };
         }
