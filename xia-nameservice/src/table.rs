@@ -165,6 +165,11 @@ impl NameTable {
         self.names.get(name)
     }
 
+    /// Every entry held, in name order (tombstones included): what a store must keep.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.names.values()
+    }
+
     /// Names held (tombstones included).
     pub fn len(&self) -> usize {
         self.names.len()
