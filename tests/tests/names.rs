@@ -44,7 +44,9 @@ fn a_name_registered_in_one_ad_resolves_in_the_other_is_kept_from_others_and_sur
         assert_eq!(got.trim(), want, "resolved");
     }
     // C cannot take A's name with its own key (its DAG, its key: valid, but not the owner's).
-    let out = xns(&f.ns_c, &f.c, &dag, &["register", "host-a.xia", "-k", c_key.to_str().unwrap()]).output().unwrap();
+    let out = xns(&f.ns_c, &f.c, &dag, &["register", "host-a.xia", "-k", c_key.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("NotOwner"), "{err}");
     // Nor with A's DAG and its own key.
