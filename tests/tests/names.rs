@@ -3,8 +3,15 @@
 //! (even after `kill -9`) still knows it. Needs root.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use xia_core::api::Xia;
+use xia_core::dag::Dag;
+use xia_core::keys::Keypair;
+use xia_core::wire::names::{Name, NsBody, NsErrorCode, Record};
+use xia_nameservice::{ClientError, NsClient};
 use xia_tests::{bin, require_root, run_ok, Child, Fig1, Netns, Xiad};
 
 fn xns(ns: &Netns, host: &Xiad, server: &str, args: &[&str]) -> std::process::Command {
@@ -66,4 +73,85 @@ fn a_name_registered_in_one_ad_resolves_in_the_other_is_kept_from_others_and_sur
     assert_eq!(got.trim(), want);
     let list = run_ok(xns(&f.ns_a, &f.a, &dag, &["list"]));
     assert!(list.starts_with("host-a.xia DAG"), "{list}");
+}
+
+fn counter(cs: &[(String, u64)], k: &str) -> u64 {
+    cs.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v)
+}
+
+/// A burst of 1,000 registrations from A, `kill -9` of the server in the middle of it, a
+/// restart: every registration the server acknowledged is there. Then a replayed and an older
+/// record are refused with their typed error, and counted.
+#[test]
+fn kill_9_in_a_burst_of_updates_loses_nothing_acknowledged_and_replays_are_refused() {
+    if !require_root() {
+        return;
+    }
+    let f = Fig1::new(true, 1500, false, false).unwrap();
+    let store = f.dir.path().join("names.log");
+    let (server, dag) = xnsd(&f.ns_b, &f.b, &store);
+    let server_dag: Dag = dag.parse().unwrap();
+    let a_dag: Dag = f.a.dag.trim().parse().unwrap();
+    let key = Keypair::load(&f.dir.path().join("a.key")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let acked = Arc::new(AtomicUsize::new(0));
+    // The killer: once 300 are acknowledged.
+    let killer = {
+        let acked = acked.clone();
+        let pid = server.id();
+        std::thread::spawn(move || {
+            while acked.load(Ordering::Relaxed) < 300 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // SAFETY: a signal to the server this test started (its guard still holds it).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        })
+    };
+    let xia = Xia::at(&f.a.socket);
+    let names: Vec<Name> = rt.block_on(async {
+        let mut c = NsClient::new(&xia, server_dag.clone()).await.unwrap();
+        c.tries = 1;
+        c.patience = Duration::from_millis(300);
+        let mut done = Vec::new();
+        for i in 0..1000 {
+            let name: Name = format!("burst-{i:04}.xia").parse().unwrap();
+            match c.put(&key, name.clone(), Some(a_dag.clone()), Duration::from_secs(600)).await {
+                Ok(()) => {
+                    done.push(name);
+                    acked.store(done.len(), Ordering::Relaxed);
+                }
+                Err(ClientError::NoAnswer(..)) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        done
+    });
+    killer.join().unwrap();
+    drop(server);
+    eprintln!("{} registrations acknowledged before kill -9", names.len());
+    assert!((300..1000).contains(&names.len()), "killed in the middle: {}", names.len());
+    let (_server, _) = xnsd(&f.ns_b, &f.b, &store);
+    rt.block_on(async {
+        let mut c = NsClient::new(&xia, server_dag.clone()).await.unwrap();
+        for n in &names {
+            let r = c.resolve(n).await.unwrap_or_else(|e| panic!("{n} acknowledged, then lost: {e}"));
+            assert_eq!(r.dag.as_ref(), Some(&a_dag));
+        }
+        // An update, its replay, and an older one arriving late.
+        let name: Name = "moving.xia".parse().unwrap();
+        let old = Record::signed(&key, name.clone(), Some(a_dag.clone()), 10, 60_000);
+        let new = Record::signed(&key, name.clone(), Some(a_dag.clone()), 11, 60_000);
+        for r in [&new] {
+            assert_eq!(c.request(NsBody::Put(Box::new(r.clone()))).await.unwrap(), NsBody::Ok);
+        }
+        for r in [&new, &old] {
+            match c.request(NsBody::Put(Box::new(r.clone()))).await {
+                Err(ClientError::Refused { code: NsErrorCode::Stale, .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let cs = c.stats().await.unwrap();
+        assert_eq!(counter(&cs, "refused_stale"), 2, "{cs:?}");
+        assert!(counter(&cs, "names") as usize >= names.len() + 1, "{cs:?}");
+    });
 }

@@ -126,6 +126,14 @@ impl NsClient {
         }
     }
 
+    /// The server's counters, by name.
+    pub async fn stats(&mut self) -> Result<Vec<(String, u64)>, ClientError> {
+        match self.request(NsBody::Stats).await? {
+            NsBody::Counters(cs) => Ok(cs),
+            other => Err(ClientError::BadAnswer(format!("{other:?}"))),
+        }
+    }
+
     /// Every live record, in name order (page by page).
     pub async fn list(&mut self) -> Result<Vec<Record>, ClientError> {
         let mut all: Vec<Record> = Vec::new();

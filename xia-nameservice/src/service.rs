@@ -95,12 +95,36 @@ impl Service {
                 let found = self.table.list(now_ms, after.as_ref(), usize::from(max).min(MAX_RECORDS));
                 NsBody::Records(self.fit(found))
             }
-            NsBody::Records(_) | NsBody::Ok | NsBody::Error { .. } => {
+            NsBody::Stats => NsBody::Counters(self.counters()),
+            NsBody::Records(_) | NsBody::Ok | NsBody::Error { .. } | NsBody::Counters(_) => {
                 self.stats.dropped += 1;
                 return Handled::default();
             }
         };
         self.answer(msg.id, body)
+    }
+
+    /// Every counter, by name: the table's, the requests', the names held.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let t = self.table.stats();
+        let s = &self.stats;
+        [
+            ("names", self.table.len() as u64),
+            ("taken", t.taken),
+            ("refused_forged", t.refused_forged),
+            ("refused_not_owner", t.refused_not_owner),
+            ("refused_stale", t.refused_stale),
+            ("refused_full", t.refused_full),
+            ("expired", t.expired),
+            ("requests", s.requests),
+            ("resolves", s.resolves),
+            ("not_found", s.not_found),
+            ("malformed", s.malformed),
+            ("dropped", s.dropped),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 
     /// As many of `records` as fit an answer, in order.
@@ -183,6 +207,9 @@ mod tests {
         assert!(s.handle(T0, &NsMessage { id: 1, body: NsBody::Ok }.to_bytes().unwrap()).reply.is_none());
         let st = s.stats();
         assert_eq!((st.malformed, st.dropped, st.resolves, st.not_found), (2, 2, 2, 1));
+        let NsBody::Counters(cs) = ask(&mut s, 6, NsBody::Stats).0 else { panic!() };
+        let get = |k: &str| cs.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        assert_eq!((get("taken"), get("refused_stale"), get("names")), (Some(1), Some(1), Some(1)));
     }
 
     #[test]

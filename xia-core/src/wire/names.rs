@@ -20,9 +20,11 @@
 //! resolve (2) : name                            -> records (0 or 1)
 //! reverse (3) : XID (24: a HID or SID)          -> records naming a DAG with that intent
 //! list    (4) : after (a name, or length 0) | max (2)   -> records, in name order
+//! stats   (5) : (nothing)                       -> counters
 //! records (16): count (1) | records
 //! ok      (17): (nothing)
 //! error   (18): code (1) | length (1) | text
+//! counters(19): count (1) | (length (1) | name | value (8)) each
 //! ```
 
 use std::fmt;
@@ -51,9 +53,11 @@ mod kind {
     pub const RESOLVE: u8 = 2;
     pub const REVERSE: u8 = 3;
     pub const LIST: u8 = 4;
+    pub const STATS: u8 = 5;
     pub const RECORDS: u8 = 16;
     pub const OK: u8 = 17;
     pub const ERROR: u8 = 18;
+    pub const COUNTERS: u8 = 19;
 }
 
 /// A name that follows the grammar, lowercase.
@@ -314,6 +318,10 @@ pub enum NsBody {
         /// Records at most.
         max: u16,
     },
+    /// The server's counters.
+    Stats,
+    /// An answer: the server's counters, by name (at most 255, names of at most 255 bytes).
+    Counters(Vec<(String, u64)>),
     /// An answer: records (at most [`MAX_RECORDS`]).
     Records(Vec<Record>),
     /// An answer: done.
@@ -345,7 +353,8 @@ impl NsMessage {
             NsBody::Reverse(_) => XID_WIRE_LEN,
             NsBody::List { after, .. } => 1 + after.as_ref().map_or(0, |n| n.0.len()) + 2,
             NsBody::Records(rs) => 1 + rs.iter().map(Record::buffer_len).sum::<usize>(),
-            NsBody::Ok => 0,
+            NsBody::Stats | NsBody::Ok => 0,
+            NsBody::Counters(cs) => 1 + cs.iter().map(|(n, _)| 1 + n.len() + 8).sum::<usize>(),
             NsBody::Error { text, .. } => 2 + text_len(text),
         }
     }
@@ -357,6 +366,11 @@ impl NsMessage {
                 return Err(WireError::Field("name service records count"));
             }
         }
+        if let NsBody::Counters(cs) = &self.body {
+            if cs.len() > 255 || cs.iter().any(|(n, _)| n.len() > 255) {
+                return Err(WireError::Field("name service counters"));
+            }
+        }
         let mut v = vec![0u8; self.buffer_len()];
         let mut w = Writer { b: &mut v, at: 0 };
         w.u8(VERSION);
@@ -365,6 +379,8 @@ impl NsMessage {
             NsBody::Resolve(_) => kind::RESOLVE,
             NsBody::Reverse(_) => kind::REVERSE,
             NsBody::List { .. } => kind::LIST,
+            NsBody::Stats => kind::STATS,
+            NsBody::Counters(_) => kind::COUNTERS,
             NsBody::Records(_) => kind::RECORDS,
             NsBody::Ok => kind::OK,
             NsBody::Error { .. } => kind::ERROR,
@@ -391,7 +407,15 @@ impl NsMessage {
                     r.emit(&mut w);
                 }
             }
-            NsBody::Ok => {}
+            NsBody::Stats | NsBody::Ok => {}
+            NsBody::Counters(cs) => {
+                w.u8(cs.len() as u8);
+                for (n, v) in cs {
+                    w.u8(n.len() as u8);
+                    w.bytes(n.as_bytes());
+                    w.bytes(&v.to_be_bytes());
+                }
+            }
             NsBody::Error { code, text } => {
                 let end = text_len(text);
                 w.u8((*code).into());
@@ -443,6 +467,19 @@ impl NsMessage {
                 NsBody::Records(rs)
             }
             kind::OK => NsBody::Ok,
+            kind::STATS => NsBody::Stats,
+            kind::COUNTERS => {
+                let n = usize::from(r.u8()?);
+                let mut cs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let len = usize::from(r.u8()?);
+                    let name = std::str::from_utf8(r.take(len)?)
+                        .map_err(|_| WireError::Field("name service counter name"))?
+                        .to_string();
+                    cs.push((name, u64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes"))));
+                }
+                NsBody::Counters(cs)
+            }
             kind::ERROR => {
                 let code = NsErrorCode::from(r.u8()?);
                 let n = usize::from(r.u8()?);
@@ -610,6 +647,9 @@ mod tests {
             NsBody::Records(vec![]),
             NsBody::Records(vec![r.clone(), tomb]),
             NsBody::Ok,
+            NsBody::Stats,
+            NsBody::Counters(vec![]),
+            NsBody::Counters(vec![("taken".into(), 3), ("refused_stale".into(), u64::MAX)]),
             NsBody::Error { code: NsErrorCode::NotOwner, text: "vm1.xia is bound to another key".into() },
             NsBody::Error { code: NsErrorCode::Unknown(99), text: String::new() },
         ] {

@@ -7,6 +7,7 @@
 //! xns delete vm1.xia -k host.key
 //! xns reverse HID:<hex>                        # names leading to a HID or SID
 //! xns list
+//! xns stats                                    # the server's counters
 //! ```
 
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ enum Cmd {
     Reverse { xid: Xid },
     /// Every name.
     List,
+    /// The server's counters.
+    Stats,
 }
 
 fn main() -> ExitCode {
@@ -111,6 +114,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Reverse { xid } => {
             for r in c.reverse(xid).await? {
                 println!("{}", r.name);
+            }
+        }
+        Cmd::Stats => {
+            for (k, v) in c.stats().await? {
+                println!("{k} {v}");
             }
         }
         Cmd::List => {
