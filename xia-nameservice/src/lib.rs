@@ -11,7 +11,7 @@ pub mod service;
 pub mod store;
 pub mod table;
 
-pub use client::{ClientError, NsClient};
+pub use client::NsClient;
 pub use service::{Handled, Service, ServiceStats};
 pub use store::{Store, StoreError};
 pub use table::{Entry, NameTable, TableConfig, TableStats};

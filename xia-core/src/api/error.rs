@@ -69,6 +69,14 @@ pub enum XiaError {
     /// The daemon said something this library does not expect (a bug on one side).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The name server refused (or has no such name), and why.
+    #[error("name server: {code:?}: {text}")]
+    Name {
+        /// The cause.
+        code: crate::wire::names::NsErrorCode,
+        /// The server's words.
+        text: String,
+    },
     /// Any other I/O error on the local socket.
     #[error("{0}")]
     Io(Arc<io::Error>),
@@ -125,6 +133,11 @@ impl XiaError {
             XiaError::Corrupt | XiaError::Protocol(_) => K::InvalidData,
             XiaError::DaemonGone(_) => K::BrokenPipe,
             XiaError::Version { .. } => K::Unsupported,
+            XiaError::Name { code, .. } => match code {
+                crate::wire::names::NsErrorCode::NotFound => K::NotFound,
+                crate::wire::names::NsErrorCode::Unavailable => K::ResourceBusy,
+                _ => K::PermissionDenied,
+            },
             XiaError::Io(e) => e.kind(),
         }
     }

@@ -41,6 +41,7 @@ mod conn;
 mod dgram;
 mod error;
 mod events;
+mod names;
 mod ping;
 mod stream;
 
@@ -51,6 +52,7 @@ pub use chunks::{Announcer, ChunkClient, ChunkRef, Fetch, FetchOptions, Manifest
 pub use dgram::{DgramReceiver, DgramSender, XiaDatagram};
 pub use error::XiaError;
 pub use events::EventStream;
+pub use names::NameClient;
 pub use ping::{PingReply, Pinger};
 pub use stream::{XiaListener, XiaStream};
 

@@ -42,9 +42,21 @@ struct Args {
     /// The daemon's socket (default: $XIAD_SOCKET or /run/xia/xiad.sock).
     #[arg(long)]
     socket: Option<std::path::PathBuf>,
-    /// Destination DAG: `RE AD:<hex> HID:<hex>` or `DAG 0 - AD:<hex> 1 - HID:<hex>`.
+    /// The name server resolving a name given as destination (default: the one the host's AD
+    /// announces).
+    #[arg(long, value_name = "DAG")]
+    name_server: Option<String>,
+    /// Destination: a DAG (`RE AD:<hex> HID:<hex>` or `DAG 0 - AD:<hex> 1 - HID:<hex>`) or a
+    /// name (`vm1.xia`).
     #[arg(required = true, num_args = 1.., value_name = "DESTINATION")]
     destination: Vec<String>,
+}
+
+/// What to ping: a DAG, or a name to resolve first (made once: its size costs nothing).
+#[allow(clippy::large_enum_variant)]
+enum Target {
+    Dag(Dag),
+    Name(xia_core::wire::names::Name),
 }
 
 struct Stats {
@@ -76,9 +88,10 @@ fn unwrap_seq(seq: u16, last_sent: u64) -> u64 {
 fn main() -> ExitCode {
     let args = Args::parse();
     let text = args.destination.join(" ");
-    let dst: Dag = match text.parse() {
-        Ok(d) => d,
-        Err(e) => {
+    let dst = match (text.parse::<Dag>(), text.parse()) {
+        (Ok(d), _) => Target::Dag(d),
+        (Err(_), Ok(name)) if args.destination.len() == 1 => Target::Name(name),
+        (Err(e), _) => {
             eprintln!("xping: {text}: {e}");
             return ExitCode::from(2);
         }
@@ -97,8 +110,24 @@ fn main() -> ExitCode {
     rt.block_on(ping(args, dst))
 }
 
-async fn ping(args: Args, dst: Dag) -> ExitCode {
+async fn ping(args: Args, dst: Target) -> ExitCode {
     let xia = args.socket.clone().map_or_else(Xia::default, Xia::at);
+    let (dst, shown) = match dst {
+        Target::Dag(d) => {
+            let s = d.to_string().replace('\n', " ");
+            (d, s)
+        }
+        Target::Name(n) => match resolve(&xia, args.name_server.as_deref(), &n).await {
+            Ok(d) => {
+                let s = format!("{n} ({})", d.to_string().replace('\n', " "));
+                (d, s)
+            }
+            Err(e) => {
+                eprintln!("xping: {n}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let mut pinger = match xia.pinger().await {
         Ok(p) => p,
         Err(e) => {
@@ -106,7 +135,7 @@ async fn ping(args: Args, dst: Dag) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let name = dst.to_string().replace('\n', " ");
+    let name = shown;
     println!("PING {name} {}({}) bytes of data.", args.size, args.size + 8);
     let interval = Duration::from_secs_f64(args.interval);
     let start = Instant::now();
@@ -257,4 +286,17 @@ async fn ping(args: Args, dst: Dag) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The DAG `name` leads to, from `server` or the AD's name server.
+async fn resolve(xia: &Xia, server: Option<&str>, name: &xia_core::wire::names::Name) -> Result<Dag, String> {
+    let mut c = match server {
+        Some(s) => {
+            let d: Dag = s.parse().map_err(|e| format!("--name-server: {e}"))?;
+            xia_core::api::NameClient::new(xia, d).await
+        }
+        None => xia.names().await,
+    }
+    .map_err(|e| e.to_string())?;
+    c.resolve(name).await.map_err(|e| e.to_string())
 }

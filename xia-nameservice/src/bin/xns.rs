@@ -93,9 +93,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let mut c = NsClient::new(&xia, server).await?;
+    c.max_cache = Duration::ZERO;
     match args.cmd {
         Cmd::Resolve { name } => {
-            let r = c.resolve(&name).await?;
+            let r = c.lookup(&name).await?;
             let dag = r.dag.ok_or("deleted")?;
             println!("{}", dag.to_dag_string().replace('\n', ""));
         }
