@@ -87,6 +87,31 @@ fn a_name_registered_in_one_ad_resolves_in_the_other_is_kept_from_others_and_sur
     assert_eq!(got.trim(), want);
     let list = run_ok(xns(&f.ns_a, &f.a, &dag, &["list"]));
     assert!(list.starts_with("host-a.xia DAG"), "{list}");
+
+    // R1 announces the name server in its beacons: C's tools find it without being told.
+    let mut f = f;
+    f.r1.child.terminate().unwrap();
+    f.r1 = xia_tests::XRouter::start(
+        &f.ns_r1,
+        &["r1a", "r1c", "r1r2"],
+        f.dir.path(),
+        "r1",
+        "ad1",
+        &["--access", "r1a", "--access", "r1c", "--peering", "r1r2", "--name-server", &dag],
+    )
+    .unwrap();
+    let announced = xia_tests::probe::within(Duration::from_secs(15), || {
+        let mut info = f.c.xia(&f.ns_c);
+        info.arg("info");
+        info.output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("SID:"))
+    });
+    announced.expect("C learns the name server from R1's beacons");
+    let reachable = xia_tests::probe::within(Duration::from_secs(15), || {
+        let mut ping = f.ns_c.cmd(bin("xping"));
+        ping.arg("--socket").arg(&f.c.socket).args(["-c", "1", "-W", "1", "host-a.xia"]);
+        ping.output().is_ok_and(|o| o.status.success())
+    });
+    reachable.expect("xping host-a.xia through the AD's name server");
 }
 
 fn counter(cs: &[(String, u64)], k: &str) -> u64 {

@@ -90,7 +90,7 @@ enum Cmd {
         /// Skip the SHA-256 (goodput measurements, like iperf3).
         #[arg(long)]
         no_sha: bool,
-        /// Destination DAG (intent: the receiver's SID).
+        /// Destination DAG (intent: the receiver's SID), or a name.
         dag: Vec<String>,
     },
     /// Publishes pseudo-random content as chunks, prints a manifest (`<CID> <DAG>` per line,
@@ -159,6 +159,21 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 fn parse_dag(words: &[String]) -> Result<Dag, String> {
     let t = words.join(" ");
     t.parse::<Dag>().map_err(|e| format!("{t}: {e}"))
+}
+
+/// A destination given as a DAG, or as a name resolved by the AD's name server.
+async fn destination(xia: &Xia, words: &[String]) -> Result<Dag, String> {
+    match (parse_dag(words), words) {
+        (Ok(d), _) => Ok(d),
+        (Err(e), [one]) => match one.parse::<xia_core::wire::names::Name>() {
+            Ok(name) => {
+                let mut names = xia.names().await.map_err(|e| format!("{name}: {e}"))?;
+                names.resolve(&name).await.map_err(|e| format!("{name}: {e}"))
+            }
+            Err(_) => Err(e),
+        },
+        (Err(e), _) => Err(e),
+    }
 }
 
 fn line(s: impl AsRef<str>) {
@@ -349,7 +364,7 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
             line(format!("sha256 {:x}", h.finalize()));
         }
         Cmd::StreamSend { bytes, seed, file, no_sha, dag } => {
-            let dst = parse_dag(&dag)?;
+            let dst = destination(&xia, &dag).await?;
             let mut s = xia.connect(&dst).await.map_err(e)?;
             line(format!("connected {}", one_line(s.local_dag())));
             let mut h = Sha256::new();
@@ -448,7 +463,7 @@ async fn run(xia: Xia, cmd: Cmd) -> Result<(), String> {
             }
         }
         Cmd::DgramPing { count, size, wait, dag } => {
-            let dst = parse_dag(&dag)?;
+            let dst = destination(&xia, &dag).await?;
             let mut d = xia.bind_dgram(None).await.map_err(e)?;
             let mut got = std::collections::HashSet::new();
             for i in 0..count {
