@@ -39,11 +39,9 @@ fn a_name_registered_in_one_ad_resolves_in_the_other_is_kept_from_others_and_sur
     let f = Fig1::new(true, 1500, false, false).unwrap();
     let store = f.dir.path().join("names.log");
     let (mut server, dag) = xnsd(&f.ns_b, &f.b, &store);
-    let a_key = f.dir.path().join("a.key");
     let c_key = f.dir.path().join("c.key");
-    let a_key = a_key.to_str().unwrap();
     // A registers its own DAG (the default) under its name.
-    let out = run_ok(xns(&f.ns_a, &f.a, &dag, &["register", "Host-A.xia", "-k", a_key]));
+    let out = run_ok(xns(&f.ns_a, &f.a, &dag, &["register", "Host-A.xia"]));
     assert!(out.starts_with("host-a.xia DAG"), "{out}");
     // C, in AD1 too, and B itself resolve it (C's requests cross both routers).
     let want = f.a.dag.trim().to_string();
@@ -75,6 +73,11 @@ fn a_name_registered_in_one_ad_resolves_in_the_other_is_kept_from_others_and_sur
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("Forged"), "{out:?}");
+    // xiad signs with the host's key only names of the host's own DAG.
+    let c_dag = f.c.dag.trim().to_string();
+    let out = xns(&f.ns_a, &f.a, &dag, &["register", "c.xia", &c_dag]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("its HID only"), "{err}");
     // An unknown name: a typed error.
     let out = xns(&f.ns_c, &f.c, &dag, &["resolve", "nobody.xia"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"), "{out:?}");

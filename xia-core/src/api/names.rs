@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::{Xia, XiaDatagram, XiaError};
 use crate::dag::Dag;
+use crate::ipc::{Request, Response};
 use crate::keys::Keypair;
 use crate::wire::control::seq_base;
 use crate::wire::names::{Name, NsBody, NsErrorCode, NsMessage, Record, MAX_RECORDS};
@@ -148,6 +149,25 @@ impl NameClient {
         }
     }
 
+    /// Binds `name` to this host's DAG (`dag`; `None`: deletes it) for `ttl`, signed by the
+    /// host's key through `xiad`.
+    pub async fn put_as_host(
+        &mut self,
+        xia: &Xia,
+        name: Name,
+        dag: Option<Dag>,
+        ttl: Duration,
+    ) -> Result<(), XiaError> {
+        let ttl_ms = ttl.as_millis().min(u128::from(u32::MAX)) as u32;
+        self.last_seq = (self.last_seq + 1).max(seq_base(crate::sys::wall_ms()));
+        let r = xia.sign_name(&name, dag, self.last_seq, ttl_ms).await?;
+        self.cache.remove(&name);
+        match self.request(NsBody::Put(Box::new(r))).await? {
+            NsBody::Ok => Ok(()),
+            other => Err(XiaError::Protocol(format!("answer to a registration: {other:?}"))),
+        }
+    }
+
     /// The names leading to `xid` (a HID or SID).
     pub async fn reverse(&mut self, xid: Xid) -> Result<Vec<Record>, XiaError> {
         match self.request(NsBody::Reverse(xid)).await? {
@@ -179,6 +199,22 @@ impl NameClient {
 }
 
 impl Xia {
+    /// A name record for `name` to `dag` (its intent this host's HID; `None`: a deletion),
+    /// signed by the host's key in `xiad` (the application never sees the key).
+    pub async fn sign_name(
+        &self,
+        name: &Name,
+        dag: Option<Dag>,
+        seq: u64,
+        ttl_ms: u32,
+    ) -> Result<Record, XiaError> {
+        let req = Request::SignName { name: name.to_string(), dag, seq, ttl_ms };
+        match self.call(req).await? {
+            Response::SignedName(b) => Record::from_bytes(&b).map_err(|e| XiaError::Protocol(e.to_string())),
+            m => Err(super::conn::unexpected(&m)),
+        }
+    }
+
     /// A client of the name server this host's AD announces (`xia info`'s name server).
     pub async fn names(&self) -> Result<NameClient, XiaError> {
         let server = self.info().await?.name_server.ok_or(XiaError::Name {

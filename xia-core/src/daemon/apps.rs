@@ -426,6 +426,16 @@ impl<L: Link> Daemon<L> {
                 }
                 _ => self.reply(id, &bad_request("not a pinger")),
             },
+            Request::SignName { name, dag, seq, ttl_ms } => {
+                let answer = match name.parse::<crate::wire::names::Name>() {
+                    Err(e) => bad_request(&format!("{name}: {e}")),
+                    Ok(name) => match self.host.sign_name(name, dag, seq, ttl_ms) {
+                        Ok(r) => Response::SignedName(r.to_bytes()),
+                        Err(e) => error(&e),
+                    },
+                };
+                self.reply(id, &answer);
+            }
             Request::PatchRoute { router, lifetime_ms } => {
                 let lifetime = Duration::from_millis(u64::from(lifetime_ms));
                 match self.host.send_route_patch(now, &router, lifetime) {

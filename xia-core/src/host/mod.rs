@@ -152,6 +152,9 @@ pub enum HostError {
     /// A router's DAG must be a path (`RE AD HID`).
     #[error("the router's DAG must be a path (RE AD HID)")]
     NotAPath,
+    /// A name record the host signs must lead to the host (its HID the DAG's intent).
+    #[error("the host signs names of DAGs whose intent is its HID only")]
+    NotOwnDag,
 }
 
 /// What the host tells the layer above.
@@ -443,6 +446,21 @@ impl Host {
     /// This host's HID.
     pub fn hid(&self) -> Xid {
         self.hid
+    }
+
+    /// A name record for `name` to `dag` (whose intent must be this host's HID; `None`: a
+    /// deletion), signed by the host's key: what the name service takes from this host.
+    pub fn sign_name(
+        &self,
+        name: crate::wire::names::Name,
+        dag: Option<Dag>,
+        seq: u64,
+        ttl_ms: u32,
+    ) -> Result<crate::wire::names::Record, HostError> {
+        if dag.as_ref().is_some_and(|d| *d.intent() != self.hid) {
+            return Err(HostError::NotOwnDag);
+        }
+        Ok(crate::wire::names::Record::signed(&self.key, name, dag, seq, ttl_ms))
     }
 
     /// This host's MAC.

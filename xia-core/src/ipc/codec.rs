@@ -186,6 +186,8 @@ mod tests {
             Request::ChunkPut,
             Request::ChunkLease,
             Request::ChunkNoStore,
+            Request::SignName { name: "vm1.xia".into(), dag: Some(dag()), seq: 9, ttl_ms: 1000 },
+            Request::SignName { name: "vm1.xia".into(), dag: None, seq: 10, ttl_ms: 0 },
             Request::ChunkFetch { tag: 1, cid: x, dag: dag(), len: None },
             Request::ChunkFetch { tag: 1, cid: x, dag: dag(), len: Some(1 << 20) },
             Request::ChunkCancel { tag: 1 },

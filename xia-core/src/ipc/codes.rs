@@ -94,7 +94,7 @@ impl From<&HostError> for ErrorCode {
             HostError::Unreachable => ErrorCode::Unreachable,
             HostError::Store(StoreError::TooLarge(_)) => ErrorCode::TooLarge,
             HostError::Store(StoreError::Full { .. }) => ErrorCode::NoSpace,
-            HostError::NotAService | HostError::NotAPath => ErrorCode::BadAddress,
+            HostError::NotAService | HostError::NotAPath | HostError::NotOwnDag => ErrorCode::BadAddress,
             HostError::NotRegistered => ErrorCode::NotRegistered,
         }
     }

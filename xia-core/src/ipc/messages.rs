@@ -112,6 +112,18 @@ pub enum Request {
     /// Marks what this connection publishes from now on as not to be kept by the nodes that
     /// forward it (responses flagged NO_STORE: no router caches them). Answer: `Ok`.
     ChunkNoStore,
+    /// Signs a name record with the host's key: `name` to `dag` (whose intent must be the host's
+    /// HID; `None`: a deletion). Answer: [`Response::SignedName`].
+    SignName {
+        /// The name (the name service's grammar).
+        name: String,
+        /// Where it leads.
+        dag: Option<Dag>,
+        /// Its sequence number.
+        seq: u64,
+        /// Its TTL (ms).
+        ttl_ms: u32,
+    },
 }
 
 impl Request {
@@ -240,6 +252,8 @@ pub enum Response {
         /// In words, for people.
         message: String,
     },
+    /// A name record signed by the host's key, as on the wire.
+    SignedName(Vec<u8>),
 }
 
 impl Response {

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! xns resolve vm1.xia                          # the DAG (one line, `DAG ...`)
-//! xns register vm1.xia -k host.key [DAG]       # default: this host's DAG; --ttl-secs
-//! xns delete vm1.xia -k host.key
+//! xns register vm1.xia [DAG]                   # this host's DAG and key (in xiad); --ttl-secs
+//! xns register cal.vm1.xia -k svc.key DAG      # a service's own key, for its SID
+//! xns delete vm1.xia
 //! xns reverse HID:<hex>                        # names leading to a HID or SID
 //! xns list
 //! xns stats                                    # the server's counters
@@ -40,23 +41,24 @@ struct Args {
 enum Cmd {
     /// Prints the DAG a name leads to.
     Resolve { name: Name },
-    /// Binds a name to a DAG (default: this host's), signed by the key owning the DAG's intent.
+    /// Binds a name to a DAG (default: this host's), signed by the key owning the DAG's intent
+    /// (default: the host's, through xiad).
     Register {
         name: Name,
         /// The DAG (`RE ...` or `DAG ...`); default: the host's.
         dag: Vec<String>,
-        /// The key file (the host's, or a service's own for its SID).
+        /// A key file (a service's own, for its SID); default: the host's key, in xiad.
         #[arg(short, long)]
-        key: PathBuf,
+        key: Option<PathBuf>,
         /// How long the server keeps it.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
     },
-    /// Deletes a name (signed by its key).
+    /// Deletes a name (signed by its key; default: the host's, in xiad).
     Delete {
         name: Name,
         #[arg(short, long)]
-        key: PathBuf,
+        key: Option<PathBuf>,
     },
     /// The names leading to a HID or SID.
     Reverse { xid: Xid },
@@ -101,17 +103,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", dag.to_dag_string().replace('\n', ""));
         }
         Cmd::Register { name, dag, key, ttl_secs } => {
-            let key = Keypair::load(&key)?;
             let dag: Dag = match dag.is_empty() {
                 true => xia.info().await?.dag,
                 false => dag.join(" ").parse()?,
             };
-            c.put(&key, name.clone(), Some(dag.clone()), Duration::from_secs(ttl_secs)).await?;
+            let ttl = Duration::from_secs(ttl_secs);
+            match key {
+                Some(k) => c.put(&Keypair::load(&k)?, name.clone(), Some(dag.clone()), ttl).await?,
+                None => c.put_as_host(&xia, name.clone(), Some(dag.clone()), ttl).await?,
+            }
             println!("{name} {}", dag.to_dag_string().replace('\n', ""));
         }
-        Cmd::Delete { name, key } => {
-            c.put(&Keypair::load(&key)?, name, None, Duration::ZERO).await?;
-        }
+        Cmd::Delete { name, key } => match key {
+            Some(k) => c.put(&Keypair::load(&k)?, name, None, Duration::ZERO).await?,
+            None => c.put_as_host(&xia, name, None, Duration::ZERO).await?,
+        },
         Cmd::Reverse { xid } => {
             for r in c.reverse(xid).await? {
                 println!("{}", r.name);
