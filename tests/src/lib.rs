@@ -84,15 +84,23 @@ impl Xiad {
         ad: Option<&str>,
         pcap: Option<&Path>,
     ) -> io::Result<Xiad> {
+        let mut extra: Vec<&str> = Vec::new();
+        if let Some(ad) = ad {
+            extra.extend(["--ad", ad]);
+        }
+        let pcap = pcap.map(|p| p.to_string_lossy().into_owned());
+        if let Some(p) = &pcap {
+            extra.extend(["--pcap", p.as_str()]);
+        }
+        Xiad::start_with(ns, ifname, dir, name, &extra)
+    }
+
+    /// [`Xiad::start`] with more arguments (`--name`, ...).
+    pub fn start_with(ns: &Netns, ifname: &str, dir: &Path, name: &str, extra: &[&str]) -> io::Result<Xiad> {
         let socket = dir.join(format!("{name}.sock"));
         let mut cmd = ns.cmd(bin("xiad"));
         cmd.arg("-i").arg(ifname).arg("-s").arg(&socket).arg("-k").arg(dir.join(format!("{name}.key")));
-        if let Some(ad) = ad {
-            cmd.args(["--ad", ad]);
-        }
-        if let Some(p) = pcap {
-            cmd.arg("--pcap").arg(p);
-        }
+        cmd.args(extra);
         let mut child = Child::spawn(cmd)?;
         let ready = child.wait_for_line(|l| l.starts_with("xiad ready"), Duration::from_secs(20))?;
         let field = |k: &str| {

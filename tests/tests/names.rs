@@ -195,3 +195,59 @@ fn kill_9_in_a_burst_of_updates_loses_nothing_acknowledged_and_replays_are_refus
         assert!(counter(&cs, "names") as usize > names.len(), "{cs:?}");
     });
 }
+
+/// `xiad --name`: a host names itself once registered, and again when it moves. A's xiad moves
+/// from AD1 to AD2 (restarted on its link to R2, same key): C resolves A's name to the new DAG
+/// soon after, through the name server both routers announce.
+#[test]
+fn a_host_that_moves_is_found_at_its_new_dag() {
+    if !require_root() {
+        return;
+    }
+    let mut f = Fig1::new(true, 1500, false, true).unwrap();
+    let store = f.dir.path().join("names.log");
+    let (_server, dag) = xnsd(&f.ns_b, &f.b, &store);
+    // Both routers announce the name server.
+    f.r1.child.terminate().unwrap();
+    f.r1 = xia_tests::XRouter::start(
+        &f.ns_r1,
+        &["r1a", "r1c", "r1r2"],
+        f.dir.path(),
+        "r1",
+        "ad1",
+        &["--access", "r1a", "--access", "r1c", "--peering", "r1r2", "--name-server", &dag],
+    )
+    .unwrap();
+    let mut r2 = f.r2.take().unwrap();
+    r2.child.terminate().unwrap();
+    let r2 = xia_tests::XRouter::start(
+        f.ns_r2.as_ref().unwrap(),
+        &["r2r1", "r2b", "r2a"],
+        f.dir.path(),
+        "r2",
+        "ad2",
+        &["--access", "r2b", "--access", "r2a", "--peering", "r2r1", "--name-server", &dag],
+    )
+    .unwrap();
+    let resolve = || {
+        let out = xns(&f.ns_c, &f.c, &dag, &["resolve", "a.xia"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // A names itself in AD1.
+    f.a.child.terminate().unwrap();
+    let a1 = Xiad::start_with(&f.ns_a, "eth0", f.dir.path(), "a", &["--name", "a.xia"]).unwrap();
+    let in_ad1 = xia_tests::probe::within(Duration::from_secs(15), || resolve().contains(&f.r1.ad));
+    in_ad1.expect("a.xia resolves to A in AD1");
+    // A moves to AD2: its xiad restarted on its link to R2, same key.
+    drop(a1);
+    let t0 = std::time::Instant::now();
+    let _a2 = Xiad::start_with(&f.ns_a, "eth1", f.dir.path(), "a", &["--name", "a.xia"]).unwrap();
+    let started = t0.elapsed();
+    let found = xia_tests::probe::within(Duration::from_secs(15), || resolve().contains(&r2.ad));
+    let found = found.expect("a.xia resolves to A in AD2");
+    eprintln!(
+        "a.xia at its new DAG {:?} after xiad started in AD2 ({:?} to start; beacons every 100 ms)",
+        found, started
+    );
+    assert!(found < Duration::from_millis(1000), "{found:?}");
+}

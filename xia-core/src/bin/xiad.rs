@@ -7,13 +7,18 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::Parser;
+use xia_core::api::{NameClient, Xia};
 use xia_core::daemon::{run_with, DaemonConfig, IpcLimits};
 use xia_core::host::HostConfig;
+use xia_core::ipc::Event;
 use xia_core::keys::Keypair;
 use xia_core::link::afpacket::LinkOptions;
 use xia_core::link::capture::Capture;
 use xia_core::link::host_port::HostPort;
+use xia_core::wire::names::Name;
 use xia_core::xid::{Principal, Xid};
 
 /// The XIA host daemon.
@@ -49,6 +54,14 @@ struct Args {
     /// Record every frame in and out to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
+    /// A name for this host: registered with the AD's name server (from the beacons), signed by
+    /// the host's key, once the host is registered, again whenever its DAG changes, and before
+    /// half its TTL runs out.
+    #[arg(long)]
+    name: Option<Name>,
+    /// The TTL of the name's record, in seconds.
+    #[arg(long, default_value_t = 600)]
+    name_ttl_secs: u64,
     #[command(flatten)]
     log: xia_core::cli::LogArgs,
 }
@@ -73,7 +86,8 @@ fn serve(args: Args) -> std::io::Result<()> {
         buffer_bytes: args.ipc_buffer_mib.saturating_mul(1 << 20),
         idle: std::time::Duration::from_secs(args.ipc_idle_secs),
     };
-    run_with(cfg, limits, key, link, stop.as_raw_fd(), |r| {
+    let naming = args.name.map(|n| (n, Duration::from_secs(args.name_ttl_secs.max(2)), cfg.socket.clone()));
+    run_with(cfg, limits, key, link, stop.as_raw_fd(), move |r| {
         // One line for scripts and tests to wait on; logs go to stderr.
         println!(
             "xiad ready socket={} hid={} mac={} mtu={} dag={}",
@@ -85,7 +99,74 @@ fn serve(args: Args) -> std::io::Result<()> {
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
+        if let Some((name, ttl, socket)) = naming {
+            let spawned = std::thread::Builder::new()
+                .name("xiad-name".into())
+                .spawn(move || keep_name(socket, name, ttl));
+            if let Err(e) = spawned {
+                tracing::error!("--name: {e}");
+            }
+        }
     })
+}
+
+/// Keeps `name` leading to this host: an application of the daemon's own API, on a thread of
+/// its own. Registers once the host is registered, again on every new DAG and before half the
+/// TTL runs out; a failure is retried a second later.
+fn keep_name(socket: PathBuf, name: Name, ttl: Duration) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        tracing::error!("--name: no runtime");
+        return;
+    };
+    rt.block_on(async move {
+        let xia = Xia::at(&socket);
+        loop {
+            let mut events = match xia.events().await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::debug!("--name: events: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut due = true;
+            loop {
+                if due {
+                    due = !register(&xia, &name, ttl).await;
+                }
+                let wait = if due { Duration::from_secs(1) } else { ttl / 2 };
+                match tokio::time::timeout(wait, events.next()).await {
+                    Ok(Ok(Event::Registered { .. } | Event::DagChanged { .. })) | Err(_) => due = true,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => break,
+                }
+            }
+        }
+    });
+}
+
+/// Registers `name` to the host's DAG if the host is registered and its AD has a name server;
+/// true when done (or nothing to do yet).
+async fn register(xia: &Xia, name: &Name, ttl: Duration) -> bool {
+    let info = match xia.info().await {
+        Ok(i) => i,
+        Err(_) => return false,
+    };
+    let (true, Some(server)) = (info.registered, info.name_server) else { return true };
+    let put = async {
+        let mut names = NameClient::new(xia, server).await?;
+        names.put_as_host(xia, name.clone(), Some(info.dag.clone()), ttl).await
+    };
+    match put.await {
+        Ok(()) => {
+            tracing::info!("{name} -> {}", info.dag.to_string().replace('\n', " "));
+            true
+        }
+        Err(e) => {
+            tracing::warn!("--name {name}: {e}");
+            false
+        }
+    }
 }
 
 fn main() -> ExitCode {
