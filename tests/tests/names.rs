@@ -251,3 +251,61 @@ fn a_host_that_moves_is_found_at_its_new_dag() {
     );
     assert!(found < Duration::from_millis(1000), "{found:?}");
 }
+
+/// Garbage at `SID_NS`: 20,000 random datagrams (some with a valid header, most noise) from C
+/// while A resolves: every request with an id gets a typed error, the server keeps answering,
+/// its memory stays bounded.
+#[test]
+fn a_flood_of_garbage_at_the_name_server_is_counted_and_survived() {
+    if !require_root() {
+        return;
+    }
+    let f = Fig1::new(true, 1500, false, false).unwrap();
+    let store = f.dir.path().join("names.log");
+    let (server, dag) = xnsd(&f.ns_b, &f.b, &store);
+    run_ok(xns(&f.ns_a, &f.a, &dag, &["register", "host-a.xia"]));
+    let server_dag: Dag = dag.parse().unwrap();
+    let rss = || xia_tests::probe::rss_kb(server.id());
+    let before = rss();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (sent, answered) = rt.block_on(async {
+        let c = Xia::at(&f.c.socket);
+        let mut sock = c.bind_dgram(None).await.unwrap();
+        let mut rng = xia_core::rng::Rng::new(5);
+        let mut sent = 0u32;
+        for i in 0..20_000u32 {
+            let mut d = vec![0u8; 1 + rng.below(1200) as usize];
+            rng.fill(&mut d);
+            if i % 4 == 0 && d.len() >= 6 {
+                // A valid version and a request type: the rest is garbage.
+                d[0] = 1;
+                d[1] = 1 + (i % 5) as u8;
+            }
+            if sock.send_to(&d, &server_dag).await.is_ok() {
+                sent += 1;
+            }
+        }
+        // What came back: typed errors (and answers to what happened to be a request).
+        let mut answered = 0u32;
+        while let Ok(Ok((data, _))) = tokio::time::timeout(Duration::from_millis(300), sock.recv_from()).await
+        {
+            let m = xia_core::wire::names::NsMessage::parse(&data).unwrap();
+            // (A datagram of six bytes with the type of `stats` is a valid request.)
+            assert!(
+                matches!(m.body, NsBody::Error { .. } | NsBody::Records(_) | NsBody::Counters(_)),
+                "{m:?}"
+            );
+            answered += 1;
+        }
+        (sent, answered)
+    });
+    // Still serving, and it counted the garbage.
+    let got = run_ok(xns(&f.ns_c, &f.c, &dag, &["resolve", "host-a.xia"]));
+    assert_eq!(got.trim(), f.a.dag.trim());
+    let stats = run_ok(xns(&f.ns_c, &f.c, &dag, &["stats"]));
+    let malformed: u64 = stats.lines().find_map(|l| l.strip_prefix("malformed ")).unwrap().parse().unwrap();
+    let after = rss();
+    eprintln!("{sent} garbage datagrams sent, {answered} answered, malformed {malformed}, RSS {before} -> {after} kB");
+    assert!(malformed > u64::from(sent) / 4, "{stats}");
+    assert!(after < before + 32 * 1024, "{before} -> {after} kB");
+}
