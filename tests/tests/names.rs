@@ -21,6 +21,20 @@ fn xns(ns: &Netns, host: &Xiad, server: &str, args: &[&str]) -> std::process::Co
     c
 }
 
+/// Restarts R1 of Fig. 1b announcing the name server at `dag` in its beacons.
+fn restart_r1_announcing(f: &mut Fig1, dag: &str) {
+    f.r1.child.terminate().unwrap();
+    f.r1 = xia_tests::XRouter::start(
+        &f.ns_r1,
+        &["r1a", "r1c", "r1r2"],
+        f.dir.path(),
+        "r1",
+        "ad1",
+        &["--access", "r1a", "--access", "r1c", "--peering", "r1r2", "--name-server", dag],
+    )
+    .unwrap();
+}
+
 /// Starts `xnsd` on `host` with its store at `store`; its DAG.
 fn xnsd(ns: &Netns, host: &Xiad, store: &Path) -> (Child, String) {
     let mut c = ns.cmd(bin("xnsd"));
@@ -93,16 +107,7 @@ fn a_name_registered_in_one_ad_resolves_in_the_other_is_kept_from_others_and_sur
 
     // R1 announces the name server in its beacons: C's tools find it without being told.
     let mut f = f;
-    f.r1.child.terminate().unwrap();
-    f.r1 = xia_tests::XRouter::start(
-        &f.ns_r1,
-        &["r1a", "r1c", "r1r2"],
-        f.dir.path(),
-        "r1",
-        "ad1",
-        &["--access", "r1a", "--access", "r1c", "--peering", "r1r2", "--name-server", &dag],
-    )
-    .unwrap();
+    restart_r1_announcing(&mut f, &dag);
     let announced = xia_tests::probe::within(Duration::from_secs(15), || {
         let mut info = f.c.xia(&f.ns_c);
         info.arg("info");
@@ -208,16 +213,7 @@ fn a_host_that_moves_is_found_at_its_new_dag() {
     let store = f.dir.path().join("names.log");
     let (_server, dag) = xnsd(&f.ns_b, &f.b, &store);
     // Both routers announce the name server.
-    f.r1.child.terminate().unwrap();
-    f.r1 = xia_tests::XRouter::start(
-        &f.ns_r1,
-        &["r1a", "r1c", "r1r2"],
-        f.dir.path(),
-        "r1",
-        "ad1",
-        &["--access", "r1a", "--access", "r1c", "--peering", "r1r2", "--name-server", &dag],
-    )
-    .unwrap();
+    restart_r1_announcing(&mut f, &dag);
     let mut r2 = f.r2.take().unwrap();
     r2.child.terminate().unwrap();
     let r2 = xia_tests::XRouter::start(

@@ -141,8 +141,13 @@ impl NameClient {
     ) -> Result<(), XiaError> {
         let ttl_ms = ttl.as_millis().min(u128::from(u32::MAX)) as u32;
         self.last_seq = (self.last_seq + 1).max(seq_base(crate::sys::wall_ms()));
-        let r = Record::signed(key, name.clone(), dag, self.last_seq, ttl_ms);
-        self.cache.remove(&name);
+        let r = Record::signed(key, name, dag, self.last_seq, ttl_ms);
+        self.send_put(r).await
+    }
+
+    /// Sends a signed record; the name's cached resolution goes.
+    async fn send_put(&mut self, r: Record) -> Result<(), XiaError> {
+        self.cache.remove(&r.name);
         match self.request(NsBody::Put(Box::new(r))).await? {
             NsBody::Ok => Ok(()),
             other => Err(XiaError::Protocol(format!("answer to a registration: {other:?}"))),
@@ -161,11 +166,7 @@ impl NameClient {
         let ttl_ms = ttl.as_millis().min(u128::from(u32::MAX)) as u32;
         self.last_seq = (self.last_seq + 1).max(seq_base(crate::sys::wall_ms()));
         let r = xia.sign_name(&name, dag, self.last_seq, ttl_ms).await?;
-        self.cache.remove(&name);
-        match self.request(NsBody::Put(Box::new(r))).await? {
-            NsBody::Ok => Ok(()),
-            other => Err(XiaError::Protocol(format!("answer to a registration: {other:?}"))),
-        }
+        self.send_put(r).await
     }
 
     /// The names leading to `xid` (a HID or SID).
