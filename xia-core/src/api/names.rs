@@ -139,10 +139,14 @@ impl NameClient {
         dag: Option<Dag>,
         ttl: Duration,
     ) -> Result<(), XiaError> {
-        let ttl_ms = ttl.as_millis().min(u128::from(u32::MAX)) as u32;
+        let seq = self.next_seq();
+        self.send_put(Record::signed(key, name, dag, seq, ttl_ms(ttl))).await
+    }
+
+    /// A sequence number above the last one this client signed and the clock's.
+    fn next_seq(&mut self) -> u64 {
         self.last_seq = (self.last_seq + 1).max(seq_base(crate::sys::wall_ms()));
-        let r = Record::signed(key, name, dag, self.last_seq, ttl_ms);
-        self.send_put(r).await
+        self.last_seq
     }
 
     /// Sends a signed record; the name's cached resolution goes.
@@ -163,9 +167,8 @@ impl NameClient {
         dag: Option<Dag>,
         ttl: Duration,
     ) -> Result<(), XiaError> {
-        let ttl_ms = ttl.as_millis().min(u128::from(u32::MAX)) as u32;
-        self.last_seq = (self.last_seq + 1).max(seq_base(crate::sys::wall_ms()));
-        let r = xia.sign_name(&name, dag, self.last_seq, ttl_ms).await?;
+        let seq = self.next_seq();
+        let r = xia.sign_name(&name, dag, seq, ttl_ms(ttl)).await?;
         self.send_put(r).await
     }
 
@@ -197,6 +200,10 @@ impl NameClient {
             }
         }
     }
+}
+
+fn ttl_ms(ttl: Duration) -> u32 {
+    ttl.as_millis().min(u128::from(u32::MAX)) as u32
 }
 
 impl Xia {
