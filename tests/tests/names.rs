@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use xia_core::api::Xia;
 use xia_core::api::XiaError;
+use xia_core::api::{NameClient, Xia};
 use xia_core::dag::Dag;
 use xia_core::keys::Keypair;
 use xia_core::wire::names::{Name, NsBody, NsErrorCode, Record};
-use xia_nameservice::NsClient;
 use xia_tests::{bin, require_root, run_ok, Child, Fig1, Netns, Xiad};
 
 fn xns(ns: &Netns, host: &Xiad, server: &str, args: &[&str]) -> std::process::Command {
@@ -156,7 +155,7 @@ fn kill_9_in_a_burst_of_updates_loses_nothing_acknowledged_and_replays_are_refus
     };
     let xia = Xia::at(&f.a.socket);
     let names: Vec<Name> = rt.block_on(async {
-        let mut c = NsClient::new(&xia, server_dag.clone()).await.unwrap();
+        let mut c = NameClient::new(&xia, server_dag.clone()).await.unwrap();
         c.tries = 1;
         c.patience = Duration::from_millis(300);
         let mut done = Vec::new();
@@ -179,7 +178,7 @@ fn kill_9_in_a_burst_of_updates_loses_nothing_acknowledged_and_replays_are_refus
     assert!((300..1000).contains(&names.len()), "killed in the middle: {}", names.len());
     let (_server, _) = xnsd(&f.ns_b, &f.b, &store);
     rt.block_on(async {
-        let mut c = NsClient::new(&xia, server_dag.clone()).await.unwrap();
+        let mut c = NameClient::new(&xia, server_dag.clone()).await.unwrap();
         for n in &names {
             let r = c.lookup(n).await.unwrap_or_else(|e| panic!("{n} acknowledged, then lost: {e}"));
             assert_eq!(r.dag.as_ref(), Some(&a_dag));

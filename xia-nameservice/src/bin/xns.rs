@@ -16,12 +16,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use xia_core::api::Xia;
+use xia_core::api::{NameClient, Xia};
 use xia_core::dag::Dag;
 use xia_core::keys::Keypair;
 use xia_core::wire::names::Name;
 use xia_core::xid::Xid;
-use xia_nameservice::NsClient;
 
 /// The XIA name service client.
 #[derive(Debug, Parser)]
@@ -94,7 +93,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             xia.info().await?.name_server.ok_or("no name server: the AD announces none; give --server")?
         }
     };
-    let mut c = NsClient::new(&xia, server).await?;
+    let mut c = NameClient::new(&xia, server).await?;
     c.max_cache = Duration::ZERO;
     match args.cmd {
         Cmd::Resolve { name } => {

@@ -11,6 +11,7 @@ use clap::Parser;
 use tokio::sync::mpsc;
 use xia_core::api::Xia;
 use xia_core::dag::Dag;
+use xia_core::sys::wall_ms;
 use xia_core::xid::SID_NS;
 use xia_nameservice::{NameTable, Service, Store, TableConfig};
 
@@ -54,10 +55,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn wall_ms() -> u64 {
-    xia_core::sys::wall_ms()
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -104,7 +101,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     tracing::debug!("{} names expired", gone.len());
                 }
                 if store.wants_compaction(service.table.len()) {
-                    store.compact(live(&service.table))?;
+                    store.compact(service.table.entries())?;
                 }
                 continue;
             }
@@ -152,9 +149,4 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let s = service.stats();
     tracing::info!("stopping: {} requests answered, {} names held", s.requests, service.table.len());
     Ok(())
-}
-
-/// The entries still live (tombstones included): what a compacted store keeps.
-fn live(table: &NameTable) -> impl Iterator<Item = &xia_nameservice::Entry> {
-    table.entries()
 }
